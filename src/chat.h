@@ -1,0 +1,68 @@
+/*
+ * The chat request logic: a pure function from a request to a response.
+ * No libfcgi, no I/O, no globals: unit tests and fuzzers call it directly.
+ */
+#ifndef CHAT_H
+#define CHAT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* The default for --max-body; nginx's client_max_body_size 64k matches it. */
+#define CHAT_MAX_BODY_DEFAULT ((size_t)64 * 1024)
+/* Object/array nesting allowed in a request body. {"message":"x"} is depth 1;
+ * anything deeper than a few levels is not a chat message, and a small limit
+ * bounds the parser's work on hostile input. */
+#define CHAT_JSON_MAX_DEPTH 16
+
+struct chat_limits {
+	size_t max_body; /* bytes; larger bodies get 413 */
+};
+
+/* What the FastCGI layer knows of a request. Any string may be NULL when the
+ * parameter is absent. */
+struct chat_request {
+	const char *method;         /* REQUEST_METHOD */
+	const char *path;           /* path part of REQUEST_URI, query removed */
+	const char *content_type;   /* CONTENT_TYPE */
+	const char *content_length; /* CONTENT_LENGTH, as sent */
+	const char *body;           /* the body bytes read, not NUL-terminated */
+	size_t body_len;
+};
+
+struct chat_response {
+	int status;         /* HTTP status */
+	const char *allow;  /* value of an Allow header, or NULL */
+	const char *reason; /* why it failed, for the log; NULL on 200 */
+	char *body;         /* JSON text, UTF-8 */
+	size_t body_len;
+	bool body_owned; /* body was allocated: chat_response_free releases it */
+};
+
+/* Every response has this type: successes and errors alike are JSON. */
+#define CHAT_CONTENT_TYPE "application/json; charset=utf-8"
+
+enum chat_head {
+	CHAT_HEAD_READ_BODY, /* read the body, then call chat_respond */
+	CHAT_HEAD_REJECTED   /* *res holds the answer; drain the body unread */
+};
+
+/*
+ * Judges a request from its head alone (path, method, content type and
+ * announced length), before any body byte is read. On CHAT_HEAD_READ_BODY,
+ * *announced holds CONTENT_LENGTH (0 when absent), at most lim->max_body.
+ */
+enum chat_head chat_check_head(const struct chat_request *req,
+                               const struct chat_limits *lim,
+                               struct chat_response *res, size_t *announced);
+
+/*
+ * Answers a whole request. Always fills *res; the status says what happened.
+ * A body longer than lim->max_body gets 413 whatever CONTENT_LENGTH said.
+ */
+void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
+                  struct chat_response *res);
+
+void chat_response_free(struct chat_response *res);
+
+#endif

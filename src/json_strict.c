@@ -1,0 +1,241 @@
+#include "json_strict.h"
+
+#include "utf8.h"
+
+/* Recursive descent over the grammar of RFC 8259; recursion is bounded by
+ * max_depth, which the caller keeps small. */
+struct scan {
+	const unsigned char *p, *end;
+	unsigned depth, max_depth;
+	const char *why;
+};
+
+static const char not_json[] = "The body is not valid JSON.";
+
+static bool fail(struct scan *s, const char *why)
+{
+	if (!s->why)
+		s->why = why;
+	return false;
+}
+
+static void skip_ws(struct scan *s)
+{
+	while (s->p < s->end &&
+	       (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+		s->p++;
+}
+
+static bool is_digit(unsigned char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+static int hex_digit(unsigned char c)
+{
+	if (is_digit(c))
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Reads the four hex digits after "\u"; -1 if they are not there. */
+static long read_u_escape(struct scan *s)
+{
+	if (s->end - s->p < 4)
+		return -1;
+	long v = 0;
+	for (int i = 0; i < 4; i++) {
+		int d = hex_digit(s->p[i]);
+		if (d < 0)
+			return -1;
+		v = v << 4 | d;
+	}
+	s->p += 4;
+	return v;
+}
+
+static bool scan_string(struct scan *s)
+{
+	s->p++; /* the opening quote */
+	while (s->p < s->end) {
+		unsigned char c = *s->p;
+		if (c == '"') {
+			s->p++;
+			return true;
+		}
+		if (c < 0x20)
+			return fail(s, "The JSON has a raw control character in a string; "
+			               "control characters must be escaped.");
+		if (c != '\\') {
+			s->p++; /* UTF-8 was checked for the whole text already */
+			continue;
+		}
+		if (++s->p == s->end)
+			break;
+		c = *s->p++;
+		switch (c) {
+		case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+			continue;
+		case 'u':
+			break;
+		default:
+			return fail(s, "The JSON has an invalid escape in a string.");
+		}
+		long cp = read_u_escape(s);
+		if (cp < 0)
+			return fail(s, "The JSON has an invalid \\u escape in a string.");
+		if (cp >= 0xDC00 && cp <= 0xDFFF)
+			return fail(s, "The JSON has an unpaired UTF-16 surrogate escape.");
+		if (cp >= 0xD800 && cp <= 0xDBFF) {
+			/* A high surrogate must be followed at once by a low one. */
+			if (s->end - s->p < 2 || s->p[0] != '\\' || s->p[1] != 'u')
+				return fail(s, "The JSON has an unpaired UTF-16 surrogate escape.");
+			s->p += 2;
+			long lo = read_u_escape(s);
+			if (lo < 0xDC00 || lo > 0xDFFF)
+				return fail(s, "The JSON has an unpaired UTF-16 surrogate escape.");
+		}
+	}
+	return fail(s, "The JSON ends inside a string.");
+}
+
+static bool scan_digits(struct scan *s)
+{
+	if (s->p == s->end || !is_digit(*s->p))
+		return fail(s, "The JSON has an invalid number.");
+	while (s->p < s->end && is_digit(*s->p))
+		s->p++;
+	return true;
+}
+
+/* number = [ minus ] int [ frac ] [ exp ]; int = zero / ( digit1-9 *DIGIT ) */
+static bool scan_number(struct scan *s)
+{
+	if (*s->p == '-')
+		s->p++;
+	if (s->p < s->end && *s->p == '0') {
+		s->p++;
+		if (s->p < s->end && is_digit(*s->p))
+			return fail(s, "The JSON has a number with a leading zero.");
+	} else if (!scan_digits(s)) {
+		return false;
+	}
+	if (s->p < s->end && *s->p == '.') {
+		s->p++;
+		if (!scan_digits(s))
+			return false;
+	}
+	if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
+		s->p++;
+		if (s->p < s->end && (*s->p == '+' || *s->p == '-'))
+			s->p++;
+		if (!scan_digits(s))
+			return false;
+	}
+	return true;
+}
+
+static bool scan_literal(struct scan *s, const char *word, size_t len)
+{
+	if ((size_t)(s->end - s->p) < len)
+		return fail(s, not_json);
+	for (size_t i = 0; i < len; i++)
+		if (s->p[i] != (unsigned char)word[i])
+			return fail(s, not_json);
+	s->p += len;
+	return true;
+}
+
+static bool scan_value(struct scan *s);
+
+/* Objects and arrays share one loop: members are "key": value or value. */
+static bool scan_container(struct scan *s, unsigned char close)
+{
+	if (++s->depth > s->max_depth)
+		return fail(s, "The JSON is nested too deeply.");
+	s->p++;
+	skip_ws(s);
+	if (s->p < s->end && *s->p == close) {
+		s->p++;
+		s->depth--;
+		return true;
+	}
+	for (;;) {
+		if (close == '}') {
+			if (s->p == s->end || *s->p != '"')
+				return fail(s, "The JSON has an object key that is not a string.");
+			if (!scan_string(s))
+				return false;
+			skip_ws(s);
+			if (s->p == s->end || *s->p != ':')
+				return fail(s, not_json);
+			s->p++;
+			skip_ws(s);
+		}
+		if (!scan_value(s))
+			return false;
+		skip_ws(s);
+		if (s->p == s->end)
+			return fail(s, "The JSON ends before the value does.");
+		if (*s->p == close) {
+			s->p++;
+			s->depth--;
+			return true;
+		}
+		if (*s->p != ',')
+			return fail(s, not_json);
+		s->p++;
+		skip_ws(s);
+	}
+}
+
+static bool scan_value(struct scan *s)
+{
+	if (s->p == s->end)
+		return fail(s, "The JSON ends before the value does.");
+	switch (*s->p) {
+	case '{':
+		return scan_container(s, '}');
+	case '[':
+		return scan_container(s, ']');
+	case '"':
+		return scan_string(s);
+	case 't':
+		return scan_literal(s, "true", 4);
+	case 'f':
+		return scan_literal(s, "false", 5);
+	case 'n':
+		return scan_literal(s, "null", 4);
+	default:
+		if (*s->p == '-' || is_digit(*s->p))
+			return scan_number(s);
+		return fail(s, not_json);
+	}
+}
+
+bool json_strict_check(const char *text, size_t len, unsigned max_depth,
+                       const char **why)
+{
+	if (!utf8_valid(text, len)) {
+		*why = "The body is not valid UTF-8.";
+		return false;
+	}
+	struct scan s = {
+	    .p = (const unsigned char *)text,
+	    .end = (const unsigned char *)text + len,
+	    .max_depth = max_depth,
+	};
+	skip_ws(&s);
+	if (scan_value(&s)) {
+		skip_ws(&s);
+		if (s.p == s.end)
+			return true;
+		fail(&s, "The body has bytes after the JSON value.");
+	}
+	*why = s.why;
+	return false;
+}

@@ -1,0 +1,238 @@
+#include "listen.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* Connections nginx may queue while every thread is busy. The kernel caps
+ * it at net.core.somaxconn. */
+#define LISTEN_BACKLOG 1024
+
+static void describe(int fd, char *out, size_t size)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+	char host[INET6_ADDRSTRLEN], port[8];
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) {
+		snprintf(out, size, "fd %d", fd);
+	} else if (ss.ss_family == AF_UNIX) {
+		const struct sockaddr_un *un = (const struct sockaddr_un *)&ss;
+		snprintf(out, size, "unix:%.*s", (int)sizeof un->sun_path, un->sun_path);
+	} else if (getnameinfo((struct sockaddr *)&ss, len, host, sizeof host, port,
+	                       sizeof port, NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
+		snprintf(out, size, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
+	} else {
+		snprintf(out, size, "fd %d", fd);
+	}
+}
+
+static int adopt_fd0(struct listener *l, char *err, size_t err_size)
+{
+	int on = 0;
+	socklen_t len = sizeof on;
+	if (getsockopt(0, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) != 0 || !on) {
+		snprintf(err, err_size,
+		         "fd 0 is not a listening socket: run under spawn-fcgi, "
+		         "or give --listen unix:PATH or --listen HOST:PORT");
+		return -1;
+	}
+	l->fd = 0;
+	char where[sizeof l->name - 16];
+	describe(0, where, sizeof where);
+	snprintf(l->name, sizeof l->name, "%s (fd 0)", where);
+	return 0;
+}
+
+/* A socket file left by a server that died is replaced; one that still
+ * answers belongs to a live server and is left alone. */
+static int clear_unix_path(const struct sockaddr_un *addr, char *err, size_t err_size)
+{
+	struct stat st;
+	if (lstat(addr->sun_path, &st) != 0) {
+		if (errno == ENOENT)
+			return 0;
+		snprintf(err, err_size, "cannot inspect %s: %s", addr->sun_path, strerror(errno));
+		return -1;
+	}
+	if (!S_ISSOCK(st.st_mode)) {
+		snprintf(err, err_size, "%s exists and is not a socket; not replacing it",
+		         addr->sun_path);
+		return -1;
+	}
+	int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (probe < 0) {
+		snprintf(err, err_size, "socket: %s", strerror(errno));
+		return -1;
+	}
+	int live = connect(probe, (const struct sockaddr *)addr, sizeof *addr) == 0;
+	int connect_errno = errno;
+	close(probe);
+	if (live) {
+		snprintf(err, err_size, "%s is in use by a running server", addr->sun_path);
+		return -1;
+	}
+	if (connect_errno != ECONNREFUSED) {
+		snprintf(err, err_size, "cannot tell whether %s is in use: %s", addr->sun_path,
+		         strerror(connect_errno));
+		return -1;
+	}
+	if (unlink(addr->sun_path) != 0 && errno != ENOENT) {
+		snprintf(err, err_size, "cannot remove the stale socket %s: %s", addr->sun_path,
+		         strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int open_unix(struct listener *l, const char *path, mode_t mode, char *err,
+                     size_t err_size)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	size_t n = strlen(path);
+	if (n == 0 || n >= sizeof addr.sun_path) {
+		snprintf(err, err_size, "the socket path must be 1 to %zu bytes long",
+		         sizeof addr.sun_path - 1);
+		return -1;
+	}
+	memcpy(addr.sun_path, path, n + 1);
+	if (clear_unix_path(&addr, err, err_size) != 0)
+		return -1;
+
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, err_size, "socket: %s", strerror(errno));
+		return -1;
+	}
+	/* Nobody may connect between bind and chmod: start with no access.
+	 * umask is per process, and no other thread runs yet. */
+	mode_t old = umask(0777);
+	int rc = bind(fd, (const struct sockaddr *)&addr, sizeof addr);
+	int bind_errno = errno;
+	umask(old);
+	if (rc != 0) {
+		snprintf(err, err_size, "cannot bind %s: %s", path, strerror(bind_errno));
+		close(fd);
+		return -1;
+	}
+	struct stat st;
+	if (chmod(path, mode) != 0 || stat(path, &st) != 0 ||
+	    listen(fd, LISTEN_BACKLOG) != 0) {
+		snprintf(err, err_size, "cannot set up %s: %s", path, strerror(errno));
+		unlink(path);
+		close(fd);
+		return -1;
+	}
+	l->unix_path = strdup(path);
+	if (!l->unix_path) {
+		snprintf(err, err_size, "out of memory");
+		unlink(path);
+		close(fd);
+		return -1;
+	}
+	l->fd = fd;
+	l->dev = st.st_dev;
+	l->ino = st.st_ino;
+	snprintf(l->name, sizeof l->name, "unix:%s", path);
+	return 0;
+}
+
+static int open_tcp(struct listener *l, const char *spec, char *err, size_t err_size)
+{
+	/* HOST:PORT, with [v6-address]:PORT for IPv6. */
+	const char *colon = strrchr(spec, ':');
+	char host[256];
+	size_t host_len = (size_t)(colon - spec);
+	const char *h = spec;
+	if (host_len >= 2 && spec[0] == '[' && spec[host_len - 1] == ']') {
+		h++;
+		host_len -= 2;
+	}
+	if (host_len == 0 || host_len >= sizeof host || !colon[1]) {
+		snprintf(err, err_size, "--listen %s: expected HOST:PORT", spec);
+		return -1;
+	}
+	memcpy(host, h, host_len);
+	host[host_len] = '\0';
+
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+	struct addrinfo *res;
+	int gai = getaddrinfo(host, colon + 1, &hints, &res);
+	if (gai != 0) {
+		snprintf(err, err_size, "--listen %s: %s", spec, gai_strerror(gai));
+		return -1;
+	}
+	int fd = -1, saved = 0;
+	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+		if (fd < 0) {
+			saved = errno;
+			continue;
+		}
+		int one = 1;
+		if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 &&
+		    bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, LISTEN_BACKLOG) == 0)
+			break;
+		saved = errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0) {
+		snprintf(err, err_size, "cannot listen on %s: %s", spec, strerror(saved));
+		return -1;
+	}
+	l->fd = fd;
+	describe(fd, l->name, sizeof l->name);
+	return 0;
+}
+
+int listener_open(struct listener *l, const char *spec, mode_t mode, char *err,
+                  size_t err_size)
+{
+	memset(l, 0, sizeof *l);
+	l->fd = -1;
+	int rc;
+	if (!spec)
+		rc = adopt_fd0(l, err, err_size);
+	else if (strncmp(spec, "unix:", 5) == 0)
+		rc = open_unix(l, spec + 5, mode, err, err_size);
+	else
+		rc = open_tcp(l, spec, err, err_size);
+	if (rc != 0)
+		return -1;
+
+	/* Threads poll before they accept, so a connection another thread took
+	 * first must not block them in accept(). */
+	int flags = fcntl(l->fd, F_GETFL);
+	if (flags < 0 || fcntl(l->fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+		snprintf(err, err_size, "cannot make the socket non-blocking: %s",
+		         strerror(errno));
+		listener_close(l);
+		return -1;
+	}
+	return 0;
+}
+
+void listener_close(struct listener *l)
+{
+	if (l->unix_path) {
+		/* Only our own socket file: another server may have replaced it. */
+		struct stat st;
+		if (stat(l->unix_path, &st) == 0 && st.st_dev == l->dev && st.st_ino == l->ino)
+			unlink(l->unix_path);
+		free(l->unix_path);
+		l->unix_path = NULL;
+	}
+	if (l->fd > 0)
+		close(l->fd);
+	l->fd = -1;
+}

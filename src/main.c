@@ -1,0 +1,79 @@
+/*
+ * chat-fcgi: the FastCGI backend of the chat page. nginx serves the page
+ * and passes POST /chat/ here; see chat.c for what is answered.
+ */
+#include "chat.h"
+#include "listen.h"
+#include "log.h"
+#include "options.h"
+#include "server.h"
+
+#include <fcgiapp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+/* SIGTERM must end the process within 5 s: requests in flight get this long,
+ * which leaves room for libfcgi's own close wait. */
+#define SHUTDOWN_GRACE_MS 2500u
+
+int main(int argc, char **argv)
+{
+	struct options opt;
+	switch (options_parse(argc, argv, &opt)) {
+	case OPTIONS_EXIT:
+		return 0;
+	case OPTIONS_USAGE:
+		return 2;
+	case OPTIONS_RUN:
+		break;
+	}
+	log_set_level(opt.verbosity == 0 ? LOG_ERROR
+	              : opt.verbosity == 1 ? LOG_NOTICE
+	                                   : LOG_DEBUG);
+
+	/* Signals go to one place, sigwait below: workers never see them, so no
+	 * read or accept inside libfcgi is cut short by EINTR. */
+	sigset_t stop;
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	if (pthread_sigmask(SIG_BLOCK, &stop, NULL) != 0 || signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
+		log_msg(LOG_ERROR, "cannot set up signal handling");
+		return 1;
+	}
+
+	struct listener l;
+	char err[512];
+	if (listener_open(&l, opt.listen, opt.socket_mode, err, sizeof err) != 0) {
+		log_msg(LOG_ERROR, "%s", err);
+		return 1;
+	}
+	if (FCGX_Init() != 0) {
+		log_msg(LOG_ERROR, "libfcgi failed to initialise");
+		listener_close(&l);
+		return 1;
+	}
+
+	struct server_config cfg = {
+	    .listen_fd = l.fd,
+	    .threads = opt.threads,
+	    .limits = {.max_body = opt.max_body},
+	};
+	struct server *srv = server_start(&cfg);
+	if (!srv) {
+		listener_close(&l);
+		return 1;
+	}
+	log_msg(LOG_NOTICE, "chat-fcgi %s listening on %s with %u threads, max body %zu bytes",
+	        VERSION_STRING, l.name, opt.threads, opt.max_body);
+
+	int sig = 0;
+	if (sigwait(&stop, &sig) != 0)
+		sig = SIGTERM;
+	log_msg(LOG_NOTICE, "%s: finishing requests in flight", sig == SIGINT ? "SIGINT" : "SIGTERM");
+	unsigned long served = server_stop(srv, SHUTDOWN_GRACE_MS);
+	listener_close(&l);
+	log_msg(LOG_NOTICE, "exiting after %lu requests", served);
+	return 0;
+}

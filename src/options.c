@@ -1,0 +1,154 @@
+#include "options.h"
+
+#include "chat.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+	        "usage: chat-fcgi [--listen unix:PATH|HOST:PORT] [--socket-mode MODE]\n"
+	        "                 [--threads N] [--max-body BYTES] [--quiet|--verbose]\n"
+	        "                 [--help] [--version]\n");
+}
+
+static void help(void)
+{
+	usage(stdout);
+	printf("\n"
+	       "A FastCGI backend for the chat page: answers POST /chat/ with\n"
+	       "{\"message\":\"received <message>\"}. Without --listen it serves the\n"
+	       "listening socket on fd 0, as spawn-fcgi passes it.\n"
+	       "\n"
+	       "  -l, --listen ADDR      listen on unix:PATH or HOST:PORT itself\n"
+	       "  -m, --socket-mode MODE permissions of a unix socket (octal; default 0660)\n"
+	       "  -t, --threads N        requests served at once (default %u)\n"
+	       "  -b, --max-body BYTES   largest request body; K or M suffix allowed\n"
+	       "                         (default 64K, as nginx's client_max_body_size)\n"
+	       "  -q, --quiet            log only failures of the service itself\n"
+	       "  -v, --verbose          also log every request\n"
+	       "  -h, --help             show this help\n"
+	       "  -V, --version          show the version\n",
+	       OPTIONS_THREADS_DEFAULT);
+}
+
+/* A whole number in [min, max], with an optional K or M suffix when
+ * scale is allowed. */
+static int parse_size(const char *s, int base, int scale, unsigned long long min,
+                      unsigned long long max, unsigned long long *out)
+{
+	char *end;
+	if (!*s || *s == '-' || *s == '+' || *s == ' ')
+		return -1;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, base);
+	if (errno || end == s)
+		return -1;
+	if (scale && (*end == 'k' || *end == 'K')) {
+		if (v > max / 1024)
+			return -1;
+		v *= 1024;
+		end++;
+	} else if (scale && (*end == 'm' || *end == 'M')) {
+		if (v > max / (1024 * 1024))
+			return -1;
+		v *= 1024 * 1024;
+		end++;
+	}
+	if (*end || v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+enum options_result options_parse(int argc, char **argv, struct options *opt)
+{
+	static const struct option longopts[] = {
+	    {"listen", required_argument, NULL, 'l'},
+	    {"socket-mode", required_argument, NULL, 'm'},
+	    {"threads", required_argument, NULL, 't'},
+	    {"max-body", required_argument, NULL, 'b'},
+	    {"quiet", no_argument, NULL, 'q'},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
+	};
+	unsigned long long v;
+	int c;
+
+	*opt = (struct options){
+	    .socket_mode = OPTIONS_SOCKET_MODE_DEFAULT,
+	    .threads = OPTIONS_THREADS_DEFAULT,
+	    .max_body = CHAT_MAX_BODY_DEFAULT,
+	    .verbosity = 1,
+	};
+	opterr = 0;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, ":l:m:t:b:qvhV", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'l':
+			if (strncmp(optarg, "unix:", 5) != 0 && !strchr(optarg, ':')) {
+				fprintf(stderr, "chat-fcgi: --listen takes unix:PATH or HOST:PORT, "
+				                "not '%s'\n", optarg);
+				goto bad;
+			}
+			opt->listen = optarg;
+			break;
+		case 'm':
+			if (parse_size(optarg, 8, 0, 0, 0777, &v) != 0) {
+				fprintf(stderr, "chat-fcgi: --socket-mode takes octal permissions "
+				                "such as 0660, not '%s'\n", optarg);
+				goto bad;
+			}
+			opt->socket_mode = (mode_t)v;
+			break;
+		case 't':
+			if (parse_size(optarg, 10, 0, 1, OPTIONS_THREADS_MAX, &v) != 0) {
+				fprintf(stderr, "chat-fcgi: --threads takes a number from 1 to %u, "
+				                "not '%s'\n", OPTIONS_THREADS_MAX, optarg);
+				goto bad;
+			}
+			opt->threads = (unsigned)v;
+			break;
+		case 'b':
+			if (parse_size(optarg, 10, 1, 1, OPTIONS_MAX_BODY_LIMIT, &v) != 0) {
+				fprintf(stderr, "chat-fcgi: --max-body takes a size from 1 to 16M, "
+				                "not '%s'\n", optarg);
+				goto bad;
+			}
+			opt->max_body = (size_t)v;
+			break;
+		case 'q':
+			opt->verbosity = 0;
+			break;
+		case 'v':
+			opt->verbosity = 2;
+			break;
+		case 'h':
+			help();
+			return OPTIONS_EXIT;
+		case 'V':
+			printf("chat-fcgi %s\n", VERSION_STRING);
+			return OPTIONS_EXIT;
+		case ':':
+			fprintf(stderr, "chat-fcgi: option '%s' needs a value\n", argv[optind - 1]);
+			goto bad;
+		default:
+			fprintf(stderr, "chat-fcgi: unknown option '%s'\n", argv[optind - 1]);
+			goto bad;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "chat-fcgi: unexpected argument '%s'\n", argv[optind]);
+		goto bad;
+	}
+	return OPTIONS_RUN;
+bad:
+	usage(stderr);
+	return OPTIONS_USAGE;
+}

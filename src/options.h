@@ -1,0 +1,30 @@
+/* Command-line options of chat-fcgi. */
+#ifndef OPTIONS_H
+#define OPTIONS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#define OPTIONS_THREADS_DEFAULT 16u
+#define OPTIONS_THREADS_MAX 1024u
+#define OPTIONS_SOCKET_MODE_DEFAULT 0660
+/* A chat message has no business being larger; it bounds every buffer. */
+#define OPTIONS_MAX_BODY_LIMIT ((size_t)16 * 1024 * 1024)
+
+struct options {
+	const char *listen; /* "unix:PATH" or "HOST:PORT"; NULL: the socket on fd 0 */
+	mode_t socket_mode;
+	unsigned threads;
+	size_t max_body;
+	int verbosity; /* 0 --quiet, 1 default, 2 --verbose */
+};
+
+enum options_result {
+	OPTIONS_RUN,  /* go on and serve */
+	OPTIONS_EXIT, /* --help or --version was printed: exit 0 */
+	OPTIONS_USAGE /* a bad option: usage was printed, exit 2 */
+};
+
+enum options_result options_parse(int argc, char **argv, struct options *opt);
+
+#endif

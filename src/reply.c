@@ -1,0 +1,82 @@
+#include "reply.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ * Escaping is table-driven: one lookup per byte says how many bytes the byte
+ * becomes. 0 marks the common case (copied as is), so the loops below skip
+ * runs of plain text with a single test.
+ */
+static const unsigned char escaped_size[256] = {
+    /* 0x00-0x1f: \b \t \n \f \r take two bytes, the rest six (\u00XX). */
+    6, 6, 6, 6, 6, 6, 6, 6, 2, 2, 2, 6, 2, 2, 6, 6,
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
+    ['"'] = 2,
+    ['\\'] = 2,
+};
+
+static const char short_escape[32] = {
+    ['\b'] = 'b', ['\t'] = 't', ['\n'] = 'n', ['\f'] = 'f', ['\r'] = 'r',
+};
+
+size_t reply_escaped_len(const char *text, size_t len)
+{
+	const unsigned char *s = (const unsigned char *)text;
+	size_t out = len;
+	for (size_t i = 0; i < len; i++)
+		if (escaped_size[s[i]])
+			out += escaped_size[s[i]] - 1u;
+	return out;
+}
+
+char *reply_escape(char *out, const char *text, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *s = (const unsigned char *)text;
+	size_t i = 0;
+
+	while (i < len) {
+		size_t run = i;
+		while (run < len && !escaped_size[s[run]])
+			run++;
+		memcpy(out, s + i, run - i);
+		out += run - i;
+		if (run == len)
+			break;
+
+		unsigned char c = s[run];
+		*out++ = '\\';
+		if (c == '"' || c == '\\') {
+			*out++ = (char)c;
+		} else if (short_escape[c]) {
+			*out++ = short_escape[c];
+		} else {
+			memcpy(out, "u00", 3);
+			out[3] = hex[c >> 4];
+			out[4] = hex[c & 0xf];
+			out += 5;
+		}
+		i = run + 1;
+	}
+	return out;
+}
+
+char *reply_message(const char *text, size_t len, size_t *out_len)
+{
+	static const char head[] = "{\"message\":\"" REPLY_PREFIX;
+	static const char tail[] = "\"}";
+	size_t body = reply_escaped_len(text, len);
+	size_t total = sizeof head - 1 + body + sizeof tail - 1;
+
+	char *buf = malloc(total + 1);
+	if (!buf)
+		return NULL;
+	char *p = buf;
+	memcpy(p, head, sizeof head - 1);
+	p = reply_escape(p + sizeof head - 1, text, len);
+	memcpy(p, tail, sizeof tail - 1);
+	buf[total] = '\0';
+	*out_len = total;
+	return buf;
+}
