@@ -1,0 +1,319 @@
+package ChatTest;
+
+# A private nginx and chat-fcgi for one test file, in the spirit of nginx's
+# own test suite: a temp dir, the project's real nginx snippet rendered by
+# conf/render on a free port, raw HTTP requests, logs read at the end.
+#
+#   my $t = ChatTest->new(backend_args => ['--max-body', '1000']);
+#   my $r = $t->request(method => 'POST', path => '/chat/', body => '{}',
+#                       headers => ['Content-Type' => 'application/json']);
+#   is($r->{status}, 200); is($t->json($r)->{message}, 'received ');
+#   $t->done;    # stops everything and checks the logs for alerts
+#
+# Environment: CHAT_FCGI (the backend binary), CHAT_SRCDIR (the source
+# tree), NGINX, SPAWN_FCGI, CHAT_KEEP=1 keeps the temp dir, CHAT_VERBOSE=1
+# prints the logs at the end.
+
+use strict;
+use warnings;
+
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use File::Temp qw(tempdir);
+use IO::Socket::INET;
+use IO::Socket::UNIX;
+use JSON::PP;
+use POSIX qw(WNOHANG);
+use Socket qw(SOCK_STREAM);
+use Test::More;
+use Time::HiRes qw(sleep time);
+
+my @live;    # every ChatTest not yet stopped, for END
+
+sub which {
+	my ($name, @extra) = @_;
+	for my $d (split(/:/, $ENV{PATH} // ''), @extra) {
+		return "$d/$name" if -x "$d/$name";
+	}
+	return undef;
+}
+
+sub srcdir {
+	return $ENV{CHAT_SRCDIR} // dirname(dirname(dirname(abs_path(__FILE__))));
+}
+
+sub new {
+	my ($class, %opt) = @_;
+	my $src = srcdir();
+	my $self = bless {
+		opt     => \%opt,
+		src     => $src,
+		bin     => $ENV{CHAT_FCGI} // "$src/src/chat-fcgi",
+		nginx   => $ENV{NGINX} // which('nginx', '/usr/sbin', '/sbin'),
+		spawn   => $ENV{SPAWN_FCGI} // which('spawn-fcgi', '/usr/bin', '/usr/sbin'),
+	}, $class;
+
+	# Skips only for a missing tool; CI installs them all.
+	plan(skip_all => 'nginx not installed') unless $self->{nginx} && -x $self->{nginx};
+	plan(skip_all => 'spawn-fcgi not installed')
+		if $opt{spawn} && !($self->{spawn} && -x $self->{spawn});
+	BAIL_OUT("no chat-fcgi binary at $self->{bin}: run make first") unless -x $self->{bin};
+
+	$self->{dir} = tempdir('chat-fcgi-t-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{CHAT_KEEP});
+	$self->{socket} = "$self->{dir}/chat.sock";
+	$self->{port} = free_port();
+
+	my @render = ("$src/conf/render", $self->{dir}, $self->{port}, $self->{socket},
+		"$src/html");
+	if (defined $opt{server_extra}) {
+		my $f = "$self->{dir}/server-extra.conf";
+		write_file($f, $opt{server_extra});
+		push @render, $f;
+	}
+	system(@render) == 0 or BAIL_OUT("conf/render failed");
+
+	push @live, $self;
+	$self->start_backend unless $opt{no_backend};
+	$self->start_nginx unless $opt{no_nginx};
+	return $self;
+}
+
+sub dir    { $_[0]{dir} }
+sub port   { $_[0]{port} }
+sub socket { $_[0]{socket} }
+sub bin    { $_[0]{bin} }
+sub url    { my ($self, $path) = @_; return "http://127.0.0.1:$self->{port}" . ($path // '/') }
+
+sub free_port {
+	for (1 .. 50) {
+		my $port = 20000 + int(rand(30000));
+		my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port,
+			Proto => 'tcp', ReuseAddr => 0) or next;
+		close $s;
+		return $port;
+	}
+	BAIL_OUT('no free port found');
+}
+
+sub write_file {
+	my ($path, $text) = @_;
+	open(my $fh, '>', $path) or die "$path: $!";
+	print $fh $text;
+	close $fh or die "$path: $!";
+}
+
+sub read_file {
+	my ($path) = @_;
+	open(my $fh, '<', $path) or return '';
+	local $/;
+	return scalar <$fh>;
+}
+
+# Starts chat-fcgi on the test's socket: by itself with --listen, or under
+# spawn-fcgi (fd 0) when the test asked for spawn => 1. Extra arguments
+# replace the ones given to new.
+sub start_backend {
+	my ($self, @args) = @_;
+	@args = @{ $self->{opt}{backend_args} // [] } unless @args;
+	my @cmd = $self->{opt}{spawn}
+		? ($self->{spawn}, '-n', '-s', $self->{socket}, '-M', '0600', '--', $self->{bin}, @args)
+		: ($self->{bin}, '--listen', "unix:$self->{socket}", '--socket-mode', '0600', @args);
+	my $pid = $self->spawn_logged("$self->{dir}/backend.log", @cmd);
+	$self->{backend} = $pid;
+	$self->wait_for_socket($pid) or BAIL_OUT("chat-fcgi did not start:\n" . $self->backend_log);
+	return $pid;
+}
+
+sub spawn_logged {
+	my ($self, $log, @cmd) = @_;
+	my $pid = fork() // die "fork: $!";
+	if ($pid == 0) {
+		open(STDIN, '<', '/dev/null');
+		open(STDOUT, '>>', $log);
+		open(STDERR, '>>', $log);
+		exec(@cmd) or POSIX::_exit(127);
+	}
+	return $pid;
+}
+
+sub wait_for_socket {
+	my ($self, $pid) = @_;
+	my $deadline = time + 5;
+	while (time < $deadline) {
+		return 0 if waitpid($pid, WNOHANG) == $pid;
+		my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM, Peer => $self->{socket});
+		if ($s) { close $s; return 1 }
+		sleep 0.02;
+	}
+	return 0;
+}
+
+sub backend_pid { $_[0]{backend} }
+
+# Sends a signal to the backend and waits for it to exit; returns its exit
+# status (as $?) and the seconds it took, or undef if it outlived timeout.
+sub signal_backend {
+	my ($self, $sig, $timeout) = @_;
+	my $pid = $self->{backend} or return;
+	kill($sig, $pid);
+	my $t0 = time;
+	while (time - $t0 < ($timeout // 10)) {
+		if (waitpid($pid, WNOHANG) == $pid) {
+			delete $self->{backend};
+			return wantarray ? ($?, time - $t0) : $?;
+		}
+		sleep 0.02;
+	}
+	return;
+}
+
+sub stop_backend {
+	my ($self) = @_;
+	my @r = $self->signal_backend('TERM');
+	return @r if @r;
+	$self->signal_backend('KILL') if $self->{backend};
+	return;
+}
+
+sub start_nginx {
+	my ($self) = @_;
+	my $d = $self->{dir};
+	$self->{nginx_pid} = $self->spawn_logged("$d/nginx.out", $self->{nginx}, '-p', "$d/", '-c',
+		"$d/nginx.conf", '-e', "$d/nginx-error.log");
+	my $deadline = time + 5;
+	while (time < $deadline) {
+		my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port},
+			Proto => 'tcp');
+		if ($s) { close $s; return 1 }
+		BAIL_OUT("nginx did not start:\n" . read_file("$d/nginx-error.log") . read_file("$d/nginx.out"))
+			if waitpid($self->{nginx_pid}, WNOHANG) == $self->{nginx_pid};
+		sleep 0.02;
+	}
+	BAIL_OUT("nginx did not listen on $self->{port}");
+}
+
+sub stop_nginx {
+	my ($self) = @_;
+	my $pid = delete $self->{nginx_pid} or return;
+	kill('QUIT', $pid);
+	my $deadline = time + 5;
+	while (time < $deadline) {
+		return if waitpid($pid, WNOHANG) == $pid;
+		sleep 0.02;
+	}
+	kill('KILL', $pid);
+	waitpid($pid, 0);
+}
+
+sub backend_log { read_file("$_[0]{dir}/backend.log") }
+sub error_log   { read_file("$_[0]{dir}/nginx-error.log") }
+sub access_log  { read_file("$_[0]{dir}/access.log") }
+
+# Raw HTTP: sends $raw as is and reads until the server closes or timeout.
+sub http {
+	my ($self, $raw, %o) = @_;
+	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port},
+		Proto => 'tcp', Timeout => 5) or die "connect: $!";
+	binmode $s;
+	$s->autoflush(1);
+	print $s $raw;
+	my $out = '';
+	my $deadline = time + ($o{timeout} // 10);
+	my $rin = '';
+	vec($rin, fileno($s), 1) = 1;
+	while (time < $deadline) {
+		my $n = select(my $rout = $rin, undef, undef, 0.2);
+		next unless $n;
+		my $got = sysread($s, my $buf, 65536);
+		last unless $got;
+		$out .= $buf;
+	}
+	close $s;
+	return $out;
+}
+
+# Builds a request: method, path, headers (a list of name => value pairs, so
+# a header may repeat), body. Host, Connection: close and Content-Length
+# (when there is a body and no length was given) are added.
+sub request {
+	my ($self, %r) = @_;
+	my @h = @{ $r{headers} // [] };
+	my %given = map { lc($h[$_ * 2]) => 1 } 0 .. int(@h / 2) - 1;
+	my $raw = ($r{method} // 'GET') . ' ' . ($r{path} // '/') . " HTTP/1.1\r\n";
+	$raw .= "Host: localhost\r\n" unless $given{host};
+	$raw .= "Connection: close\r\n" unless $given{connection};
+	$raw .= 'Content-Length: ' . length($r{body}) . "\r\n"
+		if defined $r{body} && !$given{'content-length'} && !$given{'transfer-encoding'};
+	while (my ($k, $v) = splice(@h, 0, 2)) { $raw .= "$k: $v\r\n" }
+	$raw .= "\r\n" . ($r{body} // '');
+	return parse_response($self->http($raw, timeout => $r{timeout}));
+}
+
+# POST /chat/ with a JSON (or any) body.
+sub post {
+	my ($self, $body, %o) = @_;
+	return $self->request(method => 'POST', path => $o{path} // '/chat/', body => $body,
+		headers => ['Content-Type' => $o{type} // 'application/json', @{ $o{headers} // [] }]);
+}
+
+sub parse_response {
+	my ($raw) = @_;
+	my %r = (raw => $raw, status => 0, headers => {}, body => '');
+	my ($head, $body) = split(/\r\n\r\n/, $raw, 2);
+	return \%r unless defined $head && $head =~ m{^HTTP/1\.[01] (\d{3})};
+	$r{status} = $1;
+	for my $line (split /\r\n/, $head) {
+		next unless $line =~ /^([^:]+):\s*(.*)$/;
+		my $k = lc $1;
+		$r{headers}{$k} = exists $r{headers}{$k} ? "$r{headers}{$k}, $2" : $2;
+	}
+	$body //= '';
+	if (($r{headers}{'transfer-encoding'} // '') =~ /chunked/i) {
+		my $plain = '';
+		while ($body =~ s/^([0-9a-fA-F]+)\r\n//) {
+			my $n = hex $1;
+			last if $n == 0;
+			$plain .= substr($body, 0, $n, '');
+			$body =~ s/^\r\n//;
+		}
+		$body = $plain;
+	}
+	$r{body} = $body;
+	return \%r;
+}
+
+# The body as JSON (bytes in, Perl characters out); undef if it is not JSON.
+sub json {
+	my ($self, $r) = @_;
+	my $v = eval { JSON::PP->new->utf8->decode($r->{body}) };
+	return $v;
+}
+
+sub stop {
+	my ($self) = @_;
+	$self->stop_nginx;
+	$self->stop_backend;
+	@live = grep { $_ != $self } @live;
+	if ($ENV{CHAT_VERBOSE}) {
+		diag("backend log:\n" . $self->backend_log);
+		diag("nginx error log:\n" . $self->error_log);
+	}
+}
+
+# Stops everything, then checks what nginx-tests check at the end: no alerts
+# or worse in nginx's log, and no crash report from the backend.
+sub done {
+	my ($self) = @_;
+	$self->stop;
+	my $log = $self->error_log;
+	unlike($log, qr/\[(alert|emerg|crit)\]/, 'no alerts in the nginx error log')
+		or diag($log);
+	unlike($self->backend_log, qr/AddressSanitizer|runtime error|LeakSanitizer/,
+		'no sanitizer report from chat-fcgi');
+}
+
+END {
+	$_->stop for @live;
+}
+
+1;
