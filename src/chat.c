@@ -138,7 +138,7 @@ void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 
 	bool is_json = media_type_match(req->content_type, "application/json") == MEDIA_MATCH;
 	if (is_json && req->body_len == 0) {
-		set_error(res, 400, ERROR_BODY("The body is empty; send {\"message\": \"...\"}."),
+		set_error(res, 400, ERROR_BODY("The body is empty; send a JSON object with a message."),
 		          "empty body");
 		return;
 	}

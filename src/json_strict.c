@@ -58,7 +58,9 @@ static long read_u_escape(struct scan *s)
 	return v;
 }
 
-static bool scan_string(struct scan *s)
+/* A key may not hold U+0000: json-c cuts keys at the first NUL, so
+ * "message\u0000x" would be taken for "message". */
+static bool scan_string(struct scan *s, bool is_key)
 {
 	s->p++; /* the opening quote */
 	while (s->p < s->end) {
@@ -88,6 +90,8 @@ static bool scan_string(struct scan *s)
 		long cp = read_u_escape(s);
 		if (cp < 0)
 			return fail(s, "The JSON has an invalid \\u escape in a string.");
+		if (cp == 0 && is_key)
+			return fail(s, "The JSON has an object key with a NUL character.");
 		if (cp >= 0xDC00 && cp <= 0xDFFF)
 			return fail(s, "The JSON has an unpaired UTF-16 surrogate escape.");
 		if (cp >= 0xD800 && cp <= 0xDBFF) {
@@ -168,7 +172,7 @@ static bool scan_container(struct scan *s, unsigned char close)
 		if (close == '}') {
 			if (s->p == s->end || *s->p != '"')
 				return fail(s, "The JSON has an object key that is not a string.");
-			if (!scan_string(s))
+			if (!scan_string(s, true))
 				return false;
 			skip_ws(s);
 			if (s->p == s->end || *s->p != ':')
@@ -203,7 +207,7 @@ static bool scan_value(struct scan *s)
 	case '[':
 		return scan_container(s, ']');
 	case '"':
-		return scan_string(s);
+		return scan_string(s, false);
 	case 't':
 		return scan_literal(s, "true", 4);
 	case 'f':

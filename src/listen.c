@@ -222,6 +222,25 @@ int listener_open(struct listener *l, const char *spec, mode_t mode, char *err,
 	return 0;
 }
 
+void listener_refuse(struct listener *l)
+{
+	/* dup2 swaps an unbound socket in atomically: a thread about to accept
+	 * gets EINVAL, and the descriptor number is never reused meanwhile. */
+	int dummy = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (dummy < 0)
+		return; /* the socket then closes at exit, a little later */
+	if (dup2(dummy, l->fd) < 0) {
+		close(dummy);
+		return;
+	}
+	close(dummy);
+	if (l->unix_path) {
+		struct stat st;
+		if (stat(l->unix_path, &st) == 0 && st.st_dev == l->dev && st.st_ino == l->ino)
+			unlink(l->unix_path);
+	}
+}
+
 void listener_close(struct listener *l)
 {
 	if (l->unix_path) {

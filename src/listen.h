@@ -19,6 +19,10 @@ struct listener {
 int listener_open(struct listener *l, const char *spec, mode_t mode, char *err,
                   size_t err_size);
 
+/* Stops taking connections at once: new ones are refused, not queued.
+ * Other processes sharing the socket (spawn-fcgi -F, systemd) keep it. */
+void listener_refuse(struct listener *l);
+
 /* Closes the socket and removes the socket file if it is still ours. */
 void listener_close(struct listener *l);
 

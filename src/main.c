@@ -72,6 +72,7 @@ int main(int argc, char **argv)
 	if (sigwait(&stop, &sig) != 0)
 		sig = SIGTERM;
 	log_msg(LOG_NOTICE, "%s: finishing requests in flight", sig == SIGINT ? "SIGINT" : "SIGTERM");
+	listener_refuse(&l);
 	unsigned long served = server_stop(srv, SHUTDOWN_GRACE_MS);
 	listener_close(&l);
 	log_msg(LOG_NOTICE, "exiting after %lu requests", served);

@@ -46,6 +46,8 @@ int message_from_form(const char *body, size_t body_len, char **text, size_t *le
 	static const char bad_escape[] = "The form has a bad percent-encoding.";
 	const char *value = "";
 	size_t value_len = 0;
+	if (!body)
+		body = "";
 	const char *end = body + body_len;
 
 	/* Every escape in the body must be well formed, not just the message's:

@@ -244,8 +244,13 @@ static void *worker(void *arg)
 		for (;;) {
 			/* A kept connection brings its next request on the same fd. */
 			int fd = req.ipcFd >= 0 ? req.ipcFd : srv->cfg.listen_fd;
-			if (!wait_readable(srv, fd))
+			if (!wait_readable(srv, fd)) {
+				/* An idle kept connection owes nobody an answer: close
+				 * it without libfcgi's wait of up to 2 s for the peer. */
+				if (req.ipcFd >= 0)
+					req.detached = 1;
 				break;
+			}
 			int rc = FCGX_Accept_r(&req);
 			if (rc < 0) {
 				if (rc == -EAGAIN || rc == -EWOULDBLOCK || rc == -EINTR)

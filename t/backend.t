@@ -1,0 +1,336 @@
+#!/usr/bin/perl
+# chat-fcgi as a process: options, listening sockets, the thread pool,
+# clients that go away, logs, and a graceful shutdown.
+
+use strict;
+use warnings;
+
+use File::Temp qw(tempdir);
+use IO::Socket::UNIX;
+use POSIX qw(WNOHANG);
+use Socket qw(SOCK_STREAM);
+use Test::More;
+use Time::HiRes qw(sleep time);
+
+use ChatTest;
+use FastCGI;
+
+$| = 1;
+
+my $bin = $ENV{CHAT_FCGI} // ChatTest::srcdir() . '/src/chat-fcgi';
+BAIL_OUT("no chat-fcgi at $bin") unless -x $bin;
+my $dir = tempdir('chat-fcgi-backend-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{CHAT_KEEP});
+
+# Runs chat-fcgi to its end with stdin from /dev/null; returns exit code,
+# stdout, stderr.
+sub run {
+	my (@args) = @_;
+	my $out = "$dir/out", my $err = "$dir/err";
+	my $pid = fork() // die;
+	if ($pid == 0) {
+		open(STDIN, '<', '/dev/null');
+		open(STDOUT, '>', $out);
+		open(STDERR, '>', $err);
+		exec($bin, @args) or POSIX::_exit(127);
+	}
+	my $deadline = time + 5;
+	while (waitpid($pid, WNOHANG) != $pid) {
+		if (time > $deadline) { kill 'KILL', $pid; waitpid($pid, 0); return (-1, '', 'timeout') }
+		sleep 0.02;
+	}
+	return ($? >> 8, ChatTest::read_file($out), ChatTest::read_file($err));
+}
+
+# Starts chat-fcgi in the background with its log in $dir/NAME.log.
+sub start {
+	my ($name, @args) = @_;
+	my $log = "$dir/$name.log";
+	unlink $log;
+	my $pid = fork() // die;
+	if ($pid == 0) {
+		open(STDIN, '<', '/dev/null');
+		open(STDOUT, '>>', $log);
+		open(STDERR, '>>', $log);
+		exec($bin, @args) or POSIX::_exit(127);
+	}
+	return $pid;
+}
+
+sub wait_connect {
+	my ($path, $pid) = @_;
+	my $deadline = time + 5;
+	while (time < $deadline) {
+		my $s = FastCGI::connect_unix($path);
+		return $s if $s;
+		return if $pid && waitpid($pid, WNOHANG) == $pid;
+		sleep 0.02;
+	}
+	return;
+}
+
+sub stop {
+	my ($pid, $sig) = @_;
+	kill($sig // 'TERM', $pid);
+	my $t0 = time;
+	while (time - $t0 < 10) {
+		return ($? >> 8, time - $t0) if waitpid($pid, WNOHANG) == $pid;
+		sleep 0.02;
+	}
+	kill 'KILL', $pid;
+	waitpid($pid, 0);
+	return (-1, time - $t0);
+}
+
+# One request on its own connection, closed after the answer as nginx does
+# (libfcgi waits up to 2 s for the peer to close).
+sub chat {
+	my ($s, $message) = @_;
+	print $s FastCGI::request(FastCGI::chat_params(), qq({"message":"$message"}));
+	my $r = FastCGI::read_response($s);
+	close $s;
+	return $r;
+}
+
+## Options
+
+my ($code, $out, $err) = run('--help');
+is($code, 0, '--help exits 0');
+like($out, qr/--listen.*--socket-mode.*--threads.*--max-body.*--quiet.*--verbose/s,
+	'--help lists every option');
+
+($code, $out) = run('--version');
+is($code, 0, '--version exits 0');
+like($out, qr/^chat-fcgi \d+\.\d+\.\d+$/m, '--version prints the version');
+
+for my $bad (['--bogus'], ['--threads', '0'], ['--threads', 'many'], ['--threads', '513'],
+	['--max-body', 'abc'], ['--max-body', '0'], ['--max-body', '17M'], ['--socket-mode', '999'],
+	['--listen', 'nowhere'], ['--listen'], ['extra-argument'])
+{
+	($code, $out, $err) = run(@$bad);
+	is($code, 2, "@$bad exits 2");
+	like($err, qr/^usage: chat-fcgi/m, "@$bad prints usage");
+}
+
+($code, $out, $err) = run();
+is($code, 1, 'without --listen and no socket on fd 0: exit 1');
+like($err, qr/fd 0 is not a listening socket.*spawn-fcgi/, '... saying what to do');
+
+## --listen unix:PATH, socket modes, stale and live sockets
+
+my $sock = "$dir/a.sock";
+my $pid = start('a', '--listen', "unix:$sock");
+my $s = wait_connect($sock, $pid);
+ok($s, 'listens on unix:PATH');
+is((stat $sock)[2] & 07777, 0660, 'the socket has mode 0660 by default');
+my $r = chat($s, 'django');
+is($r->{status}, 200, 'answers over its own socket');
+is($r->{body}, '{"message":"received django"}', '... the reply');
+like($r->{headers}{'content-type'}, qr{^application/json; charset=utf-8$}, '... as JSON');
+
+($code, $out, $err) = run('--listen', "unix:$sock");
+is($code, 1, 'a socket in use by a live server is refused');
+like($err, qr/in use/, '... with a clear message');
+ok(-S $sock, '... and the live socket is left alone');
+
+my ($status, $secs) = stop($pid);
+is($status, 0, 'SIGTERM: exit 0');
+ok(!-e $sock, 'SIGTERM: the socket file is removed');
+like(ChatTest::read_file("$dir/a.log"),
+	qr/chat-fcgi \d+\.\d+\.\d+ listening on unix:\Q$sock\E with 16 threads/,
+	'the start line names version, socket and threads');
+like(ChatTest::read_file("$dir/a.log"), qr/exiting after 1 requests/, 'one line at exit');
+
+{
+	# A socket file whose server died without removing it.
+	my $stale = IO::Socket::UNIX->new(Type => SOCK_STREAM, Local => $sock, Listen => 1)
+		or die "bind $sock: $!";
+	close $stale;
+	ok(-S $sock, 'a stale socket file exists');
+	$pid = start('b', '--listen', "unix:$sock", '--socket-mode', '0600');
+	$s = wait_connect($sock, $pid);
+	ok($s, 'a stale socket file is replaced');
+	is((stat $sock)[2] & 07777, 0600, '--socket-mode 0600 is applied');
+	is(chat($s, 'x')->{status}, 200, '... and serves');
+	is((stop($pid))[0], 0, '... and stops');
+}
+
+{
+	my $file = "$dir/not-a-socket";
+	ChatTest::write_file($file, "keep me\n");
+	($code, $out, $err) = run('--listen', "unix:$file");
+	is($code, 1, 'a path that is not a socket is refused');
+	like($err, qr/not a socket/, '... saying why');
+	is(ChatTest::read_file($file), "keep me\n", '... and the file is untouched');
+}
+
+## --listen HOST:PORT
+
+{
+	my $port = ChatTest::free_port();
+	$pid = start('tcp', '--listen', "127.0.0.1:$port");
+	my $t;
+	for (1 .. 100) { $t = FastCGI::connect_tcp('127.0.0.1', $port) and last; sleep 0.05 }
+	ok($t, '--listen HOST:PORT listens on TCP');
+	is(chat($t, 'tcp')->{body}, '{"message":"received tcp"}', '... and answers');
+	is((stop($pid, 'INT'))[0], 0, 'SIGINT: exit 0 as well');
+}
+
+## The thread pool
+
+{
+	$pid = start('threads', '--listen', "unix:$sock", '--threads', '2');
+	my $a = wait_connect($sock, $pid);
+	# Two requests whose bodies have not arrived hold both threads.
+	print $a FastCGI::begin_request(1) . FastCGI::params(1, FastCGI::chat_params(CONTENT_LENGTH => 16));
+	my $b = FastCGI::connect_unix($sock);
+	print $b FastCGI::begin_request(1) . FastCGI::params(1, FastCGI::chat_params(CONTENT_LENGTH => 16));
+	sleep 0.2;
+	my $c = FastCGI::connect_unix($sock);
+	print $c FastCGI::request(FastCGI::chat_params(), '{"message":"c"}');
+	my $rc = FastCGI::read_response($c, 0.5);
+	ok(!$rc->{ended}, 'with --threads 2 and two requests in progress, a third waits');
+	print $a FastCGI::stdin(1, '{"message":"a"} ');
+	is(FastCGI::read_response($a)->{body}, '{"message":"received a"}',
+		'the first finishes when its body arrives');
+	close $a;    # as nginx does; libfcgi's thread waits for it
+	$rc = FastCGI::read_response($c, 2);
+	is($rc->{body}, '{"message":"received c"}', '... and the waiting one is served by the freed thread');
+	print $b FastCGI::stdin(1, '{"message":"b"} ');
+	is(FastCGI::read_response($b)->{body}, '{"message":"received b"}', 'the second finishes too');
+	close $_ for $a, $b, $c;
+	stop($pid);
+}
+
+## A client that goes away mid-body
+
+{
+	$pid = start('gone', '--listen', "unix:$sock", '--threads', '1');
+	my $a = wait_connect($sock, $pid);
+	print $a FastCGI::begin_request(1) . FastCGI::params(1, FastCGI::chat_params(CONTENT_LENGTH => 100))
+		. FastCGI::stdin(1, '{"message":"', 0);
+	sleep 0.1;
+	close $a;
+	my $b = FastCGI::connect_unix($sock);
+	my $rb = chat($b, 'next');
+	is($rb->{body}, '{"message":"received next"}',
+		'after a client went away mid-body, the next request is served');
+	ok(kill(0, $pid), '... by the same process');
+	stop($pid);
+	like(ChatTest::read_file("$dir/gone.log"), qr/went away mid-body/, '... and it is logged');
+}
+
+## Bodies left unread must not break a kept connection
+
+{
+	$pid = start('keep', '--listen', "unix:$sock");
+	my $k = wait_connect($sock, $pid);
+	my $big = 'x' x 20000;
+	print $k FastCGI::request(FastCGI::chat_params(REQUEST_METHOD => 'PUT'), $big, keep => 1);
+	my $r1 = FastCGI::read_response($k);
+	is($r1->{status}, 405, 'a rejected request on a kept connection: 405');
+	is($r1->{headers}{allow}, 'POST', '... with Allow: POST');
+	print $k FastCGI::request(FastCGI::chat_params(), '{"message":"again"}', keep => 1);
+	is(FastCGI::read_response($k)->{body}, '{"message":"received again"}',
+		'the next request on the same connection is read from the right place');
+	print $k FastCGI::request(FastCGI::chat_params(), '{"message":"' . ('y' x 70000) . '"}', keep => 1);
+	is(FastCGI::read_response($k)->{status}, 413, 'a body over --max-body: 413');
+	print $k FastCGI::request(FastCGI::chat_params(), '{"message":"after"}', keep => 1);
+	is(FastCGI::read_response($k)->{body}, '{"message":"received after"}',
+		'... and the connection stays in step after it');
+	close $k;
+	stop($pid);
+}
+
+## Graceful shutdown: requests in flight finish, new ones are refused
+
+{
+	$pid = start('shutdown', '--listen', "unix:$sock");
+	my $a = wait_connect($sock, $pid);
+	print $a FastCGI::begin_request(1) . FastCGI::params(1, FastCGI::chat_params(CONTENT_LENGTH => 19));
+	sleep 0.1;
+	kill 'TERM', $pid;
+	sleep 0.3;
+	ok(!FastCGI::connect_unix($sock), 'after SIGTERM no new connection is accepted');
+	print $a FastCGI::stdin(1, '{"message":"last"} ');
+	my $ra = FastCGI::read_response($a);
+	is($ra->{body}, '{"message":"received last"}', 'the request in flight still gets its answer');
+	close $a;
+	my $t0 = time;
+	my $exited;
+	while (time - $t0 < 5) { if (waitpid($pid, WNOHANG) == $pid) { $exited = 1; last } sleep 0.02 }
+	ok($exited, 'and the process exits within 5 s');
+	is($? >> 8, 0, '... with status 0');
+	ok(!-e $sock, '... having removed its socket');
+	my $log = ChatTest::read_file("$dir/shutdown.log");
+	like($log, qr/SIGTERM: finishing requests in flight/, 'the signal is logged');
+	like($log, qr/exiting after 1 requests/, 'the exit is logged');
+}
+
+{
+	# An idle kept connection must not hold up the exit.
+	$pid = start('idle', '--listen', "unix:$sock");
+	my $k = wait_connect($sock, $pid);
+	print $k FastCGI::request(FastCGI::chat_params(), '{"message":"k"}', keep => 1);
+	FastCGI::read_response($k);
+	my ($st, $took) = stop($pid);
+	is($st, 0, 'with an idle kept connection, SIGTERM still exits 0');
+	cmp_ok($took, '<', 5, "... within 5 s (took ${\ sprintf '%.2f', $took} s)");
+}
+
+## Log levels
+
+{
+	$pid = start('verbose', '--listen', "unix:$sock", '--verbose');
+	my $v = wait_connect($sock, $pid);
+	chat($v, 'hello');
+	stop($pid);
+	like(ChatTest::read_file("$dir/verbose.log"), qr{^chat-fcgi: 200 POST /chat/ }m,
+		'--verbose logs every request');
+
+	$pid = start('normal', '--listen', "unix:$sock");
+	$v = wait_connect($sock, $pid);
+	chat($v, 'hello');
+	$v = FastCGI::connect_unix($sock);
+	print $v FastCGI::request(FastCGI::chat_params(), '{"message":1}');
+	FastCGI::read_response($v);
+	close $v;
+	stop($pid);
+	my $log = ChatTest::read_file("$dir/normal.log");
+	unlike($log, qr{ 200 POST}, 'by default a success is not logged');
+	like($log, qr{^chat-fcgi: 400 POST /chat/ [\d.]+ ms: The "message" member must be a string\.$}m,
+		'a failed request is logged with status and reason');
+
+	$pid = start('quiet', '--listen', "unix:$sock", '--quiet');
+	$v = wait_connect($sock, $pid);
+	print $v FastCGI::request(FastCGI::chat_params(), '{"message":1}');
+	FastCGI::read_response($v);
+	close $v;
+	stop($pid);
+	is(ChatTest::read_file("$dir/quiet.log"), '', '--quiet logs nothing in normal operation');
+
+	# Untrusted text cannot forge log lines.
+	$pid = start('forge', '--listen', "unix:$sock");
+	$v = wait_connect($sock, $pid);
+	print $v FastCGI::request(FastCGI::chat_params(REQUEST_URI => "/x\nchat-fcgi: forged"), '{}');
+	FastCGI::read_response($v);
+	close $v;
+	stop($pid);
+	unlike(ChatTest::read_file("$dir/forge.log"), qr/^chat-fcgi: forged/m,
+		'a newline in the URI does not start a log line');
+}
+
+## spawn-fcgi hands the socket on fd 0
+
+SKIP: {
+	my $spawn = $ENV{SPAWN_FCGI} // ChatTest::which('spawn-fcgi', '/usr/bin');
+	skip 'spawn-fcgi not installed', 3 unless $spawn;
+	my $t = ChatTest->new(spawn => 1);
+	is($t->json($t->post('{"message":"spawned"}'))->{message}, 'received spawned',
+		'under spawn-fcgi (fd 0) it serves through nginx');
+	my ($st, $took) = $t->stop_backend;
+	is($st, 0, '... and exits 0 on SIGTERM');
+	like($t->backend_log, qr/listening on unix:.*\(fd 0\)/, '... having logged the inherited socket');
+	$t->done;
+}
+
+done_testing;
