@@ -15,8 +15,7 @@
 /* Error bodies are constant: {"error":"<sentence>"} built at compile time. */
 #define ERROR_BODY(sentence) "{\"error\":\"" sentence "\"}"
 
-static void set_error(struct chat_response *res, int status, const char *body,
-                      const char *reason)
+static void set_error(struct chat_response *res, int status, const char *body, const char *reason)
 {
 	res->status = status;
 	res->body = (char *)body;
@@ -37,7 +36,7 @@ static void set_error_text(struct chat_response *res, int status, const char *wh
 
 	if (!buf) {
 		set_error(res, 503, ERROR_BODY("The server is out of memory; try again."),
-		          "out of memory");
+			  "out of memory");
 		return;
 	}
 	memcpy(buf, head, sizeof head - 1);
@@ -70,9 +69,8 @@ static int parse_length(const char *s, size_t *out)
 	return 0;
 }
 
-enum chat_head chat_check_head(const struct chat_request *req,
-                               const struct chat_limits *lim,
-                               struct chat_response *res, size_t *announced)
+enum chat_head chat_check_head(const struct chat_request *req, const struct chat_limits *lim,
+			       struct chat_response *res, size_t *announced)
 {
 	memset(res, 0, sizeof *res);
 	*announced = 0;
@@ -89,29 +87,29 @@ enum chat_head chat_check_head(const struct chat_request *req,
 	size_t length;
 	if (parse_length(req->content_length, &length) != 0) {
 		set_error(res, 400, ERROR_BODY("The Content-Length header is not a number."),
-		          "bad Content-Length");
+			  "bad Content-Length");
 		return CHAT_HEAD_REJECTED;
 	}
 	if (length > lim->max_body) {
 		set_error(res, 413, ERROR_BODY("The message is too large."),
-		          "body over --max-body (Content-Length)");
+			  "body over --max-body (Content-Length)");
 		return CHAT_HEAD_REJECTED;
 	}
 
 	enum media_match json = media_type_match(req->content_type, "application/json");
 	enum media_match form =
 	    json == MEDIA_OTHER
-	        ? media_type_match(req->content_type, "application/x-www-form-urlencoded")
-	        : MEDIA_OTHER;
+		? media_type_match(req->content_type, "application/x-www-form-urlencoded")
+		: MEDIA_OTHER;
 	if (json == MEDIA_BAD_CHARSET || form == MEDIA_BAD_CHARSET) {
 		set_error(res, 415, ERROR_BODY("The body must be UTF-8."), "charset not UTF-8");
 		return CHAT_HEAD_REJECTED;
 	}
 	if (json == MEDIA_OTHER && form == MEDIA_OTHER) {
 		set_error(res, 415,
-		          ERROR_BODY("Send the message as application/json or "
-		                     "application/x-www-form-urlencoded."),
-		          "unsupported Content-Type");
+			  ERROR_BODY("Send the message as application/json or "
+				     "application/x-www-form-urlencoded."),
+			  "unsupported Content-Type");
 		return CHAT_HEAD_REJECTED;
 	}
 	*announced = length;
@@ -119,7 +117,7 @@ enum chat_head chat_check_head(const struct chat_request *req,
 }
 
 void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
-                  struct chat_response *res)
+		  struct chat_response *res)
 {
 	size_t announced;
 
@@ -127,19 +125,20 @@ void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 		return;
 	if (req->body_len > lim->max_body) {
 		set_error(res, 413, ERROR_BODY("The message is too large."),
-		          "body over --max-body");
+			  "body over --max-body");
 		return;
 	}
 	if (req->content_length && req->body_len != announced) {
 		set_error(res, 400, ERROR_BODY("The body does not match its Content-Length."),
-		          "body length differs from Content-Length");
+			  "body length differs from Content-Length");
 		return;
 	}
 
 	bool is_json = media_type_match(req->content_type, "application/json") == MEDIA_MATCH;
 	if (is_json && req->body_len == 0) {
-		set_error(res, 400, ERROR_BODY("The body is empty; send a JSON object with a message."),
-		          "empty body");
+		set_error(res, 400,
+			  ERROR_BODY("The body is empty; send a JSON object with a message."),
+			  "empty body");
 		return;
 	}
 
@@ -149,7 +148,7 @@ void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 	const char *text, *why;
 	size_t len;
 	int rc = is_json ? message_from_json(body, req->body_len, &root, &text, &len, &why)
-	                 : message_from_form(body, req->body_len, &decoded, &len, &why);
+			 : message_from_form(body, req->body_len, &decoded, &len, &why);
 	if (rc != 0) {
 		set_error_text(res, rc == -2 ? 503 : 400, why);
 		return;
@@ -163,7 +162,7 @@ void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 	free(decoded);
 	if (!out) {
 		set_error(res, 503, ERROR_BODY("The server is out of memory; try again."),
-		          "out of memory");
+			  "out of memory");
 		return;
 	}
 	res->status = 200;

@@ -52,16 +52,15 @@ enum chat_head {
  * announced length), before any body byte is read. On CHAT_HEAD_READ_BODY,
  * *announced holds CONTENT_LENGTH (0 when absent), at most lim->max_body.
  */
-enum chat_head chat_check_head(const struct chat_request *req,
-                               const struct chat_limits *lim,
-                               struct chat_response *res, size_t *announced);
+enum chat_head chat_check_head(const struct chat_request *req, const struct chat_limits *lim,
+			       struct chat_response *res, size_t *announced);
 
 /*
  * Answers a whole request. Always fills *res; the status says what happened.
  * A body longer than lim->max_body gets 413 whatever CONTENT_LENGTH said.
  */
 void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
-                  struct chat_response *res);
+		  struct chat_response *res);
 
 void chat_response_free(struct chat_response *res);
 

@@ -21,8 +21,7 @@ static bool fail(struct scan *s, const char *why)
 
 static void skip_ws(struct scan *s)
 {
-	while (s->p < s->end &&
-	       (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+	while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
 		s->p++;
 }
 
@@ -71,7 +70,7 @@ static bool scan_string(struct scan *s, bool is_key)
 		}
 		if (c < 0x20)
 			return fail(s, "The JSON has a raw control character in a string; "
-			               "control characters must be escaped.");
+				       "control characters must be escaped.");
 		if (c != '\\') {
 			s->p++; /* UTF-8 was checked for the whole text already */
 			continue;
@@ -80,7 +79,14 @@ static bool scan_string(struct scan *s, bool is_key)
 			break;
 		c = *s->p++;
 		switch (c) {
-		case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+		case '"':
+		case '\\':
+		case '/':
+		case 'b':
+		case 'f':
+		case 'n':
+		case 'r':
+		case 't':
 			continue;
 		case 'u':
 			break;
@@ -221,8 +227,7 @@ static bool scan_value(struct scan *s)
 	}
 }
 
-bool json_strict_check(const char *text, size_t len, unsigned max_depth,
-                       const char **why)
+bool json_strict_check(const char *text, size_t len, unsigned max_depth, const char **why)
 {
 	if (!utf8_valid(text, len)) {
 		*why = "The body is not valid UTF-8.";

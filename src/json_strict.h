@@ -12,7 +12,6 @@
 /* Returns true when text is exactly one JSON value, with optional white
  * space around it, nested at most max_depth deep. Otherwise false, with *why
  * set to a sentence for the client. Work is linear and stack use bounded. */
-bool json_strict_check(const char *text, size_t len, unsigned max_depth,
-                       const char **why);
+bool json_strict_check(const char *text, size_t len, unsigned max_depth, const char **why);
 
 #endif

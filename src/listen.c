@@ -27,8 +27,8 @@ static void describe(int fd, char *out, size_t size)
 	} else if (ss.ss_family == AF_UNIX) {
 		const struct sockaddr_un *un = (const struct sockaddr_un *)&ss;
 		snprintf(out, size, "unix:%.*s", (int)sizeof un->sun_path, un->sun_path);
-	} else if (getnameinfo((struct sockaddr *)&ss, len, host, sizeof host, port,
-	                       sizeof port, NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
+	} else if (getnameinfo((struct sockaddr *)&ss, len, host, sizeof host, port, sizeof port,
+			       NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
 		snprintf(out, size, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, port);
 	} else {
 		snprintf(out, size, "fd %d", fd);
@@ -41,8 +41,8 @@ static int adopt_fd0(struct listener *l, char *err, size_t err_size)
 	socklen_t len = sizeof on;
 	if (getsockopt(0, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) != 0 || !on) {
 		snprintf(err, err_size,
-		         "fd 0 is not a listening socket: run under spawn-fcgi, "
-		         "or give --listen unix:PATH or --listen HOST:PORT");
+			 "fd 0 is not a listening socket: run under spawn-fcgi, "
+			 "or give --listen unix:PATH or --listen HOST:PORT");
 		return -1;
 	}
 	l->fd = 0;
@@ -65,7 +65,7 @@ static int clear_unix_path(const struct sockaddr_un *addr, char *err, size_t err
 	}
 	if (!S_ISSOCK(st.st_mode)) {
 		snprintf(err, err_size, "%s exists and is not a socket; not replacing it",
-		         addr->sun_path);
+			 addr->sun_path);
 		return -1;
 	}
 	int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -82,25 +82,24 @@ static int clear_unix_path(const struct sockaddr_un *addr, char *err, size_t err
 	}
 	if (connect_errno != ECONNREFUSED) {
 		snprintf(err, err_size, "cannot tell whether %s is in use: %s", addr->sun_path,
-		         strerror(connect_errno));
+			 strerror(connect_errno));
 		return -1;
 	}
 	if (unlink(addr->sun_path) != 0 && errno != ENOENT) {
 		snprintf(err, err_size, "cannot remove the stale socket %s: %s", addr->sun_path,
-		         strerror(errno));
+			 strerror(errno));
 		return -1;
 	}
 	return 0;
 }
 
-static int open_unix(struct listener *l, const char *path, mode_t mode, char *err,
-                     size_t err_size)
+static int open_unix(struct listener *l, const char *path, mode_t mode, char *err, size_t err_size)
 {
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
 	size_t n = strlen(path);
 	if (n == 0 || n >= sizeof addr.sun_path) {
 		snprintf(err, err_size, "the socket path must be 1 to %zu bytes long",
-		         sizeof addr.sun_path - 1);
+			 sizeof addr.sun_path - 1);
 		return -1;
 	}
 	memcpy(addr.sun_path, path, n + 1);
@@ -124,8 +123,7 @@ static int open_unix(struct listener *l, const char *path, mode_t mode, char *er
 		return -1;
 	}
 	struct stat st;
-	if (chmod(path, mode) != 0 || stat(path, &st) != 0 ||
-	    listen(fd, LISTEN_BACKLOG) != 0) {
+	if (chmod(path, mode) != 0 || stat(path, &st) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
 		snprintf(err, err_size, "cannot set up %s: %s", path, strerror(errno));
 		unlink(path);
 		close(fd);
@@ -195,8 +193,7 @@ static int open_tcp(struct listener *l, const char *spec, char *err, size_t err_
 	return 0;
 }
 
-int listener_open(struct listener *l, const char *spec, mode_t mode, char *err,
-                  size_t err_size)
+int listener_open(struct listener *l, const char *spec, mode_t mode, char *err, size_t err_size)
 {
 	memset(l, 0, sizeof *l);
 	l->fd = -1;
@@ -214,8 +211,7 @@ int listener_open(struct listener *l, const char *spec, mode_t mode, char *err,
 	 * first must not block them in accept(). */
 	int flags = fcntl(l->fd, F_GETFL);
 	if (flags < 0 || fcntl(l->fd, F_SETFL, flags | O_NONBLOCK) != 0) {
-		snprintf(err, err_size, "cannot make the socket non-blocking: %s",
-		         strerror(errno));
+		snprintf(err, err_size, "cannot make the socket non-blocking: %s", strerror(errno));
 		listener_close(l);
 		return -1;
 	}

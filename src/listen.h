@@ -9,15 +9,14 @@
 
 struct listener {
 	int fd;
-	char name[512]; /* for the log: unix:PATH, HOST:PORT or "fd 0 (...)" */
+	char name[512];  /* for the log: unix:PATH, HOST:PORT or "fd 0 (...)" */
 	char *unix_path; /* a socket file this process made, removed at exit */
 	dev_t dev;
 	ino_t ino;
 };
 
 /* Opens or adopts the socket. On failure returns -1 with a sentence in err. */
-int listener_open(struct listener *l, const char *spec, mode_t mode, char *err,
-                  size_t err_size);
+int listener_open(struct listener *l, const char *spec, mode_t mode, char *err, size_t err_size);
 
 /* Stops taking connections at once: new ones are refused, not queued.
  * Other processes sharing the socket (spawn-fcgi -F, systemd) keep it. */

@@ -28,9 +28,7 @@ int main(int argc, char **argv)
 	case OPTIONS_RUN:
 		break;
 	}
-	log_set_level(opt.verbosity == 0 ? LOG_ERROR
-	              : opt.verbosity == 1 ? LOG_NOTICE
-	                                   : LOG_DEBUG);
+	log_set_level(opt.verbosity == 0 ? LOG_ERROR : opt.verbosity == 1 ? LOG_NOTICE : LOG_DEBUG);
 
 	/* Signals go to one place, sigwait below: workers never see them, so no
 	 * read or accept inside libfcgi is cut short by EINTR. */
@@ -66,12 +64,13 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	log_msg(LOG_NOTICE, "chat-fcgi %s listening on %s with %u threads, max body %zu bytes",
-	        VERSION_STRING, l.name, opt.threads, opt.max_body);
+		VERSION_STRING, l.name, opt.threads, opt.max_body);
 
 	int sig = 0;
 	if (sigwait(&stop, &sig) != 0)
 		sig = SIGTERM;
-	log_msg(LOG_NOTICE, "%s: finishing requests in flight", sig == SIGINT ? "SIGINT" : "SIGTERM");
+	log_msg(LOG_NOTICE, "%s: finishing requests in flight",
+		sig == SIGINT ? "SIGINT" : "SIGTERM");
 	listener_refuse(&l);
 	unsigned long served = server_stop(srv, SHUTDOWN_GRACE_MS);
 	listener_close(&l);

@@ -63,7 +63,7 @@ enum media_match media_type_match(const char *header, const char *type)
 		if (name_len == 7 && strncasecmp(name, "charset", 7) == 0) {
 			size_t value_len = (size_t)(end - value);
 			bool utf8 = (value_len == 5 && strncasecmp(value, "utf-8", 5) == 0) ||
-			            (value_len == 4 && strncasecmp(value, "utf8", 4) == 0);
+				    (value_len == 4 && strncasecmp(value, "utf8", 4) == 0);
 			if (!utf8)
 				return MEDIA_BAD_CHARSET;
 		}

@@ -40,8 +40,7 @@ static long form_decode(const char *s, size_t len, char *out)
 	return (long)o;
 }
 
-int message_from_form(const char *body, size_t body_len, char **text, size_t *len,
-                      const char **why)
+int message_from_form(const char *body, size_t body_len, char **text, size_t *len, const char **why)
 {
 	static const char bad_escape[] = "The form has a bad percent-encoding.";
 	const char *value = "";
@@ -75,7 +74,7 @@ int message_from_form(const char *body, size_t body_len, char **text, size_t *le
 		if (name_len == 7 && memcmp(p, "message", 7) == 0) {
 			is_message = true;
 		} else if (name_len >= 7 && name_len <= 3 * 7 &&
-		           (memchr(p, '%', name_len) || memchr(p, '+', name_len))) {
+			   (memchr(p, '%', name_len) || memchr(p, '+', name_len))) {
 			char name[3 * 7];
 			long n = form_decode(p, name_len, name);
 			if (n < 0) {

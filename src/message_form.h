@@ -12,6 +12,6 @@
  * A missing field gives the empty string. The decoded text must be UTF-8.
  */
 int message_from_form(const char *body, size_t body_len, char **text, size_t *len,
-                      const char **why);
+		      const char **why);
 
 #endif

@@ -7,7 +7,7 @@
 #include <limits.h>
 
 int message_from_json(const char *body, size_t body_len, struct json_object **root,
-                      const char **text, size_t *len, const char **why)
+		      const char **text, size_t *len, const char **why)
 {
 	*root = NULL;
 	if (!json_strict_check(body, body_len, CHAT_JSON_MAX_DEPTH, why))

@@ -16,6 +16,6 @@ struct json_object;
  * A missing "message" gives the empty string; a non-string one is an error.
  */
 int message_from_json(const char *body, size_t body_len, struct json_object **root,
-                      const char **text, size_t *len, const char **why);
+		      const char **text, size_t *len, const char **why);
 
 #endif

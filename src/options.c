@@ -10,10 +10,9 @@
 
 static void usage(FILE *out)
 {
-	fprintf(out,
-	        "usage: chat-fcgi [--listen unix:PATH|HOST:PORT] [--socket-mode MODE]\n"
-	        "                 [--threads N] [--max-body BYTES] [--quiet|--verbose]\n"
-	        "                 [--help] [--version]\n");
+	fprintf(out, "usage: chat-fcgi [--listen unix:PATH|HOST:PORT] [--socket-mode MODE]\n"
+		     "                 [--threads N] [--max-body BYTES] [--quiet|--verbose]\n"
+		     "                 [--help] [--version]\n");
 }
 
 static void help(void)
@@ -39,7 +38,7 @@ static void help(void)
 /* A whole number in [min, max], with an optional K or M suffix when
  * scale is allowed. */
 static int parse_size(const char *s, int base, int scale, unsigned long long min,
-                      unsigned long long max, unsigned long long *out)
+		      unsigned long long max, unsigned long long *out)
 {
 	char *end;
 	if (!*s || *s == '-' || *s == '+' || *s == ' ')
@@ -93,32 +92,40 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 		switch (c) {
 		case 'l':
 			if (strncmp(optarg, "unix:", 5) != 0 && !strchr(optarg, ':')) {
-				fprintf(stderr, "chat-fcgi: --listen takes unix:PATH or HOST:PORT, "
-				                "not '%s'\n", optarg);
+				fprintf(stderr,
+					"chat-fcgi: --listen takes unix:PATH or HOST:PORT, "
+					"not '%s'\n",
+					optarg);
 				goto bad;
 			}
 			opt->listen = optarg;
 			break;
 		case 'm':
 			if (parse_size(optarg, 8, 0, 0, 0777, &v) != 0) {
-				fprintf(stderr, "chat-fcgi: --socket-mode takes octal permissions "
-				                "such as 0660, not '%s'\n", optarg);
+				fprintf(stderr,
+					"chat-fcgi: --socket-mode takes octal permissions "
+					"such as 0660, not '%s'\n",
+					optarg);
 				goto bad;
 			}
 			opt->socket_mode = (mode_t)v;
 			break;
 		case 't':
 			if (parse_size(optarg, 10, 0, 1, OPTIONS_THREADS_MAX, &v) != 0) {
-				fprintf(stderr, "chat-fcgi: --threads takes a number from 1 to %u, "
-				                "not '%s'\n", OPTIONS_THREADS_MAX, optarg);
+				fprintf(stderr,
+					"chat-fcgi: --threads takes a number from 1 to %u, "
+					"not '%s'\n",
+					OPTIONS_THREADS_MAX, optarg);
 				goto bad;
 			}
 			opt->threads = (unsigned)v;
 			break;
 		case 'b':
 			if (parse_size(optarg, 10, 1, 1, OPTIONS_MAX_BODY_LIMIT, &v) != 0) {
-				fprintf(stderr, "chat-fcgi: --max-body takes a size from 1 to 16M, "
-				                "not '%s'\n", optarg);
+				fprintf(stderr,
+					"chat-fcgi: --max-body takes a size from 1 to 16M, "
+					"not '%s'\n",
+					optarg);
 				goto bad;
 			}
 			opt->max_body = (size_t)v;

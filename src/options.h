@@ -8,7 +8,7 @@
 #define OPTIONS_THREADS_DEFAULT 16u
 /* libfcgi closes connections with select(), which cannot watch descriptors
  * past FD_SETSIZE (1024): keep one connection per thread well below it. */
-#define OPTIONS_THREADS_MAX 512u
+#define OPTIONS_THREADS_MAX         512u
 #define OPTIONS_SOCKET_MODE_DEFAULT 0660
 /* A chat message has no business being larger; it bounds every buffer. */
 #define OPTIONS_MAX_BODY_LIMIT ((size_t)16 * 1024 * 1024)

@@ -8,6 +8,7 @@
  * becomes. 0 marks the common case (copied as is), so the loops below skip
  * runs of plain text with a single test.
  */
+// clang-format off
 static const unsigned char escaped_size[256] = {
     /* 0x00-0x1f: \b \t \n \f \r take two bytes, the rest six (\u00XX). */
     6, 6, 6, 6, 6, 6, 6, 6, 2, 2, 2, 6, 2, 2, 6, 6,
@@ -15,6 +16,7 @@ static const unsigned char escaped_size[256] = {
     ['"'] = 2,
     ['\\'] = 2,
 };
+// clang-format on
 
 static const char short_escape[32] = {
     ['\b'] = 'b', ['\t'] = 't', ['\n'] = 'n', ['\f'] = 'f', ['\r'] = 'r',

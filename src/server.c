@@ -33,14 +33,22 @@ struct server {
 static const char *status_text(int status)
 {
 	switch (status) {
-	case 200: return "OK";
-	case 400: return "Bad Request";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 413: return "Content Too Large";
-	case 415: return "Unsupported Media Type";
-	case 503: return "Service Unavailable";
-	default: return "Error";
+	case 200:
+		return "OK";
+	case 400:
+		return "Bad Request";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 413:
+		return "Content Too Large";
+	case 415:
+		return "Unsupported Media Type";
+	case 503:
+		return "Service Unavailable";
+	default:
+		return "Error";
 	}
 }
 
@@ -65,8 +73,8 @@ static bool drain_body(FCGX_Stream *in)
  * apart from one at it. Sets *gone when the client went away mid-body and
  * *oom when memory ran out; both return NULL.
  */
-static char *read_body(FCGX_Stream *in, size_t announced, size_t max_body, size_t *len,
-                       bool *gone, bool *oom)
+static char *read_body(FCGX_Stream *in, size_t announced, size_t max_body, size_t *len, bool *gone,
+		       bool *oom)
 {
 	size_t limit = max_body + 1;
 	size_t cap = announced ? announced + 1 : (limit < 1024 ? limit : 1024);
@@ -111,15 +119,15 @@ static int write_response(FCGX_Stream *out, const struct chat_response *res)
 {
 	char head[256];
 	int n = snprintf(head, sizeof head,
-	                 "Status: %d %s\r\n"
-	                 "Content-Type: " CHAT_CONTENT_TYPE "\r\n"
-	                 "Content-Length: %zu\r\n"
-	                 "Cache-Control: no-store\r\n"
-	                 "%s%s%s"
-	                 "\r\n",
-	                 res->status, status_text(res->status), res->body_len,
-	                 res->allow ? "Allow: " : "", res->allow ? res->allow : "",
-	                 res->allow ? "\r\n" : "");
+			 "Status: %d %s\r\n"
+			 "Content-Type: " CHAT_CONTENT_TYPE "\r\n"
+			 "Content-Length: %zu\r\n"
+			 "Cache-Control: no-store\r\n"
+			 "%s%s%s"
+			 "\r\n",
+			 res->status, status_text(res->status), res->body_len,
+			 res->allow ? "Allow: " : "", res->allow ? res->allow : "",
+			 res->allow ? "\r\n" : "");
 	if (n < 0 || (size_t)n >= sizeof head)
 		return -1;
 	if (FCGX_PutStr(head, n, out) != n)
@@ -138,7 +146,7 @@ static double ms_since(const struct timespec *t0)
 }
 
 static void log_request(FCGX_Request *req, const struct chat_response *res,
-                        const struct timespec *t0)
+			const struct timespec *t0)
 {
 	enum log_level level = res->status == 200 ? LOG_DEBUG : LOG_NOTICE;
 	if (!log_enabled(level))
@@ -147,7 +155,7 @@ static void log_request(FCGX_Request *req, const struct chat_response *res,
 	log_clean(method, sizeof method, FCGX_GetParam("REQUEST_METHOD", req->envp));
 	log_clean(uri, sizeof uri, FCGX_GetParam("REQUEST_URI", req->envp));
 	log_msg(level, "%d %s %s %.2f ms%s%s", res->status, method, uri, ms_since(t0),
-	        res->reason ? ": " : "", res->reason ? res->reason : "");
+		res->reason ? ": " : "", res->reason ? res->reason : "");
 }
 
 static void handle(struct server *srv, FCGX_Request *req)
@@ -186,19 +194,20 @@ static void handle(struct server *srv, FCGX_Request *req)
 	} else {
 		bool gone = false, oom = false;
 		body = read_body(req->in, announced, srv->cfg.limits.max_body, &creq.body_len,
-		                 &gone, &oom);
+				 &gone, &oom);
 		if (gone) {
 			char u[256];
 			log_clean(u, sizeof u, uri);
 			log_msg(LOG_NOTICE, "client went away mid-body (%zu bytes announced) on %s",
-			        announced, u);
+				announced, u);
 			req->keepConnection = 0;
 			return;
 		}
 		if (oom) {
 			res = (struct chat_response){
 			    .status = 503,
-			    .body = (char *)"{\"error\":\"The server is out of memory; try again.\"}",
+			    .body =
+				(char *)"{\"error\":\"The server is out of memory; try again.\"}",
 			    .reason = "out of memory reading the body",
 			};
 			res.body_len = strlen(res.body);
@@ -258,7 +267,8 @@ static void *worker(void *arg)
 				if (atomic_load(&srv->stopping))
 					break;
 				log_msg(LOG_ERROR, "accept failed: %s", strerror(-rc));
-				if (rc == -EMFILE || rc == -ENFILE || rc == -ENOMEM || rc == -ENOBUFS) {
+				if (rc == -EMFILE || rc == -ENFILE || rc == -ENOMEM ||
+				    rc == -ENOBUFS) {
 					/* Out of descriptors: back off rather than spin. */
 					struct timespec pause = {0, 100 * 1000 * 1000};
 					nanosleep(&pause, NULL);
@@ -311,7 +321,7 @@ struct server *server_start(const struct server_config *cfg)
 			srv->running--;
 			pthread_mutex_unlock(&srv->lock);
 			log_msg(LOG_ERROR, "cannot start thread %u of %u: %s", i + 1, cfg->threads,
-			        strerror(err));
+				strerror(err));
 			pthread_attr_destroy(&attr);
 			server_stop(srv, 1000);
 			return NULL;

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <time.h>
 
-static const struct chat_limits lim_default = { .max_body = CHAT_MAX_BODY_DEFAULT };
+static const struct chat_limits lim_default = {.max_body = CHAT_MAX_BODY_DEFAULT};
 
 static const char JSON[] = "application/json";
 static const char FORM[] = "application/x-www-form-urlencoded";
@@ -24,7 +24,7 @@ static const char FORM[] = "application/x-www-form-urlencoded";
  * bytes (so that a read past it shows under valgrind or ASan), freed before
  * the response is looked at: the response must not point into it. */
 static void respond(const struct chat_request *req, const struct chat_limits *lim,
-                    struct chat_response *res)
+		    struct chat_response *res)
 {
 	struct chat_request r = *req;
 	char *copy = NULL;
@@ -42,17 +42,16 @@ static void respond(const struct chat_request *req, const struct chat_limits *li
 }
 
 /* A POST to /chat/ with CONTENT_LENGTH set to the body's length. */
-static struct chat_request post(const char *ctype, const char *body, size_t len,
-                                char clen[32])
+static struct chat_request post(const char *ctype, const char *body, size_t len, char clen[32])
 {
 	snprintf(clen, 32, "%zu", len);
 	struct chat_request req = {
-		.method = "POST",
-		.path = "/chat/",
-		.content_type = ctype,
-		.content_length = clen,
-		.body = body,
-		.body_len = len,
+	    .method = "POST",
+	    .path = "/chat/",
+	    .content_type = ctype,
+	    .content_length = clen,
+	    .body = body,
+	    .body_len = len,
 	};
 	return req;
 }
@@ -99,14 +98,29 @@ static size_t escape_ref(char *out, const char *s, size_t len)
 		unsigned char c = (unsigned char)s[i];
 		const char *e = NULL;
 		switch (c) {
-		case '"': e = "\\\""; break;
-		case '\\': e = "\\\\"; break;
-		case '\b': e = "\\b"; break;
-		case '\t': e = "\\t"; break;
-		case '\n': e = "\\n"; break;
-		case '\f': e = "\\f"; break;
-		case '\r': e = "\\r"; break;
-		default: break;
+		case '"':
+			e = "\\\"";
+			break;
+		case '\\':
+			e = "\\\\";
+			break;
+		case '\b':
+			e = "\\b";
+			break;
+		case '\t':
+			e = "\\t";
+			break;
+		case '\n':
+			e = "\\n";
+			break;
+		case '\f':
+			e = "\\f";
+			break;
+		case '\r':
+			e = "\\r";
+			break;
+		default:
+			break;
 		}
 		if (e) {
 			memcpy(out + o, e, 2);
@@ -165,9 +179,9 @@ static bool is_message(const struct chat_response *res, const char *want, size_t
 	if (!obj) {
 		good = false;
 	} else if (!json_object_is_type(obj, json_type_object) ||
-	           json_object_object_length(obj) != 1 ||
-	           !json_object_object_get_ex(obj, "message", &m) ||
-	           !json_object_is_type(m, json_type_string)) {
+		   json_object_object_length(obj) != 1 ||
+		   !json_object_object_get_ex(obj, "message", &m) ||
+		   !json_object_is_type(m, json_type_string)) {
 		diag("the body is not an object with just a string \"message\"");
 		good = false;
 	} else {
@@ -228,7 +242,7 @@ static bool is_error(const struct chat_response *res, int status)
 
 /* One test: a 200 whose body is exactly want. */
 static void body_is(const struct chat_response *res, const char *want, size_t want_len,
-                    const char *name)
+		    const char *name)
 {
 	if (res->status != 200) {
 		ok(0, "%s", name);
@@ -241,7 +255,7 @@ static void body_is(const struct chat_response *res, const char *want, size_t wa
 /* ---- one-line tests ---- */
 
 static void post_ok(const char *ctype, const char *body, size_t len, const char *want,
-                    size_t want_len, const char *name)
+		    size_t want_len, const char *name)
 {
 	char clen[32];
 	struct chat_request req = post(ctype, body, len, clen);
@@ -251,8 +265,7 @@ static void post_ok(const char *ctype, const char *body, size_t len, const char 
 	chat_response_free(&res);
 }
 
-static void post_err(const char *ctype, const char *body, size_t len, int status,
-                     const char *name)
+static void post_err(const char *ctype, const char *body, size_t len, int status, const char *name)
 {
 	char clen[32];
 	struct chat_request req = post(ctype, body, len, clen);
@@ -266,9 +279,9 @@ static void post_err(const char *ctype, const char *body, size_t len, int status
 /* JSON body → 200 with the decoded message want. */
 #define J_OK(body, want, name) post_ok(JSON, L(body), L(want), name)
 /* JSON body → 400. */
-#define J_400(body, name) post_err(JSON, L(body), 400, "400: " name)
+#define J_400(body, name)      post_err(JSON, L(body), 400, "400: " name)
 #define F_OK(body, want, name) post_ok(FORM, L(body), L(want), name)
-#define F_400(body, name) post_err(FORM, L(body), 400, "400: " name)
+#define F_400(body, name)      post_err(FORM, L(body), 400, "400: " name)
 
 /* ---- the tests ---- */
 
@@ -279,7 +292,7 @@ static void test_success(void)
 	struct chat_response res;
 	respond(&req, &lim_default, &res);
 	body_is(&res, L("{\"message\":\"received hi\"}"),
-	       "200: {\"message\":\"hi\"} gives exactly {\"message\":\"received hi\"}");
+		"200: {\"message\":\"hi\"} gives exactly {\"message\":\"received hi\"}");
 	is_int(res.status, 200, "200: the status of a good post");
 	ok(res.reason == NULL && res.allow == NULL, "200: no reason, no Allow");
 	chat_response_free(&res);
@@ -291,35 +304,35 @@ static void test_success(void)
 static void test_content_types(void)
 {
 	static const char *const good[] = {
-		"application/json; charset=utf-8",
-		"application/json;charset=UTF-8",
-		"Application/JSON",
-		"APPLICATION/JSON; CHARSET=UTF-8",
-		"application/json; charset=\"utf-8\"",
+	    "application/json; charset=utf-8",
+	    "application/json;charset=UTF-8",
+	    "Application/JSON",
+	    "APPLICATION/JSON; CHARSET=UTF-8",
+	    "application/json; charset=\"utf-8\"",
 	};
 	for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
 		post_ok(good[i], L("{\"message\":\"x\"}"), L("x"), good[i]);
 
 	static const char *const bad[] = {
-		"application/json; charset=latin1",
-		"application/json; charset=iso-8859-1",
-		"application/json; charset=utf-16",
-		"application/jsonx",
-		"text/json",
-		"application/json-patch+json",
-		"application/ld+json",
-		"text/plain",
-		"text/plain; charset=utf-8",
-		"multipart/form-data; boundary=x",
-		"application/x-www-form-urlencoded; charset=latin1",
-		"application/x-www-form-urlencodedx",
-		"",
-		NULL,
+	    "application/json; charset=latin1",
+	    "application/json; charset=iso-8859-1",
+	    "application/json; charset=utf-16",
+	    "application/jsonx",
+	    "text/json",
+	    "application/json-patch+json",
+	    "application/ld+json",
+	    "text/plain",
+	    "text/plain; charset=utf-8",
+	    "multipart/form-data; boundary=x",
+	    "application/x-www-form-urlencoded; charset=latin1",
+	    "application/x-www-form-urlencodedx",
+	    "",
+	    NULL,
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		char name[128];
 		snprintf(name, sizeof name, "415: Content-Type %s%s%s", bad[i] ? "\"" : "",
-		         bad[i] ? bad[i] : "missing", bad[i] ? "\"" : "");
+			 bad[i] ? bad[i] : "missing", bad[i] ? "\"" : "");
 		post_err(bad[i], L("{\"message\":\"x\"}"), 415, name);
 	}
 }
@@ -376,7 +389,7 @@ static void test_members(void)
 	struct chat_response res;
 	respond(&req, &lim_default, &res);
 	body_is(&res, L("{\"message\":\"received \"}"),
-	       "missing message: the body is exactly {\"message\":\"received \"}");
+		"missing message: the body is exactly {\"message\":\"received \"}");
 	chat_response_free(&res);
 
 	J_OK("{\"user\":\"x\",\"message\":\"hi\"}", "hi", "other keys ignored (before)");
@@ -404,11 +417,11 @@ static void test_members(void)
 	/* json-c keeps keys as C strings: a key with an escaped NUL must not be
 	 * mistaken for "message". A 400 is acceptable; echoing "evil" is not. */
 	static const char *const nul_keys[] = {
-		"{\"message\\u0000\":\"evil\"}",
-		"{\"message\\u0000x\":\"evil\"}",
-		"{\"message\":\"good\",\"message\\u0000\":\"evil\"}",
+	    "{\"message\\u0000\":\"evil\"}",
+	    "{\"message\\u0000x\":\"evil\"}",
+	    "{\"message\":\"good\",\"message\\u0000\":\"evil\"}",
 	};
-	static const char *const nul_want[] = { "", "", "good" };
+	static const char *const nul_want[] = {"", "", "good"};
 	for (size_t i = 0; i < 3; i++) {
 		req = post(JSON, nul_keys[i], strlen(nul_keys[i]), clen);
 		respond(&req, &lim_default, &res);
@@ -444,11 +457,15 @@ static void test_whitespace(void)
 
 static void test_strings(void)
 {
-	J_400("{\"message\":\"a\x01" "b\"}", "a raw 0x01 inside a string");
+	J_400("{\"message\":\"a\x01"
+	      "b\"}",
+	      "a raw 0x01 inside a string");
 	J_400("{\"message\":\"a\tb\"}", "a raw TAB inside a string");
 	J_400("{\"message\":\"a\nb\"}", "a raw newline inside a string");
 	J_400("{\"message\":\"a\rb\"}", "a raw CR inside a string");
-	J_400("{\"message\":\"a\x1f" "b\"}", "a raw 0x1f inside a string");
+	J_400("{\"message\":\"a\x1f"
+	      "b\"}",
+	      "a raw 0x1f inside a string");
 	J_400("{\"message\":\"a\0b\"}", "a raw NUL inside a string");
 	J_400("{\"mes\nsage\":\"x\"}", "a raw newline inside a key");
 	J_400("{'message':'x'}", "single quotes");
@@ -541,11 +558,14 @@ static void test_utf8(void)
 	      "invalid UTF-8: an emoji as two encoded surrogates (CESU-8)");
 	J_400("{\"message\":\"\xFF\"}", "invalid UTF-8: byte FF");
 	J_400("{\"message\":\"\xFE\"}", "invalid UTF-8: byte FE");
-	J_400("{\"message\":\"a\xE4\xB8\"}", "invalid UTF-8: a truncated sequence before the quote");
+	J_400("{\"message\":\"a\xE4\xB8\"}",
+	      "invalid UTF-8: a truncated sequence before the quote");
 	J_400("{\"message\":\"x\"}\xE4\xB8", "invalid UTF-8: a truncated sequence at the end");
 	J_400("{\"message\":\"x\"}\xC3", "invalid UTF-8: a lone lead byte at the end");
 	J_400("{\"message\":\"\x80\"}", "invalid UTF-8: a stray continuation byte 80");
-	J_400("{\"message\":\"a\xBF" "b\"}", "invalid UTF-8: a stray continuation byte BF");
+	J_400("{\"message\":\"a\xBF"
+	      "b\"}",
+	      "invalid UTF-8: a stray continuation byte BF");
 	J_400("{\"message\":\"\xC3\xA9\xA9\"}", "invalid UTF-8: a continuation after a sequence");
 	J_400("{\"message\":\"\xF4\x90\x80\x80\"}", "invalid UTF-8: U+110000 (F4 90 80 80)");
 	J_400("{\"message\":\"\xF5\x80\x80\x80\"}", "invalid UTF-8: F5 80 80 80");
@@ -609,7 +629,8 @@ static void test_depth(void)
 
 	size_t len;
 	char *b = nested(CHAT_JSON_MAX_DEPTH, &len);
-	post_ok(JSON, b, len, L("x"), "depth CHAT_JSON_MAX_DEPTH (the object and 15 arrays) is fine");
+	post_ok(JSON, b, len, L("x"),
+		"depth CHAT_JSON_MAX_DEPTH (the object and 15 arrays) is fine");
 	free(b);
 	b = nested(CHAT_JSON_MAX_DEPTH + 1, &len);
 	post_err(JSON, b, len, 400, "400: depth CHAT_JSON_MAX_DEPTH + 1 is too deep");
@@ -620,15 +641,15 @@ static void test_depth(void)
 
 	/* 100,000 deep: bigger than the default limit, so raise it; it must be
 	 * refused quickly and without running out of stack. */
-	struct chat_limits big = { .max_body = 1024 * 1024 };
+	struct chat_limits big = {.max_body = 1024 * 1024};
 	static const struct {
 		const char *open, *close;
 		const char *name;
 	} kinds[] = {
-		{ "[", "]", "arrays" },
-		{ "{\"a\":", "}", "objects" },
-		{ "[", "", "arrays never closed" },
-		{ "{\"a\":[", "]}", "objects and arrays" },
+	    {"[", "]", "arrays"},
+	    {"{\"a\":", "}", "objects"},
+	    {"[", "", "arrays never closed"},
+	    {"{\"a\":[", "]}", "objects and arrays"},
 	};
 	for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
 		size_t depth = 100000;
@@ -667,14 +688,14 @@ static void test_form(void)
 	struct chat_response res;
 	respond(&req, &lim_default, &res);
 	body_is(&res, L("{\"message\":\"received hello world!\"}"),
-	       "form: message=hello+world%21 gives exactly received hello world!");
+		"form: message=hello+world%21 gives exactly received hello world!");
 	chat_response_free(&res);
 
 	F_OK("message=hello+world%21", "hello world!", "form: message=hello+world%21");
 	post_ok("application/x-www-form-urlencoded; charset=UTF-8", L("message=hi"), L("hi"),
-	        "form: with ; charset=UTF-8");
+		"form: with ; charset=UTF-8");
 	post_ok("Application/X-WWW-Form-Urlencoded", L("message=hi"), L("hi"),
-	        "form: the type is case-insensitive");
+		"form: the type is case-insensitive");
 	F_OK("a=1&message=x&b=2", "x", "form: a=1&message=x&b=2");
 	F_OK("a=1&b=2", "", "form: a missing message field gives \"received \"");
 	F_OK("", "", "form: an empty body gives \"received \"");
@@ -692,7 +713,7 @@ static void test_form(void)
 
 static void test_size(void)
 {
-	struct chat_limits small = { .max_body = 16 };
+	struct chat_limits small = {.max_body = 16};
 	char clen[32];
 	struct chat_request req = post(JSON, L("{\"message\":\"abc\"}"), clen); /* 17 bytes */
 	struct chat_response res;
@@ -708,7 +729,8 @@ static void test_size(void)
 	req = post(JSON, L("{\"message\":\"abc\"}"), clen);
 	req.content_length = "5";
 	respond(&req, &small, &res);
-	ok(is_error(&res, 413), "413: a 17-byte body over max_body 16 whatever CONTENT_LENGTH says");
+	ok(is_error(&res, 413),
+	   "413: a 17-byte body over max_body 16 whatever CONTENT_LENGTH says");
 	chat_response_free(&res);
 
 	req = post(FORM, L("message=123456789"), clen); /* 17 bytes */
@@ -807,8 +829,8 @@ static void test_content_length(void)
 	chat_response_free(&res);
 
 	static const char *const bogus[] = {
-		"abc", "-1", "1e3", " 5", "5 ", "99999999999999999999999", "+5", "0x10",
-		"5,5", "5.0", "",
+	    "abc", "-1",   "1e3", " 5",  "5 ", "99999999999999999999999",
+	    "+5",  "0x10", "5,5", "5.0", "",
 	};
 	for (size_t i = 0; i < sizeof bogus / sizeof bogus[0]; i++) {
 		req = post(JSON, NULL, 0, clen);
@@ -829,7 +851,7 @@ static void test_content_length(void)
 	}
 
 	/* The body read differs from what was announced. */
-	static const char *const wrong[] = { "14", "16", "0", "1" };
+	static const char *const wrong[] = {"14", "16", "0", "1"};
 	for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
 		req = post(JSON, L("{\"message\":\"x\"}"), clen); /* 15 bytes */
 		req.content_length = wrong[i];
@@ -847,7 +869,8 @@ static void test_content_length(void)
 static void test_methods(void)
 {
 	static const char *const methods[] = {
-		"GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT", "post", "Post", "",
+	    "GET",   "HEAD",    "PUT",  "DELETE", "PATCH", "OPTIONS",
+	    "TRACE", "CONNECT", "post", "Post",   "",
 	};
 	for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
 		char clen[32];
@@ -868,8 +891,12 @@ static void test_methods(void)
 
 	/* A wrong method on /chat/ comes before content type and length. */
 	struct chat_request bad = {
-		.method = "GET", .path = "/chat/", .content_type = NULL,
-		.content_length = "abc", .body = NULL, .body_len = 0,
+	    .method = "GET",
+	    .path = "/chat/",
+	    .content_type = NULL,
+	    .content_length = "abc",
+	    .body = NULL,
+	    .body_len = 0,
 	};
 	struct chat_response res;
 	respond(&bad, &lim_default, &res);
@@ -888,9 +915,12 @@ static void test_methods(void)
 	chat_response_free(&res);
 
 	/* No method at all: 405 or 400, but an answer. */
-	bad = (struct chat_request){ .method = NULL, .path = "/chat/", .content_type = JSON,
-		                     .content_length = "15", .body = "{\"message\":\"x\"}",
-		                     .body_len = 15 };
+	bad = (struct chat_request){.method = NULL,
+				    .path = "/chat/",
+				    .content_type = JSON,
+				    .content_length = "15",
+				    .body = "{\"message\":\"x\"}",
+				    .body_len = 15};
 	respond(&bad, &lim_default, &res);
 	ok(res.status == 405 ? is_error(&res, 405) : is_error(&res, 400),
 	   "a NULL method gets 405 or 400");
@@ -900,8 +930,8 @@ static void test_methods(void)
 static void test_paths(void)
 {
 	static const char *const paths[] = {
-		"/", "/chat", "/chat/x", "/chatx/", "/other/", "/CHAT/", "/chat//", "//chat/",
-		"/chat/.", "chat/", "", "/chat/?", NULL,
+	    "/",       "/chat",   "/chat/x", "/chatx/", "/other/", "/CHAT/", "/chat//",
+	    "//chat/", "/chat/.", "chat/",   "",        "/chat/?", NULL,
 	};
 	for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
 		char clen[32];
@@ -929,8 +959,12 @@ static void test_paths(void)
 
 static void test_nulls(void)
 {
-	struct chat_request req = { .method = "POST", .path = "/chat/", .content_type = JSON,
-		                    .content_length = "0", .body = NULL, .body_len = 0 };
+	struct chat_request req = {.method = "POST",
+				   .path = "/chat/",
+				   .content_type = JSON,
+				   .content_length = "0",
+				   .body = NULL,
+				   .body_len = 0};
 	struct chat_response res;
 	respond(&req, &lim_default, &res);
 	ok(is_error(&res, 400), "400: a NULL JSON body with body_len 0");
@@ -947,7 +981,7 @@ static void test_nulls(void)
 	ok(is_message(&res, L("")), "a NULL form body with body_len 0 is the empty message");
 	chat_response_free(&res);
 
-	req = (struct chat_request){ 0 };
+	req = (struct chat_request){0};
 	respond(&req, &lim_default, &res);
 	ok(is_error(&res, 404), "404: a request with every field NULL");
 	chat_response_free(&res);

@@ -8,8 +8,7 @@
 
 /* Runs the decoder on a copy of body in a buffer of exactly body_len bytes,
  * so that a read past the end shows under valgrind or ASan. */
-static int decode(const char *body, size_t body_len, char **text, size_t *len,
-                  const char **why)
+static int decode(const char *body, size_t body_len, char **text, size_t *len, const char **why)
 {
 	char *copy = malloc(body_len ? body_len : 1);
 	if (!copy)
@@ -26,7 +25,7 @@ static int decode(const char *body, size_t body_len, char **text, size_t *len,
 /* One test: body decodes to exactly want (want_len bytes), returned
  * NUL-terminated. */
 static void decodes_to(const char *body, size_t body_len, const char *want, size_t want_len,
-                       const char *name)
+		       const char *name)
 {
 	char *text;
 	size_t len;
@@ -48,8 +47,7 @@ static void decodes_to(const char *body, size_t body_len, const char *want, size
 	free(text);
 }
 
-#define DECODES(body, want, name)                                                \
-	decodes_to(body, sizeof(body) - 1, want, sizeof(want) - 1, name)
+#define DECODES(body, want, name) decodes_to(body, sizeof(body) - 1, want, sizeof(want) - 1, name)
 
 /* One test: body is refused with -1 and a sentence in *why. */
 static void refused(const char *body, size_t body_len, const char *name)
@@ -185,12 +183,31 @@ static void test_bad(void)
 static void test_no_crash(void)
 {
 	static const char *const odd[] = {
-		"%", "%%", "=", "==", "&", "&=&", "message", "message=%", "m%65ssage",
-		"m%65ssage=%", "m%6", "m%", "%6D%65%73%73%61%67%65", "message&", "=message",
-		"message==", "message=&message", "%00=%00", "m%00ssage=x", "message%00=x",
-		"mess%61ge%3Dx", "message=x&%zz=1", "%zz=1&message=x",
-		"%6D%65%73%73%61%67%65%6D%65%73%73%61%67%65%6D%65%73%73%61%67%65=x",
-		"m%65ssage%20%20%20%20%20%20%20%20%20%20%20%20%20%20%20%20%20%20=x",
+	    "%",
+	    "%%",
+	    "=",
+	    "==",
+	    "&",
+	    "&=&",
+	    "message",
+	    "message=%",
+	    "m%65ssage",
+	    "m%65ssage=%",
+	    "m%6",
+	    "m%",
+	    "%6D%65%73%73%61%67%65",
+	    "message&",
+	    "=message",
+	    "message==",
+	    "message=&message",
+	    "%00=%00",
+	    "m%00ssage=x",
+	    "message%00=x",
+	    "mess%61ge%3Dx",
+	    "message=x&%zz=1",
+	    "%zz=1&message=x",
+	    "%6D%65%73%73%61%67%65%6D%65%73%73%61%67%65%6D%65%73%73%61%67%65=x",
+	    "m%65ssage%20%20%20%20%20%20%20%20%20%20%20%20%20%20%20%20%20%20=x",
 	};
 	bool all = true;
 	for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {

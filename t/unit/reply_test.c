@@ -41,7 +41,7 @@ static char *escape(const char *text, size_t len, size_t *out_len)
 
 /* One test: text escapes to exactly want. */
 static void escapes_to(const char *text, size_t len, const char *want, size_t want_len,
-                       const char *name)
+		       const char *name)
 {
 	size_t n = 0;
 	char *got = escape(text, len, &n);
@@ -53,8 +53,7 @@ static void escapes_to(const char *text, size_t len, const char *want, size_t wa
 	free(got);
 }
 
-#define ESCAPES(text, want, name)                                                \
-	escapes_to(text, sizeof(text) - 1, want, sizeof(want) - 1, name)
+#define ESCAPES(text, want, name) escapes_to(text, sizeof(text) - 1, want, sizeof(want) - 1, name)
 
 static void test_table(void)
 {
@@ -81,23 +80,39 @@ static void test_table(void)
 	ESCAPES("\xF0\x9F\x98\x80", "\xF0\x9F\x98\x80", "emoji copied raw");
 	ESCAPES("\xE2\x80\xA8\xE2\x80\xA9", "\xE2\x80\xA8\xE2\x80\xA9", "U+2028 U+2029 copied raw");
 	ESCAPES("", "", "the empty string");
-	ESCAPES("a\"b\\c\nd\x01" "e", "a\\\"b\\\\c\\nd\\u0001e", "escapes among plain text");
+	ESCAPES("a\"b\\c\nd\x01"
+		"e",
+		"a\\\"b\\\\c\\nd\\u0001e", "escapes among plain text");
 	ESCAPES("\"\"\\\\", "\\\"\\\"\\\\\\\\", "runs of escapes");
 	ESCAPES("abcdefghijklmnopqrstuvwxyz\x01", "abcdefghijklmnopqrstuvwxyz\\u0001",
-	        "an escape after a long plain run");
+		"an escape after a long plain run");
 
 	/* Every byte 0x00-0x7F alone, against a table written here. */
 	bool all = true;
 	for (unsigned c = 0; c < 0x80; c++) {
 		char want[8];
 		switch (c) {
-		case '"': strcpy(want, "\\\""); break;
-		case '\\': strcpy(want, "\\\\"); break;
-		case '\b': strcpy(want, "\\b"); break;
-		case '\f': strcpy(want, "\\f"); break;
-		case '\n': strcpy(want, "\\n"); break;
-		case '\r': strcpy(want, "\\r"); break;
-		case '\t': strcpy(want, "\\t"); break;
+		case '"':
+			strcpy(want, "\\\"");
+			break;
+		case '\\':
+			strcpy(want, "\\\\");
+			break;
+		case '\b':
+			strcpy(want, "\\b");
+			break;
+		case '\f':
+			strcpy(want, "\\f");
+			break;
+		case '\n':
+			strcpy(want, "\\n");
+			break;
+		case '\r':
+			strcpy(want, "\\r");
+			break;
+		case '\t':
+			strcpy(want, "\\t");
+			break;
 		default:
 			if (c < 0x20)
 				snprintf(want, sizeof want, "\\u%04x", c);
@@ -123,22 +138,23 @@ static void test_lengths(void)
 		size_t len;
 		size_t want;
 	} cases[] = {
-		{ "", 0, 0 },
-		{ "a", 1, 1 },
-		{ "\"", 1, 2 },
-		{ "\\", 1, 2 },
-		{ "\n", 1, 2 },
-		{ "\x01", 1, 6 },
-		{ "\0", 1, 6 },
-		{ "\x7f", 1, 1 },
-		{ "\xEC\x95\x88", 3, 3 },
-		{ "a\"b\x01\n", 5, 1 + 2 + 1 + 6 + 2 },
+	    {"", 0, 0},
+	    {"a", 1, 1},
+	    {"\"", 1, 2},
+	    {"\\", 1, 2},
+	    {"\n", 1, 2},
+	    {"\x01", 1, 6},
+	    {"\0", 1, 6},
+	    {"\x7f", 1, 1},
+	    {"\xEC\x95\x88", 3, 3},
+	    {"a\"b\x01\n", 5, 1 + 2 + 1 + 6 + 2},
 	};
 	bool all = true;
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		size_t got = reply_escaped_len(cases[i].s, cases[i].len);
 		if (got != cases[i].want) {
-			diag("case %zu: reply_escaped_len gave %zu, want %zu", i, got, cases[i].want);
+			diag("case %zu: reply_escaped_len gave %zu, want %zu", i, got,
+			     cases[i].want);
 			all = false;
 		}
 	}
@@ -269,7 +285,8 @@ static void test_reply_message(void)
 {
 	size_t n = 0;
 	char *out = reply_message("", 0, &n);
-	is_mem(out, out ? n : 0, "{\"message\":\"received \"}", 23, "reply_message of the empty text");
+	is_mem(out, out ? n : 0, "{\"message\":\"received \"}", 23,
+	       "reply_message of the empty text");
 	free(out);
 	out = reply_message("hi", 2, &n);
 	is_mem(out, out ? n : 0, "{\"message\":\"received hi\"}", 25, "reply_message of \"hi\"");

@@ -37,7 +37,7 @@ struct tap_state {
 	int failed;
 };
 
-static struct tap_state tap_state_ = { -1, 0, 0 };
+static struct tap_state tap_state_ = {-1, 0, 0};
 
 static inline void plan(int n)
 {
@@ -77,11 +77,21 @@ static inline void tap_print_escaped_(const char *s, size_t len)
 		}
 		unsigned char c = (unsigned char)s[i];
 		switch (c) {
-		case '"': fputs("\\\"", stdout); break;
-		case '\\': fputs("\\\\", stdout); break;
-		case '\n': fputs("\\n", stdout); break;
-		case '\r': fputs("\\r", stdout); break;
-		case '\t': fputs("\\t", stdout); break;
+		case '"':
+			fputs("\\\"", stdout);
+			break;
+		case '\\':
+			fputs("\\\\", stdout);
+			break;
+		case '\n':
+			fputs("\\n", stdout);
+			break;
+		case '\r':
+			fputs("\\r", stdout);
+			break;
+		case '\t':
+			fputs("\\t", stdout);
+			break;
 		default:
 			if (c < 0x20 || c >= 0x7F)
 				printf("\\x%02X", c);
@@ -93,10 +103,9 @@ static inline void tap_print_escaped_(const char *s, size_t len)
 	printf(" (%zu bytes)", len);
 }
 
-static inline bool tap_vok_(bool cond, const char *file, int line, const char *fmt,
-                            va_list ap) TAP_PRINTF(4, 0);
-static inline bool tap_vok_(bool cond, const char *file, int line, const char *fmt,
-                            va_list ap)
+static inline bool tap_vok_(bool cond, const char *file, int line, const char *fmt, va_list ap)
+    TAP_PRINTF(4, 0);
+static inline bool tap_vok_(bool cond, const char *file, int line, const char *fmt, va_list ap)
 {
 	tap_state_.run++;
 	if (!cond) {
@@ -113,7 +122,7 @@ static inline bool tap_vok_(bool cond, const char *file, int line, const char *f
 }
 
 static inline bool tap_ok_(bool cond, const char *file, int line, const char *fmt, ...)
-	TAP_PRINTF(4, 5);
+    TAP_PRINTF(4, 5);
 static inline bool tap_ok_(bool cond, const char *file, int line, const char *fmt, ...)
 {
 	va_list ap;
@@ -124,9 +133,9 @@ static inline bool tap_ok_(bool cond, const char *file, int line, const char *fm
 }
 
 static inline bool tap_is_int_(long long got, long long want, const char *file, int line,
-                               const char *fmt, ...) TAP_PRINTF(5, 6);
+			       const char *fmt, ...) TAP_PRINTF(5, 6);
 static inline bool tap_is_int_(long long got, long long want, const char *file, int line,
-                               const char *fmt, ...)
+			       const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -140,8 +149,7 @@ static inline bool tap_is_int_(long long got, long long want, const char *file, 
 	return r;
 }
 
-static inline void tap_mem_diff_(const char *got, size_t got_len, const char *want,
-                                 size_t want_len)
+static inline void tap_mem_diff_(const char *got, size_t got_len, const char *want, size_t want_len)
 {
 	fputs("#          got: ", stdout);
 	tap_print_escaped_(got, got_len);
@@ -157,12 +165,10 @@ static inline void tap_mem_diff_(const char *got, size_t got_len, const char *wa
 	fflush(stdout);
 }
 
-static inline bool tap_is_mem_(const void *got, size_t got_len, const void *want,
-                               size_t want_len, const char *file, int line,
-                               const char *fmt, ...) TAP_PRINTF(7, 8);
-static inline bool tap_is_mem_(const void *got, size_t got_len, const void *want,
-                               size_t want_len, const char *file, int line,
-                               const char *fmt, ...)
+static inline bool tap_is_mem_(const void *got, size_t got_len, const void *want, size_t want_len,
+			       const char *file, int line, const char *fmt, ...) TAP_PRINTF(7, 8);
+static inline bool tap_is_mem_(const void *got, size_t got_len, const void *want, size_t want_len,
+			       const char *file, int line, const char *fmt, ...)
 {
 	bool same;
 	if (!got || !want)
@@ -178,10 +184,10 @@ static inline bool tap_is_mem_(const void *got, size_t got_len, const void *want
 	return r;
 }
 
-static inline bool tap_is_str_(const char *got, const char *want, const char *file,
-                               int line, const char *fmt, ...) TAP_PRINTF(5, 6);
-static inline bool tap_is_str_(const char *got, const char *want, const char *file,
-                               int line, const char *fmt, ...)
+static inline bool tap_is_str_(const char *got, const char *want, const char *file, int line,
+			       const char *fmt, ...) TAP_PRINTF(5, 6);
+static inline bool tap_is_str_(const char *got, const char *want, const char *file, int line,
+			       const char *fmt, ...)
 {
 	bool same = (!got || !want) ? (!got && !want) : strcmp(got, want) == 0;
 	va_list ap;
@@ -195,10 +201,10 @@ static inline bool tap_is_str_(const char *got, const char *want, const char *fi
 
 /* The name (and its format arguments) is always the last argument. */
 #define ok(cond, ...) tap_ok_(!!(cond), __FILE__, __LINE__, __VA_ARGS__)
-#define is_int(got, want, ...)                                                   \
+#define is_int(got, want, ...)                                                                     \
 	tap_is_int_((long long)(got), (long long)(want), __FILE__, __LINE__, __VA_ARGS__)
 #define is_str(got, want, ...) tap_is_str_((got), (want), __FILE__, __LINE__, __VA_ARGS__)
-#define is_mem(got, got_len, want, want_len, ...)                                \
+#define is_mem(got, got_len, want, want_len, ...)                                                  \
 	tap_is_mem_((got), (got_len), (want), (want_len), __FILE__, __LINE__, __VA_ARGS__)
 
 /* Returns the exit status for main. */

@@ -81,7 +81,7 @@ static bool valid(const char *s, size_t len)
 	return r;
 }
 
-#define VALID(lit, name) ok(valid(lit, sizeof(lit) - 1), "valid: %s", name)
+#define VALID(lit, name)   ok(valid(lit, sizeof(lit) - 1), "valid: %s", name)
 #define INVALID(lit, name) ok(!valid(lit, sizeof(lit) - 1), "invalid: %s", name)
 
 static void test_boundaries(void)
@@ -90,11 +90,11 @@ static void test_boundaries(void)
 		uint32_t cp;
 		const char *name;
 	} cps[] = {
-		{ 0x0000, "U+0000" },     { 0x007F, "U+007F" },   { 0x0080, "U+0080" },
-		{ 0x07FF, "U+07FF" },     { 0x0800, "U+0800" },   { 0xD7FF, "U+D7FF" },
-		{ 0xE000, "U+E000" },     { 0xFFFD, "U+FFFD" },   { 0xFFFE, "U+FFFE" },
-		{ 0xFFFF, "U+FFFF" },     { 0x10000, "U+10000" }, { 0xFFFFF, "U+FFFFF" },
-		{ 0x100000, "U+100000" }, { 0x10FFFF, "U+10FFFF" },
+	    {0x0000, "U+0000"},     {0x007F, "U+007F"},     {0x0080, "U+0080"},
+	    {0x07FF, "U+07FF"},     {0x0800, "U+0800"},     {0xD7FF, "U+D7FF"},
+	    {0xE000, "U+E000"},     {0xFFFD, "U+FFFD"},     {0xFFFE, "U+FFFE"},
+	    {0xFFFF, "U+FFFF"},     {0x10000, "U+10000"},   {0xFFFFF, "U+FFFFF"},
+	    {0x100000, "U+100000"}, {0x10FFFF, "U+10FFFF"},
 	};
 	for (size_t i = 0; i < sizeof cps / sizeof cps[0]; i++) {
 		unsigned char b[4];
@@ -154,7 +154,9 @@ static void test_invalid(void)
 	INVALID("\xFF", "byte FF");
 	INVALID("\xFE", "byte FE");
 	INVALID("\xFE\xFF", "UTF-16 BOM bytes FE FF");
-	INVALID("ab\xFF" "cd", "byte FF among ASCII");
+	INVALID("ab\xFF"
+		"cd",
+		"byte FF among ASCII");
 	INVALID("\xC0", "byte C0 alone");
 	INVALID("\xC1", "byte C1 alone");
 
@@ -171,16 +173,24 @@ static void test_invalid(void)
 	ok(!utf8_valid("\xE4\xB8\xAD", 2), "invalid: a whole sequence cut by len");
 
 	/* Truncated sequences in the middle: a non-continuation too soon. */
-	INVALID("\xC3" "A", "2-byte lead followed by ASCII");
-	INVALID("\xE4\xB8" "A", "3-byte sequence cut by ASCII");
-	INVALID("\xF0\x9F\x98" "A", "4-byte sequence cut by ASCII");
+	INVALID("\xC3"
+		"A",
+		"2-byte lead followed by ASCII");
+	INVALID("\xE4\xB8"
+		"A",
+		"3-byte sequence cut by ASCII");
+	INVALID("\xF0\x9F\x98"
+		"A",
+		"4-byte sequence cut by ASCII");
 	INVALID("\xE4\xC3\xA9", "3-byte lead followed by a 2-byte sequence");
 	INVALID("\xF0\x9F\xC3\xA9", "4-byte sequence cut by a 2-byte sequence");
 
 	/* Stray continuation bytes. */
 	INVALID("\x80", "stray continuation 80");
 	INVALID("\xBF", "stray continuation BF");
-	INVALID("a\x80" "b", "stray continuation between ASCII");
+	INVALID("a\x80"
+		"b",
+		"stray continuation between ASCII");
 	INVALID("\xC3\xA9\xA9", "continuation after a complete 2-byte sequence");
 	INVALID("\xE4\xB8\xAD\x80", "continuation after a complete 3-byte sequence");
 	INVALID("\xF0\x9F\x98\x80\x80", "continuation after a complete 4-byte sequence");
@@ -199,7 +209,7 @@ static void test_invalid(void)
  * look at several bytes at a time. */
 static void test_every_offset(void)
 {
-	static const char *const bad[] = { "\x80", "\xFF", "\xC0\xAF", "\xED\xA0\x80", "\xC3" };
+	static const char *const bad[] = {"\x80", "\xFF", "\xC0\xAF", "\xED\xA0\x80", "\xC3"};
 	bool all = true;
 	for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
 		size_t blen = strlen(bad[b]);
@@ -209,7 +219,8 @@ static void test_every_offset(void)
 				memset(buf, 'a', total);
 				memcpy(buf + at, bad[b], blen);
 				if (valid(buf, total)) {
-					diag("accepted bad sequence %zu at offset %zu of %zu", b, at, total);
+					diag("accepted bad sequence %zu at offset %zu of %zu", b,
+					     at, total);
 					all = false;
 				}
 			}
@@ -282,12 +293,13 @@ static void test_against_reference(void)
 					continue;
 				b[2] = (unsigned char)z;
 				count++;
-				if (utf8_valid((const char *)b, 3) != ref_valid(b, 3) && wrong++ < 10)
+				if (utf8_valid((const char *)b, 3) != ref_valid(b, 3) &&
+				    wrong++ < 10)
 					diag("disagree on %02X %02X %02X", x, y, z);
 			}
 		}
 	}
-	static const unsigned char tails[] = { 0x00, 0x41, 0x7F, 0x80, 0x9F, 0xA0, 0xBF, 0xC0, 0xFF };
+	static const unsigned char tails[] = {0x00, 0x41, 0x7F, 0x80, 0x9F, 0xA0, 0xBF, 0xC0, 0xFF};
 	for (unsigned x = 0xE0; x < 256; x++) {
 		for (unsigned y = 0; y < 256; y++) {
 			for (size_t i = 0; i < sizeof tails; i++) {
@@ -297,8 +309,8 @@ static void test_against_reference(void)
 					count++;
 					if (utf8_valid((const char *)b, 4) != ref_valid(b, 4) &&
 					    wrong++ < 10)
-						diag("disagree on %02X %02X %02X %02X", x, y, tails[i],
-						     tails[j]);
+						diag("disagree on %02X %02X %02X %02X", x, y,
+						     tails[i], tails[j]);
 				}
 			}
 		}
