@@ -10,6 +10,10 @@ package ChatTest;
 #   is($r->{status}, 200); is($t->json($r)->{message}, 'received ');
 #   $t->done;    # stops everything and checks the logs for alerts
 #
+# Options of new: backend_args => [...], spawn => 1 (start the backend under
+# spawn-fcgi), server_extra / http_extra => nginx directives for those blocks,
+# no_backend => 1, no_nginx => 1.
+#
 # Environment: CHAT_FCGI (the backend binary), CHAT_SRCDIR (the source
 # tree), NGINX, SPAWN_FCGI, CHAT_KEEP=1 keeps the temp dir, CHAT_VERBOSE=1
 # prints the logs at the end.
@@ -65,9 +69,12 @@ sub new {
 
 	my @render = ("$src/conf/render", $self->{dir}, $self->{port}, $self->{socket},
 		"$src/html");
-	if (defined $opt{server_extra}) {
-		my $f = "$self->{dir}/server-extra.conf";
-		write_file($f, $opt{server_extra});
+	for my $part (qw(server_extra http_extra)) {
+		my $f = '';
+		if (defined $opt{$part}) {
+			$f = "$self->{dir}/$part.conf";
+			write_file($f, $opt{$part});
+		}
 		push @render, $f;
 	}
 	system(@render) == 0 or BAIL_OUT("conf/render failed");
@@ -253,7 +260,8 @@ sub request {
 sub post {
 	my ($self, $body, %o) = @_;
 	return $self->request(method => 'POST', path => $o{path} // '/chat/', body => $body,
-		headers => ['Content-Type' => $o{type} // 'application/json', @{ $o{headers} // [] }]);
+		headers => ['Content-Type' => $o{type} // 'application/json', @{ $o{headers} // [] }],
+		timeout => $o{timeout});
 }
 
 sub parse_response {

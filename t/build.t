@@ -1,0 +1,88 @@
+#!/usr/bin/perl
+# The autotools build: configure names the Debian package to install when a
+# library is missing, and make install / uninstall honour DESTDIR.
+
+use strict;
+use warnings;
+
+use File::Find;
+use File::Path qw(make_path);
+use File::Temp qw(tempdir);
+use Test::More;
+
+use ChatTest;
+
+my $src = ChatTest::srcdir();
+my $build = $ENV{CHAT_BUILDDIR};
+plan(skip_all => 'CHAT_BUILDDIR not set: run through make check') unless $build;
+plan(skip_all => 'no configure script: run autoreconf -fi') unless -x "$src/configure";
+
+my $tmp = tempdir('chat-fcgi-build-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{CHAT_KEEP});
+
+# configure in a scratch copy: a source tree built in place refuses a second
+# build directory, and the checks fail before configure needs anything else.
+sub configure_fails {
+	my ($env, $package, $name) = @_;
+	my $dir = tempdir(DIR => $tmp);
+	system('cp', '-R', "$src/configure", "$src/build-aux", $dir) == 0 or die;
+	make_path("$dir/src");
+	system('cp', "$src/src/chat.c", "$dir/src/") == 0 or die;
+	my $out = `cd "$dir" && env $env ./configure 2>&1`;
+	isnt($?, 0, "$name: configure stops");
+	like($out, qr/install the Debian package \Q$package\E/, "$name: it names $package")
+		or diag($out);
+}
+
+configure_fails('PKG_CONFIG_LIBDIR=/nonexistent', 'libjson-c-dev', 'no json-c');
+configure_fails('ac_cv_header_fcgiapp_h=no', 'libfcgi-dev', 'no fcgiapp.h');
+
+## make install DESTDIR=... and make uninstall
+
+my $dest = "$tmp/stage";
+my $out = `make -s -C "$build" install DESTDIR="$dest" 2>&1`;
+is($?, 0, 'make install DESTDIR=... succeeds') or diag($out);
+
+my %found;
+find(sub { $found{ $File::Find::name =~ s{^\Q$dest\E}{}r } = 1 if -f $_ }, $dest);
+my ($bin) = grep { m{/sbin/chat-fcgi$} } keys %found;
+ok($bin, 'chat-fcgi is installed into sbindir') or diag(join "\n", sort keys %found);
+ok($bin && -x "$dest$bin", '... executable');
+my ($html) = grep { m{/share/chat-fcgi/html/index\.html$} } keys %found;
+ok($html, 'the page is installed into $(datadir)/chat-fcgi/html');
+(my $htmldir = $html // '') =~ s{/index\.html$}{};
+ok($found{"$htmldir/$_"}, "... with $_") for qw(chat.js chat.css favicon.svg);
+my ($snippet) = grep { m{/share/chat-fcgi/chat-fcgi\.conf$} } keys %found;
+ok($snippet, 'the nginx snippet is installed beside the page');
+
+SKIP: {
+	skip 'no snippet installed', 4 unless $snippet;
+	my $conf = ChatTest::read_file("$dest$snippet");
+	unlike($conf, qr/@[A-Z_]+@/, 'the installed snippet has no placeholders left');
+	like($conf, qr{alias \Q$htmldir\E/;}, 'it serves the installed page');
+	like($conf, qr{fastcgi_pass unix:/\S+/chat-fcgi\.sock;}, 'it passes POST to the backend socket');
+
+	my $nginx = $ENV{NGINX} // ChatTest::which('nginx', '/usr/sbin');
+	skip 'nginx not installed', 1 unless $nginx;
+	my $run = "$tmp/nginx";
+	make_path("$run/logs");
+	ChatTest::write_file("$run/nginx.conf", <<"CONF");
+pid $run/nginx.pid;
+error_log $run/error.log;
+events { }
+http {
+    access_log off;
+    client_body_temp_path $run/body;
+    server { listen 127.0.0.1:1; include $dest$snippet; }
+}
+CONF
+	my $t = `"$nginx" -t -p "$run/" -c "$run/nginx.conf" -e "$run/error.log" 2>&1`;
+	is($?, 0, 'nginx -t accepts a server that includes the installed snippet') or diag($t);
+}
+
+$out = `make -s -C "$build" uninstall DESTDIR="$dest" 2>&1`;
+is($?, 0, 'make uninstall DESTDIR=... succeeds') or diag($out);
+my @left;
+find(sub { push @left, $File::Find::name if -f $_ }, $dest);
+is_deeply(\@left, [], 'make uninstall removes every installed file') or diag(join "\n", @left);
+
+done_testing;
