@@ -322,7 +322,7 @@ like(ChatTest::read_file("$dir/a.log"), qr/exiting after 1 requests/, 'one line 
 ## spawn-fcgi hands the socket on fd 0
 
 SKIP: {
-	my $spawn = $ENV{SPAWN_FCGI} // ChatTest::which('spawn-fcgi', '/usr/bin');
+	my $spawn = $ENV{CHAT_SPAWN_FCGI} // ChatTest::which('spawn-fcgi', '/usr/bin');
 	skip 'spawn-fcgi not installed', 3 unless $spawn;
 	my $t = ChatTest->new(spawn => 1);
 	is($t->json($t->post('{"message":"spawned"}'))->{message}, 'received spawned',

@@ -61,7 +61,7 @@ SKIP: {
 	like($conf, qr{alias \Q$htmldir\E/;}, 'it serves the installed page');
 	like($conf, qr{fastcgi_pass unix:/\S+/chat-fcgi\.sock;}, 'it passes POST to the backend socket');
 
-	my $nginx = $ENV{NGINX} // ChatTest::which('nginx', '/usr/sbin');
+	my $nginx = $ENV{CHAT_NGINX} // ChatTest::which('nginx', '/usr/sbin');
 	skip 'nginx not installed', 1 unless $nginx;
 	my $run = "$tmp/nginx";
 	make_path("$run/logs");

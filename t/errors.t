@@ -310,14 +310,8 @@ $t->done;
 	ok($r->{status} == 200 && $d->json($r) && $d->json($r)->{message} eq 'received back again',
 		'backend restarted over the stale socket: posts work again');
 
-	# nginx logs a connect() to a missing unix socket at [crit]: expected
-	# here, so $d->done's check runs on the log without those lines.
-	$d->stop;
-	my $log = join '', grep { !/\[crit\].*connect\(\) to unix:.*failed \(2: No such file or directory\)/ }
-		split /^/, $d->error_log;
 	like($d->error_log, qr/connect\(\) to unix:\S+ failed/, 'nginx logged why it could not reach the backend');
-	unlike($log, qr/\[(alert|emerg|crit)\]/, 'no other alerts in the nginx error log') or diag($log);
-	unlike($d->backend_log, qr/AddressSanitizer|runtime error|LeakSanitizer/, 'no sanitizer report from chat-fcgi');
+	$d->done(backend_was_down => 1);
 }
 
 # --- 413 from the backend itself -------------------------------------------------------------
