@@ -14,6 +14,7 @@ use POSIX qw(_exit);
 use Test::More;
 
 use ChatTest;
+use FastCGI;
 
 $| = 1;
 binmode(Test::More->builder->$_, ':encoding(UTF-8)') for qw(output failure_output todo_output);
@@ -304,5 +305,25 @@ my @failed = $t->backend_log =~ /^(chat-fcgi: [45]\d\d .*)$/mg;
 is_deeply(\@failed, [], 'the backend logged no failed request (the 413s were nginx\'s)');
 like($t->backend_log, qr/exiting after \d+ requests/, 'the backend exited cleanly');
 $t->done;
+
+# --- the shipped config never pins the backend's threads ---------------------------------------
+
+{
+	# libfcgi gives each open connection a thread, even an idle one. With a
+	# single thread, one idle connection kept by nginx would starve everybody
+	# else; the snippet's fastcgi_keep_conn off must leave none behind.
+	my $one = ChatTest->new(backend_args => ['--threads', '1']);
+	for my $i (1 .. 5) {
+		is($one->json($one->post(qq({"message":"through nginx $i"})))->{message},
+			"received through nginx $i", "--threads 1: post $i through nginx");
+	}
+	my $s = FastCGI::connect_unix($one->socket);
+	print $s FastCGI::request(FastCGI::chat_params(), '{"message":"direct"}');
+	my $r = FastCGI::read_response($s, 2);
+	close $s;
+	is($r->{body}, '{"message":"received direct"}',
+		'after them the only thread is free: nginx kept no idle connection');
+	$one->done;
+}
 
 done_testing;
