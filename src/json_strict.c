@@ -1,5 +1,6 @@
 #include "json_strict.h"
 
+#include "hex.h"
 #include "utf8.h"
 
 /* Recursive descent over the grammar of RFC 8259; recursion is bounded by
@@ -30,17 +31,6 @@ static bool is_digit(unsigned char c)
 	return c >= '0' && c <= '9';
 }
 
-static int hex_digit(unsigned char c)
-{
-	if (is_digit(c))
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Reads the four hex digits after "\u"; -1 if they are not there. */
 static long read_u_escape(struct scan *s)
 {
@@ -48,7 +38,7 @@ static long read_u_escape(struct scan *s)
 		return -1;
 	long v = 0;
 	for (int i = 0; i < 4; i++) {
-		int d = hex_digit(s->p[i]);
+		int d = hex_value(s->p[i]);
 		if (d < 0)
 			return -1;
 		v = v << 4 | d;

@@ -1,21 +1,11 @@
 #include "message_form.h"
 
+#include "hex.h"
 #include "utf8.h"
 
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
 
 /* Decodes one name or value of application/x-www-form-urlencoded into out
  * (room for len bytes); returns the decoded length, or -1 on a bad %XX. */
@@ -28,7 +18,8 @@ static long form_decode(const char *s, size_t len, char *out)
 		} else if (s[i] == '%') {
 			if (len - i < 3)
 				return -1;
-			int h = hex_value(s[i + 1]), l = hex_value(s[i + 2]);
+			int h = hex_value((unsigned char)s[i + 1]),
+			    l = hex_value((unsigned char)s[i + 2]);
 			if (h < 0 || l < 0)
 				return -1;
 			out[o++] = (char)(h << 4 | l);
@@ -55,7 +46,8 @@ int message_from_form(const char *body, size_t body_len, char **text, size_t *le
 		p = memchr(p, '%', (size_t)(end - p));
 		if (!p)
 			break;
-		if (end - p < 3 || hex_value(p[1]) < 0 || hex_value(p[2]) < 0) {
+		if (end - p < 3 || hex_value((unsigned char)p[1]) < 0 ||
+		    hex_value((unsigned char)p[2]) < 0) {
 			*why = bad_escape;
 			return -1;
 		}

@@ -5,6 +5,7 @@
 #endif
 
 #include "chat.h"
+#include "json_parse.h"
 #include "tap.h"
 #include "utf8.h"
 
@@ -57,27 +58,6 @@ static struct chat_request post(const char *ctype, const char *body, size_t len,
 }
 
 /* ---- judging responses ---- */
-
-/* Parses text strictly with json-c (UTF-8 checked, nothing after the value);
- * returns the value or NULL with a diagnostic. */
-static json_object *parse_strict(const char *text, size_t len)
-{
-	json_tokener *tok = json_tokener_new();
-	if (!tok)
-		abort();
-	json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-	json_object *obj = json_tokener_parse_ex(tok, text, (int)len);
-	if (json_tokener_get_error(tok) != json_tokener_success ||
-	    json_tokener_get_parse_end(tok) != len) {
-		diag("the body is not JSON to json-c: %s at offset %zu",
-		     json_tokener_error_desc(json_tokener_get_error(tok)),
-		     json_tokener_get_parse_end(tok));
-		json_object_put(obj);
-		obj = NULL;
-	}
-	json_tokener_free(tok);
-	return obj;
-}
 
 /* The response body as escaped text in a diagnostic. */
 static void show_body(const struct chat_response *res)

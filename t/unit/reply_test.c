@@ -1,6 +1,7 @@
 /* reply_message, reply_escaped_len, reply_escape: the JSON the backend
  * writes. */
 #include "reply.h"
+#include "json_parse.h"
 #include "tap.h"
 #include "utf8.h"
 
@@ -191,27 +192,6 @@ static void test_lengths(void)
 	is_int(got ? (long long)n : -1, 5 * 2 + 27 * 6 + 2 * 2 + 94 + 9,
 	       "escaped length of all bytes 0x00-0x7F plus UTF-8");
 	free(got);
-}
-
-/* Parses a reply with json-c, strictly and checking UTF-8; returns the
- * object or NULL. */
-static json_object *parse_strict(const char *text, size_t len)
-{
-	json_tokener *tok = json_tokener_new();
-	if (!tok)
-		abort();
-	json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-	json_object *obj = json_tokener_parse_ex(tok, text, (int)len);
-	if (json_tokener_get_error(tok) != json_tokener_success ||
-	    json_tokener_get_parse_end(tok) != len) {
-		diag("json-c: %s at offset %zu",
-		     json_tokener_error_desc(json_tokener_get_error(tok)),
-		     json_tokener_get_parse_end(tok));
-		json_object_put(obj);
-		obj = NULL;
-	}
-	json_tokener_free(tok);
-	return obj;
 }
 
 /* One test: reply_message(text) is {"message":"received <text>"}: one JSON
