@@ -6,6 +6,7 @@ use strict;
 use warnings;
 
 use File::Temp qw(tempdir);
+use IO::Socket::IP;
 use IO::Socket::UNIX;
 use POSIX qw(WNOHANG);
 use Socket qw(SOCK_STREAM);
@@ -317,6 +318,55 @@ like(ChatTest::read_file("$dir/a.log"), qr/exiting after 1 requests/, 'one line 
 	stop($pid);
 	unlike(ChatTest::read_file("$dir/forge.log"), qr/^chat-fcgi: forged/m,
 		'a newline in the URI does not start a log line');
+}
+
+## Graceful shutdown under traffic, through nginx
+
+{
+	my $t = ChatTest->new;
+	my $statuses = $t->dir . '/statuses';
+	my $pid = fork() // die;
+	if ($pid == 0) {
+		# Posts one after another for a while; records each status and
+		# whether the body was a JSON object with message or error.
+		open(my $fh, '>', $statuses) or POSIX::_exit(1);
+		my $until = time + 1.5;
+		while (time < $until) {
+			my $r = $t->post('{"message":"busy"}', timeout => 5);
+			my $j = $t->json($r);
+			my $kind = ref $j eq 'HASH' ? (exists $j->{message} ? 'message' : 'error') : 'none';
+			print $fh "$r->{status} $kind\n";
+		}
+		close $fh;
+		POSIX::_exit(0);
+	}
+	sleep 0.5;
+	my ($st, $took) = $t->stop_backend;
+	waitpid($pid, 0);
+	is($st, 0, 'under traffic through nginx, SIGTERM: exit 0');
+	cmp_ok($took, '<', 5, '... within 5 s');
+	ok(!-e $t->socket, '... the socket file is removed');
+	my @seen = split /\n/, ChatTest::read_file($statuses);
+	my @odd = grep { $_ ne '200 message' && $_ ne '502 error' } @seen;
+	is_deeply(\@odd, [], 'every answer was a 200 reply or a JSON 502, nothing broken or hung');
+	ok((grep { $_ eq '200 message' } @seen) && (grep { $_ eq '502 error' } @seen),
+		'... with replies before the stop and 502s after it (' . scalar(@seen) . ' requests)');
+	$t->done(backend_was_down => 1);
+}
+
+## IPv6
+
+SKIP: {
+	my $probe = IO::Socket::IP->new(LocalHost => '::1', Listen => 1);
+	skip 'no IPv6 loopback here', 2 unless $probe;
+	my $port = $probe->sockport;
+	close $probe;
+	$pid = start('tcp6', '--listen', "[::1]:$port");
+	my $t6;
+	for (1 .. 100) { $t6 = FastCGI::connect_tcp('::1', $port) and last; sleep 0.05 }
+	ok($t6, '--listen [::1]:PORT listens on IPv6');
+	is(chat($t6, 'six')->{body}, '{"message":"received six"}', '... and answers');
+	stop($pid);
 }
 
 ## spawn-fcgi hands the socket on fd 0

@@ -171,6 +171,39 @@ ok(wait_log_ends_with([user => 'hello'], [bot => 'received hello']),
 is($wd->execute('return document.querySelectorAll("#log .failed, #log .error, #log .retry").length'),
 	0, 'and the failure mark is gone');
 
+# --- Input method editors ----------------------------------------------------
+
+# A Korean IME commits the composed syllable with Enter; that keydown comes
+# with isComposing (or keyCode 229 in Safari) and must not send the form,
+# while a plain Enter must. WebDriver cannot drive an IME, so the keydowns
+# are dispatched as the browser would send them.
+is_deeply($wd->execute(<<'JS'), [JSON::PP::true, JSON::PP::true, JSON::PP::false],
+	var input = document.getElementById('message');
+	function enter(init) {
+		var e = new KeyboardEvent('keydown', Object.assign({ key: 'Enter', bubbles: true,
+			cancelable: true }, init));
+		input.dispatchEvent(e);
+		return e.defaultPrevented;
+	}
+	return [enter({ isComposing: true }), enter({ keyCode: 229 }), enter({})];
+JS
+	'Enter that ends an IME composition is held back; a plain Enter is not');
+
+# --- A 4xx answer ------------------------------------------------------------
+
+my $before = scalar @{ messages() };
+$wd->execute(<<'JS');
+	document.getElementById('message').value = 'x'.repeat(70000);
+	document.getElementById('chat').requestSubmit();
+JS
+my $too_big = $wd->wait_for(sub {
+	my ($last) = reverse @{ messages() };
+	return $last && $last->{state} eq 'failed' && length($last->{text}) == 70000 && $last;
+}, $WAIT);
+ok($too_big, 'a message over the size limit stays, marked failed');
+is($too_big && $too_big->{error}, 'The message is too large.', "and nginx's JSON 413 sentence is shown");
+is(scalar @{ messages() }, $before + 1, 'no reply is added for it');
+
 # --- Looks ------------------------------------------------------------------
 
 # The newest message wholly inside the visible part of the log (the scroll
@@ -199,8 +232,8 @@ note('screenshots in ' . $t->dir);
 
 is(page_problems(), '[]', 'no CSP violation or script error in the whole run');
 # The console also shows what happened before chat.js ran. The 502 while the
-# backend was down is expected there.
-my @severe = grep { $_->{level} eq 'SEVERE' && $_->{message} !~ /status of 502/ }
+# backend was down and the 413 of the oversized message are expected there.
+my @severe = grep { $_->{level} eq 'SEVERE' && $_->{message} !~ /status of (502|413)/ }
   $wd->browser_log;
 is_deeply([map { $_->{message} } @severe], [], 'no errors in the browser console');
 

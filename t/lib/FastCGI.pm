@@ -10,7 +10,7 @@ package FastCGI;
 use strict;
 use warnings;
 
-use IO::Socket::INET;
+use IO::Socket::IP;
 use IO::Socket::UNIX;
 use Socket qw(SOCK_STREAM);
 use Time::HiRes qw(time);
@@ -97,7 +97,7 @@ sub connect_unix {
 
 sub connect_tcp {
 	my ($host, $port) = @_;
-	my $s = IO::Socket::INET->new(PeerAddr => $host, PeerPort => $port, Proto => 'tcp',
+	my $s = IO::Socket::IP->new(PeerHost => $host, PeerPort => $port, Proto => 'tcp',
 		Timeout => 5) or return;
 	binmode $s;
 	$s->autoflush(1);
