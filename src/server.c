@@ -211,6 +211,7 @@ static void handle(struct server *srv, FCGX_Request *req)
 			    .reason = "out of memory reading the body",
 			};
 			res.body_len = strlen(res.body);
+			req->keepConnection = 0; /* the rest of the body is unread */
 		} else {
 			creq.body = body;
 			chat_respond(&creq, &srv->cfg.limits, &res);
