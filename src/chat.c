@@ -35,8 +35,7 @@ static void set_error_text(struct chat_response *res, int status, const char *wh
 	char *buf = malloc(sizeof head - 1 + esc + sizeof tail);
 
 	if (!buf) {
-		set_error(res, 503, ERROR_BODY("The server is out of memory; try again."),
-			  "out of memory");
+		chat_out_of_memory(res, "out of memory");
 		return;
 	}
 	memcpy(buf, head, sizeof head - 1);
@@ -69,8 +68,9 @@ static int parse_length(const char *s, size_t *out)
 	return 0;
 }
 
-enum chat_head chat_check_head(const struct chat_request *req, const struct chat_limits *lim,
-			       struct chat_response *res, size_t *announced)
+/* The checks of chat_check_head; *is_json tells JSON from a form body. */
+static enum chat_head judge_head(const struct chat_request *req, const struct chat_limits *lim,
+				 struct chat_response *res, size_t *announced, bool *is_json)
 {
 	memset(res, 0, sizeof *res);
 	*announced = 0;
@@ -113,15 +113,24 @@ enum chat_head chat_check_head(const struct chat_request *req, const struct chat
 		return CHAT_HEAD_REJECTED;
 	}
 	*announced = length;
+	*is_json = json == MEDIA_MATCH;
 	return CHAT_HEAD_READ_BODY;
+}
+
+enum chat_head chat_check_head(const struct chat_request *req, const struct chat_limits *lim,
+			       struct chat_response *res, size_t *announced)
+{
+	bool is_json;
+	return judge_head(req, lim, res, announced, &is_json);
 }
 
 void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 		  struct chat_response *res)
 {
 	size_t announced;
+	bool is_json;
 
-	if (chat_check_head(req, lim, res, &announced) == CHAT_HEAD_REJECTED)
+	if (judge_head(req, lim, res, &announced, &is_json) == CHAT_HEAD_REJECTED)
 		return;
 	if (req->body_len > lim->max_body) {
 		set_error(res, 413, ERROR_BODY("The message is too large."),
@@ -134,7 +143,6 @@ void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 		return;
 	}
 
-	bool is_json = media_type_match(req->content_type, "application/json") == MEDIA_MATCH;
 	if (is_json && req->body_len == 0) {
 		set_error(res, 400,
 			  ERROR_BODY("The body is empty; send a JSON object with a message."),
@@ -161,14 +169,19 @@ void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 	json_object_put(root);
 	free(decoded);
 	if (!out) {
-		set_error(res, 503, ERROR_BODY("The server is out of memory; try again."),
-			  "out of memory");
+		chat_out_of_memory(res, "out of memory");
 		return;
 	}
 	res->status = 200;
 	res->body = out;
 	res->body_len = out_len;
 	res->body_owned = true;
+}
+
+void chat_out_of_memory(struct chat_response *res, const char *reason)
+{
+	memset(res, 0, sizeof *res);
+	set_error(res, 503, ERROR_BODY("The server is out of memory; try again."), reason);
 }
 
 void chat_response_free(struct chat_response *res)

@@ -62,6 +62,9 @@ enum chat_head chat_check_head(const struct chat_request *req, const struct chat
 void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 		  struct chat_response *res);
 
+/* The 503 answer when memory runs out; reason goes to the log. */
+void chat_out_of_memory(struct chat_response *res, const char *reason);
+
 void chat_response_free(struct chat_response *res);
 
 #endif

@@ -218,6 +218,15 @@ int listener_open(struct listener *l, const char *spec, mode_t mode, char *err, 
 	return 0;
 }
 
+/* Removes the socket file only if it is still the one this process made:
+ * another server may have replaced it meanwhile. */
+static void unlink_if_ours(const struct listener *l)
+{
+	struct stat st;
+	if (stat(l->unix_path, &st) == 0 && st.st_dev == l->dev && st.st_ino == l->ino)
+		unlink(l->unix_path);
+}
+
 void listener_refuse(struct listener *l)
 {
 	/* dup2 swaps an unbound socket in atomically: a thread about to accept
@@ -230,20 +239,14 @@ void listener_refuse(struct listener *l)
 		return;
 	}
 	close(dummy);
-	if (l->unix_path) {
-		struct stat st;
-		if (stat(l->unix_path, &st) == 0 && st.st_dev == l->dev && st.st_ino == l->ino)
-			unlink(l->unix_path);
-	}
+	if (l->unix_path)
+		unlink_if_ours(l);
 }
 
 void listener_close(struct listener *l)
 {
 	if (l->unix_path) {
-		/* Only our own socket file: another server may have replaced it. */
-		struct stat st;
-		if (stat(l->unix_path, &st) == 0 && st.st_dev == l->dev && st.st_ino == l->ino)
-			unlink(l->unix_path);
+		unlink_if_ours(l);
 		free(l->unix_path);
 		l->unix_path = NULL;
 	}

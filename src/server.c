@@ -204,13 +204,7 @@ static void handle(struct server *srv, FCGX_Request *req)
 			return;
 		}
 		if (oom) {
-			res = (struct chat_response){
-			    .status = 503,
-			    .body =
-				(char *)"{\"error\":\"The server is out of memory; try again.\"}",
-			    .reason = "out of memory reading the body",
-			};
-			res.body_len = strlen(res.body);
+			chat_out_of_memory(&res, "out of memory reading the body");
 			req->keepConnection = 0; /* the rest of the body is unread */
 		} else {
 			creq.body = body;

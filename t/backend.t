@@ -47,14 +47,7 @@ sub start {
 	my ($name, @args) = @_;
 	my $log = "$dir/$name.log";
 	unlink $log;
-	my $pid = fork() // die;
-	if ($pid == 0) {
-		open(STDIN, '<', '/dev/null');
-		open(STDOUT, '>>', $log);
-		open(STDERR, '>>', $log);
-		exec($bin, @args) or POSIX::_exit(127);
-	}
-	return $pid;
+	return ChatTest->spawn_logged($log, $bin, @args);
 }
 
 sub wait_connect {
