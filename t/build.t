@@ -53,13 +53,18 @@ ok($html, 'the page is installed into $(datadir)/chat-fcgi/html');
 ok($found{"$htmldir/$_"}, "... with $_") for qw(chat.js chat.css favicon.svg);
 my ($snippet) = grep { m{/share/chat-fcgi/chat-fcgi\.conf$} } keys %found;
 ok($snippet, 'the nginx snippet is installed beside the page');
+my ($http_snippet) = grep { m{/share/chat-fcgi/chat-fcgi-http\.conf$} } keys %found;
+ok($http_snippet, '... with its http-level part');
 
 SKIP: {
-	skip 'no snippet installed', 4 unless $snippet;
+	skip 'no snippet installed', 5 unless $snippet && $http_snippet;
 	my $conf = ChatTest::read_file("$dest$snippet");
-	unlike($conf, qr/@[A-Z_]+@/, 'the installed snippet has no placeholders left');
+	my $http_conf = ChatTest::read_file("$dest$http_snippet");
+	unlike($conf . $http_conf, qr/@[A-Z_]+@/, 'the installed snippets have no placeholders left');
 	like($conf, qr{alias \Q$htmldir\E/;}, 'it serves the installed page');
-	like($conf, qr{fastcgi_pass unix:/\S+/chat-fcgi\.sock;}, 'it passes POST to the backend socket');
+	like($conf, qr{fastcgi_pass chat_fcgi;}, 'it passes POST to the backend upstream');
+	like($http_conf, qr!upstream chat_fcgi \{[^}]*server unix:/\S+/chat-fcgi\.sock;!s,
+	     'the upstream is the backend socket');
 
 	my $nginx = $ENV{CHAT_NGINX} // ChatTest::which('nginx', '/usr/sbin');
 	skip 'nginx not installed', 1 unless $nginx;
@@ -72,6 +77,7 @@ events { }
 http {
     access_log off;
     client_body_temp_path $run/body;
+    include $dest$http_snippet;
     server { listen 127.0.0.1:1; include $dest$snippet; }
 }
 CONF
