@@ -15,6 +15,9 @@
  * bounds the parser's work on hostile input. */
 #define CHAT_JSON_MAX_DEPTH 16
 
+/* A room name: 1 to CHAT_ROOM_MAX characters from [A-Za-z0-9_-]. */
+#define CHAT_ROOM_MAX 64
+
 struct chat_limits {
 	size_t max_body; /* bytes; larger bodies get 413 */
 };
@@ -28,6 +31,25 @@ struct chat_request {
 	const char *content_length; /* CONTENT_LENGTH, as sent */
 	const char *body;           /* the body bytes read, not NUL-terminated */
 	size_t body_len;
+	/* How a request that may wait (a long-poll) is being asked; the server
+	 * layer sets it, see struct chat_hold. */
+	enum chat_hold_mode {
+		CHAT_HOLD_ALLOWED, /* it may answer with a hold */
+		CHAT_HOLD_FULL,    /* no room to hold more: answer now, say "busy" */
+		CHAT_HOLD_OVER     /* its wait is over: answer now with what there is */
+	} hold_mode;
+};
+
+/*
+ * A long-poll with nothing to answer yet. When a response sets ms > 0 (and
+ * status 0), the server keeps the request without a thread and calls
+ * chat_respond again, with the same request, once the room changes (here or
+ * in another process sharing the store) or ms have passed (then with
+ * CHAT_HOLD_OVER). A second hold keeps the first deadline.
+ */
+struct chat_hold {
+	unsigned ms;
+	char room[CHAT_ROOM_MAX + 1];
 };
 
 struct chat_response {
@@ -37,6 +59,10 @@ struct chat_response {
 	char *body;         /* JSON text, UTF-8 */
 	size_t body_len;
 	bool body_owned; /* body was allocated: chat_response_free releases it */
+	struct chat_hold hold;
+	/* A room this request added entries to ("" if none): the server wakes
+	 * the requests held on it. */
+	char changed_room[CHAT_ROOM_MAX + 1];
 };
 
 /* Every response has this type: successes and errors alike are JSON. */
