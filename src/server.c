@@ -25,6 +25,8 @@
 #include "server.h"
 
 #include "log.h"
+#include "metrics.h"
+#include "reply.h"
 
 #include <errno.h>
 #include <fcgiapp.h>
@@ -60,6 +62,9 @@
 /* Upper bound on the slot table, whatever RLIMIT_NOFILE allows. */
 #define MAX_SLOTS 65536u
 
+/* The Prometheus text exposition format, version 0.0.4. */
+#define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+
 /* Tags of the epoll entries that are not connections. */
 #define TAG_LISTEN UINT64_MAX
 #define TAG_STOP   (UINT64_MAX - 1)
@@ -85,6 +90,7 @@ struct conn {
 	uint64_t deadline_ms; /* CLOCK_MONOTONIC */
 	uint64_t seen_change; /* srv->changes when its answer was computed */
 	bool was_held;
+	enum metrics_route route;
 	char room[CHAT_ROOM_MAX + 1];
 	char *body;
 	size_t body_len;
@@ -98,6 +104,7 @@ struct server {
 	int timer_fd; /* held deadlines and the store check */
 	atomic_bool stopping;
 	atomic_ulong served;
+	atomic_uint connections;
 	/* Bumped whenever entries may have been added to some room: a request
 	 * whose answer was computed before the last bump is not held but looked
 	 * at again, so no post between its query and its hold is missed. */
@@ -138,6 +145,12 @@ static const char *status_text(int status)
 		return "Content Too Large";
 	case 415:
 		return "Unsupported Media Type";
+	case 403:
+		return "Forbidden";
+	case 429:
+		return "Too Many Requests";
+	case 500:
+		return "Internal Server Error";
 	case 503:
 		return "Service Unavailable";
 	default:
@@ -213,12 +226,13 @@ static int write_response(FCGX_Stream *out, const struct chat_response *res)
 	char head[256];
 	int n = snprintf(head, sizeof head,
 			 "Status: %d %s\r\n"
-			 "Content-Type: " CHAT_CONTENT_TYPE "\r\n"
+			 "Content-Type: %s\r\n"
 			 "Content-Length: %zu\r\n"
 			 "Cache-Control: no-store\r\n"
 			 "%s%s%s"
 			 "\r\n",
-			 res->status, status_text(res->status), res->body_len,
+			 res->status, status_text(res->status),
+			 res->content_type ? res->content_type : CHAT_CONTENT_TYPE, res->body_len,
 			 res->allow ? "Allow: " : "", res->allow ? res->allow : "",
 			 res->allow ? "\r\n" : "");
 	if (n < 0 || (size_t)n >= sizeof head)
@@ -244,11 +258,13 @@ static void log_request(FCGX_Request *req, const struct chat_response *res,
 	enum log_level level = res->status == 200 ? LOG_DEBUG : LOG_NOTICE;
 	if (!log_enabled(level))
 		return;
-	char method[16], uri[256];
+	char method[16], uri[256], id[40];
 	log_clean(method, sizeof method, FCGX_GetParam("REQUEST_METHOD", req->envp));
 	log_clean(uri, sizeof uri, FCGX_GetParam("REQUEST_URI", req->envp));
-	log_msg(level, "%d %s %s %.2f ms%s%s", res->status, method, uri, ms_since(t0),
-		res->reason ? ": " : "", res->reason ? res->reason : "");
+	log_clean(id, sizeof id, FCGX_GetParam("REQUEST_ID", req->envp));
+	/* The id is nginx's $request_id, in its access log too. */
+	log_msg(level, "%d %s %s %.2f ms id=%s%s%s", res->status, method, uri, ms_since(t0),
+		id[0] ? id : "-", res->reason ? ": " : "", res->reason ? res->reason : "");
 }
 
 static uint64_t st_make(uint32_t arm_count, enum conn_state state)
@@ -301,6 +317,7 @@ static void release_slot(struct server *srv, struct conn *c)
 {
 	/* Whatever event is still in flight for it is stale now. */
 	atomic_store(&c->st, st_make(st_arm(atomic_load(&c->st)) + 1, CONN_FREE));
+	atomic_fetch_sub(&srv->connections, 1);
 	c->next = srv->free_slots;
 	srv->free_slots = c;
 	if (srv->listen_paused && !atomic_load(&srv->stopping)) {
@@ -481,6 +498,9 @@ static void answer(struct server *srv, struct conn *c, struct chat_request *creq
 	if (write_response(c->req.out, res) != 0)
 		log_msg(LOG_DEBUG, "could not send the answer: the connection is gone");
 	log_request(&c->req, res, &c->t0);
+	if (res->store_error)
+		metrics_store_error();
+	metrics_request_done(c->route, res->status, (uint64_t)(ms_since(&c->t0) * 1000.0));
 	char room[sizeof res->changed_room];
 	memcpy(room, res->changed_room, sizeof room);
 	room[sizeof room - 1] = '\0';
@@ -528,6 +548,66 @@ static void wake_room(struct server *srv, const char *room)
 	answer_again(srv, list, false);
 }
 
+static void set_body(struct chat_response *res, int status, const char *body, const char *reason)
+{
+	*res = (struct chat_response){.status = status, .reason = reason};
+	res->body = (char *)body;
+	res->body_len = strlen(body);
+}
+
+/* GET /chat/health and GET /chat/metrics: about the server, not the chat. */
+static void service_answer(struct server *srv, struct conn *c, const struct chat_request *creq,
+			   struct chat_response *res)
+{
+	bool head = creq->method && strcmp(creq->method, "HEAD") == 0;
+	if (!creq->method || (strcmp(creq->method, "GET") != 0 && !head)) {
+		set_body(res, 405, "{\"error\":\"Only GET and HEAD are allowed here.\"}",
+			 "method not allowed");
+		res->allow = "GET, HEAD";
+		return;
+	}
+	if (c->route == ROUTE_HEALTH) {
+		char why[256] = "";
+		if (!srv->cfg.store_check ||
+		    srv->cfg.store_check(srv->cfg.store_ctx, why, sizeof why) == 0) {
+			set_body(res, 200, "{\"status\":\"ok\"}", NULL);
+			return;
+		}
+		static const char pre[] = "{\"status\":\"error\",\"error\":\"";
+		static const char post[] = "\"}";
+		size_t wlen = strnlen(why, sizeof why);
+		char *body = malloc(sizeof pre + reply_escaped_len(why, wlen) + sizeof post);
+		if (!body) {
+			chat_out_of_memory(res, "out of memory");
+			return;
+		}
+		memcpy(body, pre, sizeof pre - 1);
+		char *end = reply_escape(body + sizeof pre - 1, why, wlen);
+		memcpy(end, post, sizeof post);
+		*res = (struct chat_response){.status = 503, .reason = "the store failed"};
+		res->body = body;
+		res->body_len = (size_t)(end - body) + sizeof post - 1;
+		res->body_owned = true;
+		return;
+	}
+	pthread_mutex_lock(&srv->lock);
+	struct metrics_gauges g = {
+	    .held = srv->nheld,
+	    .connections = atomic_load(&srv->connections),
+	    .threads = srv->cfg.threads,
+	};
+	pthread_mutex_unlock(&srv->lock);
+	size_t len;
+	char *text = metrics_render(&g, &len);
+	if (!text) {
+		chat_out_of_memory(res, "out of memory");
+		return;
+	}
+	*res = (struct chat_response){.status = 200, .body = text, .body_len = len};
+	res->body_owned = true;
+	res->content_type = METRICS_CONTENT_TYPE;
+}
+
 /* Reads the request waiting on c and answers it. */
 static void serve(struct server *srv, struct conn *c)
 {
@@ -547,7 +627,16 @@ static void serve(struct server *srv, struct conn *c)
 	struct chat_response res;
 	size_t announced;
 	build_request(c, &creq, path, sizeof path);
+	metrics_request_started();
+	c->route = metrics_route_of(creq.path);
 
+	if (c->route == ROUTE_HEALTH || c->route == ROUTE_METRICS) {
+		if (!drain_body(c->req.in))
+			c->req.keepConnection = 0;
+		service_answer(srv, c, &creq, &res);
+		answer(srv, c, &creq, &res);
+		return;
+	}
 	if (chat_check_head(&creq, &srv->cfg.limits, &res, &announced) == CHAT_HEAD_REJECTED) {
 		if (!drain_body(c->req.in))
 			c->req.keepConnection = 0;
@@ -562,6 +651,7 @@ static void serve(struct server *srv, struct conn *c)
 		log_clean(u, sizeof u, FCGX_GetParam("REQUEST_URI", c->req.envp));
 		log_msg(LOG_NOTICE, "client went away mid-body (%zu bytes announced) on %s",
 			announced, u);
+		metrics_request_done(c->route, 400, (uint64_t)(ms_since(&c->t0) * 1000.0));
 		conn_close(srv, c);
 		return;
 	}
@@ -726,6 +816,7 @@ static void accept_event(struct server *srv)
 		/* FCGX_Accept_r first finishes the previous request; this keeps
 		 * it from closing the connection it has just been handed. */
 		c->req.keepConnection = 1;
+		atomic_fetch_add(&srv->connections, 1);
 		if (arm(srv, c, EPOLL_CTL_ADD, CONN_IDLE) != 0) {
 			log_msg(LOG_ERROR, "cannot watch a connection: %s", strerror(errno));
 			close(fd);
