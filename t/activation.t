@@ -135,6 +135,23 @@ is($waiting ? FastCGI::read_response($waiting)->{body} : '', '{"message":"receiv
 kill 'TERM', $pid;
 is(finish($pid), 0, '... and exits 0');
 
+## Through nginx and the real snippet, as deployed
+
+{
+	my $t = ChatTest->new(no_backend => 1);
+	my $sock = listening_unix($t->socket);
+	my $p = start('nginx', $sock, \%activated);
+	ok(wait_started('nginx', $p), 'socket-activated behind nginx: it starts')
+		or diag(log_of('nginx'));
+	my $r = $t->post('{"message":"via nginx"}');
+	is($r->{status}, 200, '... nginx passes POST /chat/ to it');
+	is($t->json($r)->{message}, 'received via nginx', '... and gets the answer');
+	kill 'TERM', $p;
+	is(finish($p), 0, '... exit 0');
+	close $sock;
+	$t->done;
+}
+
 ## A TCP socket passed the same way
 
 my $tcp = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 16,
