@@ -11,8 +11,8 @@
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: chat-fcgi [--listen unix:PATH|HOST:PORT] [--socket-mode MODE]\n"
-		     "                 [--threads N] [--max-body BYTES] [--quiet|--verbose]\n"
-		     "                 [--help] [--version]\n");
+		     "                 [--threads N] [--max-body BYTES] [--no-sandbox]\n"
+		     "                 [--quiet|--verbose] [--help] [--version]\n");
 }
 
 static void help(void)
@@ -28,6 +28,8 @@ static void help(void)
 	       "  -t, --threads N        requests served at once (default %u)\n"
 	       "  -b, --max-body BYTES   largest request body; K or M suffix allowed\n"
 	       "                         (default 64K, as nginx's client_max_body_size)\n"
+	       "      --no-sandbox       do not confine the process with seccomp (for\n"
+	       "                         debugging, strace, valgrind)\n"
 	       "  -q, --quiet            log only failures of the service itself\n"
 	       "  -v, --verbose          also log every request\n"
 	       "  -h, --help             show this help\n"
@@ -71,6 +73,7 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 	    {"socket-mode", required_argument, NULL, 'm'},
 	    {"threads", required_argument, NULL, 't'},
 	    {"max-body", required_argument, NULL, 'b'},
+	    {"no-sandbox", no_argument, NULL, 'S'},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
@@ -85,6 +88,7 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 	    .threads = OPTIONS_THREADS_DEFAULT,
 	    .max_body = CHAT_MAX_BODY_DEFAULT,
 	    .verbosity = 1,
+	    .sandbox = true,
 	};
 	opterr = 0;
 	optind = 1;
@@ -129,6 +133,9 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 				goto bad;
 			}
 			opt->max_body = (size_t)v;
+			break;
+		case 'S':
+			opt->sandbox = false;
 			break;
 		case 'q':
 			opt->verbosity = 0;

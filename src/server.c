@@ -37,6 +37,8 @@ static const char *status_text(int status)
 		return "OK";
 	case 400:
 		return "Bad Request";
+	case 403:
+		return "Forbidden";
 	case 404:
 		return "Not Found";
 	case 405:
@@ -183,6 +185,10 @@ static void handle(struct server *srv, FCGX_Request *req)
 	    .path = path_arg,
 	    .content_type = FCGX_GetParam("CONTENT_TYPE", req->envp),
 	    .content_length = FCGX_GetParam("CONTENT_LENGTH", req->envp),
+	    .origin = FCGX_GetParam("HTTP_ORIGIN", req->envp),
+	    .sec_fetch_site = FCGX_GetParam("HTTP_SEC_FETCH_SITE", req->envp),
+	    .host = FCGX_GetParam("HTTP_HOST", req->envp),
+	    .scheme = FCGX_GetParam("REQUEST_SCHEME", req->envp),
 	};
 	struct chat_response res;
 	size_t announced;
