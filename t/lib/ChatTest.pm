@@ -12,7 +12,8 @@ package ChatTest;
 #
 # Options of new: backend_args => [...], spawn => 1 (start the backend under
 # spawn-fcgi), server_extra / http_extra => nginx directives for those blocks,
-# no_backend => 1, no_nginx => 1.
+# no_backend => 1, no_nginx => 1, rate_limit => 'off' (or a rate such as
+# '50r/s'; the default is the shipped conf/rate-limit.conf; see conf/render).
 #
 # Environment: CHAT_FCGI (the backend binary), CHAT_SRCDIR (the source
 # tree), CHAT_NGINX, CHAT_SPAWN_FCGI, CHAT_KEEP=1 keeps the temp dir, CHAT_VERBOSE=1
@@ -77,7 +78,10 @@ sub new {
 		}
 		push @render, $f;
 	}
-	system(@render) == 0 or BAIL_OUT("conf/render failed");
+	{
+		local $ENV{CHAT_RATE_LIMIT} = $opt{rate_limit} // 'on';
+		system(@render) == 0 or BAIL_OUT("conf/render failed");
+	}
 
 	push @live, $self;
 	$self->start_backend unless $opt{no_backend};
