@@ -11,6 +11,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 /* LeakSanitizer's exit check clones a tracer and ptraces every thread; a
  * filter strict enough to matter would kill it. Sanitizer builds are for
@@ -41,11 +42,13 @@ static const char *const allowed[] = {
     /* waiting (libfcgi closes connections with select) */
     "poll", "ppoll", "select", "pselect6", "epoll_create", "epoll_create1", "epoll_ctl",
     "epoll_wait", "epoll_pwait", "epoll_pwait2", "eventfd", "eventfd2", "pipe", "pipe2",
-    "timerfd_create", "timerfd_settime", "timerfd_gettime",
+    "timerfd_create", "timerfd_settime", "timerfd_gettime", "signalfd4",
+    /* noticing another process's writes to a shared store */
+    "inotify_init1", "inotify_add_watch", "inotify_rm_watch",
     /* threads and memory (clone, mmap and mprotect are below, with conditions) */
     "futex", "set_robust_list", "get_robust_list", "rseq", "set_tid_address", "munmap", "madvise",
     "mremap", "brk", "membarrier", "sched_yield", "sched_getaffinity", "gettid", "getpid",
-    "getppid", "tgkill", "exit", "exit_group", "restart_syscall",
+    "getppid", "exit", "exit_group", "restart_syscall",
     /* signals */
     "rt_sigprocmask", "rt_sigtimedwait", "rt_sigaction", "rt_sigreturn", "sigaltstack",
     /* time, randomness, small facts about the system */
@@ -57,7 +60,7 @@ static const char *const allowed[] = {
     "access", "faccessat", "faccessat2", "getcwd", "readlink", "readlinkat", "fchown", "fchmod",
     "umask"};
 
-/* Adds one rule; false (with err filled) if libseccomp refused it. */
+/* Adds one rule; -1 (with err filled) if libseccomp refused it. */
 static int add(scmp_filter_ctx ctx, uint32_t action, const char *name, unsigned n_args,
 	       const struct scmp_arg_cmp *args, char *err, size_t err_size)
 {
@@ -97,6 +100,12 @@ static int add_rules(scmp_filter_ctx ctx, char *err, size_t err_size)
 	 * listener_refuse); with connect and bind forbidden it reaches nothing. */
 	const struct scmp_arg_cmp local = SCMP_A0(SCMP_CMP_EQ, AF_UNIX);
 	if (add(ctx, SCMP_ACT_ALLOW, "socket", 1, &local, err, err_size) != 0)
+		return -1;
+
+	/* Signals to its own threads only (abort, pthread_kill), never to
+	 * another process. */
+	const struct scmp_arg_cmp own = SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid());
+	if (add(ctx, SCMP_ACT_ALLOW, "tgkill", 1, &own, err, err_size) != 0)
 		return -1;
 
 	/* Reading limits, not raising them. */

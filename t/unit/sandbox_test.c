@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -111,6 +112,20 @@ static int run_kill(void)
 	return -1;
 }
 
+static int run_tgkill_other(void)
+{
+	/* The parent's main thread: its tid is its pid. */
+	syscall(SYS_tgkill, getppid(), getppid(), 0);
+	return -1;
+}
+
+static int run_raise(void)
+{
+	/* A signal to itself is allowed (abort() needs it); SIGURG is
+	 * ignored by default, so the child lives on. */
+	return raise(SIGURG);
+}
+
 /* Runs fn in a child, sandboxed or not; returns the wait status. */
 static int in_child(int (*fn)(void), bool sandboxed)
 {
@@ -156,6 +171,7 @@ int main(void)
 
 	ok(exited_ok(in_child(serve_like, true)),
 	   "sandboxed: memory, pipes, time, files, threads still work");
+	ok(exited_ok(in_child(run_raise, true)), "sandboxed: a signal to itself is allowed");
 
 	static const struct {
 		int (*fn)(void);
@@ -168,6 +184,7 @@ int main(void)
 	    {run_inet_socket, "an AF_INET socket"},
 	    {run_connect, "connect"},
 	    {run_kill, "kill"},
+	    {run_tgkill_other, "tgkill to another process"},
 	};
 	for (size_t i = 0; i < sizeof forbidden / sizeof forbidden[0]; i++) {
 		/* The same call without the filter must not die: then the death
