@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -42,7 +43,8 @@ static const char *const allowed[] = {
     /* waiting (libfcgi closes connections with select) */
     "poll", "ppoll", "select", "pselect6", "epoll_create", "epoll_create1", "epoll_ctl",
     "epoll_wait", "epoll_pwait", "epoll_pwait2", "eventfd", "eventfd2", "pipe", "pipe2",
-    "timerfd_create", "timerfd_settime", "timerfd_gettime", "signalfd4",
+    "timerfd_create", "timerfd_settime", "timerfd_gettime", "signalfd4", "timer_create",
+    "timer_settime", "timer_gettime", "timer_delete",
     /* noticing another process's writes to a shared store */
     "inotify_init1", "inotify_add_watch", "inotify_rm_watch",
     /* threads and memory (clone, mmap and mprotect are below, with conditions) */
@@ -107,6 +109,14 @@ static int add_rules(scmp_filter_ctx ctx, char *err, size_t err_size)
 	const struct scmp_arg_cmp own = SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid());
 	if (add(ctx, SCMP_ACT_ALLOW, "tgkill", 1, &own, err, err_size) != 0)
 		return -1;
+
+	/* Naming a thread (for top -H and gdb); no other prctl. */
+	static const int prctls[] = {PR_SET_NAME, PR_GET_NAME};
+	for (size_t i = 0; i < sizeof prctls / sizeof prctls[0]; i++) {
+		const struct scmp_arg_cmp op = SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)prctls[i]);
+		if (add(ctx, SCMP_ACT_ALLOW, "prctl", 1, &op, err, err_size) != 0)
+			return -1;
+	}
 
 	/* Reading limits, not raising them. */
 	const struct scmp_arg_cmp no_new_limit = SCMP_A2(SCMP_CMP_EQ, 0);
