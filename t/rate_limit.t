@@ -56,7 +56,9 @@ sub post_from {
 
 	my @page = map { $t->request(path => '/chat/')->{status} } 1 .. 30;
 	is_deeply(\@page, [(200) x 30], 'meanwhile the page itself is served: GET is not limited');
-
+	# A long-poll may hold its answer: 2 s tell enough (no answer is not 429).
+	my $poll = $t->request(path => '/chat/messages?after=0', timeout => 2)->{status};
+	isnt($poll, 429, "nor is waiting for messages (GET /chat/messages: $poll)");
 	is(post_from($t, '127.0.0.2')->{status}, 200,
 		'another client address is not limited by this one');
 
