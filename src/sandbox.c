@@ -153,7 +153,9 @@ int sandbox_enter(char *err, size_t err_size)
 	 * that tried: a half-dead server would be worse. */
 	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
 	if (!ctx) {
-		snprintf(err, err_size, "sandbox: libseccomp failed to initialise");
+		snprintf(err, err_size,
+			 "sandbox: seccomp filters are not available here (under valgrind, or a "
+			 "kernel without them)");
 		return -1;
 	}
 	int rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
