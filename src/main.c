@@ -70,6 +70,7 @@ int main(int argc, char **argv)
 	struct server_config cfg = {
 	    .listen_fd = l.fd,
 	    .threads = opt.threads,
+	    .max_held = opt.max_waits,
 	    .limits = {.max_body = opt.max_body},
 	};
 	struct server *srv = server_start(&cfg);

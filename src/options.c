@@ -11,8 +11,8 @@
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: chat-fcgi [--listen unix:PATH|HOST:PORT] [--socket-mode MODE]\n"
-		     "                 [--threads N] [--max-body BYTES] [--no-sandbox]\n"
-		     "                 [--quiet|--verbose] [--help] [--version]\n");
+		     "                 [--threads N] [--max-waits N] [--max-body BYTES]\n"
+		     "                 [--no-sandbox] [--quiet|--verbose] [--help] [--version]\n");
 }
 
 static void help(void)
@@ -25,7 +25,10 @@ static void help(void)
 	       "\n"
 	       "  -l, --listen ADDR      listen on unix:PATH or HOST:PORT itself\n"
 	       "  -m, --socket-mode MODE permissions of a unix socket (octal; default 0660)\n"
-	       "  -t, --threads N        requests served at once (default %u)\n"
+	       "  -t, --threads N        requests worked on at once (default %u); idle\n"
+	       "                         connections and held long-polls take none\n"
+	       "  -w, --max-waits N      long-polls held at once (default %u); past it,\n"
+	       "                         polls are answered at once with \"busy\"\n"
 	       "  -b, --max-body BYTES   largest request body; K or M suffix allowed\n"
 	       "                         (default 64K, as nginx's client_max_body_size)\n"
 	       "      --no-sandbox       do not confine the process with seccomp (for\n"
@@ -34,7 +37,7 @@ static void help(void)
 	       "  -v, --verbose          also log every request\n"
 	       "  -h, --help             show this help\n"
 	       "  -V, --version          show the version\n",
-	       OPTIONS_THREADS_DEFAULT);
+	       OPTIONS_THREADS_DEFAULT, OPTIONS_MAX_WAITS_DEFAULT);
 }
 
 /* A whole number in [min, max], with an optional K or M suffix when
@@ -72,6 +75,7 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 	    {"listen", required_argument, NULL, 'l'},
 	    {"socket-mode", required_argument, NULL, 'm'},
 	    {"threads", required_argument, NULL, 't'},
+	    {"max-waits", required_argument, NULL, 'w'},
 	    {"max-body", required_argument, NULL, 'b'},
 	    {"no-sandbox", no_argument, NULL, 'S'},
 	    {"quiet", no_argument, NULL, 'q'},
@@ -86,13 +90,14 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 	*opt = (struct options){
 	    .socket_mode = OPTIONS_SOCKET_MODE_DEFAULT,
 	    .threads = OPTIONS_THREADS_DEFAULT,
+	    .max_waits = OPTIONS_MAX_WAITS_DEFAULT,
 	    .max_body = CHAT_MAX_BODY_DEFAULT,
 	    .verbosity = 1,
 	    .sandbox = true,
 	};
 	opterr = 0;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, ":l:m:t:b:qvhV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":l:m:t:w:b:qvhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
 			if (strncmp(optarg, "unix:", 5) != 0 && !strchr(optarg, ':')) {
@@ -123,6 +128,16 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 				goto bad;
 			}
 			opt->threads = (unsigned)v;
+			break;
+		case 'w':
+			if (parse_size(optarg, 10, 0, 0, OPTIONS_MAX_WAITS_MAX, &v) != 0) {
+				fprintf(stderr,
+					"chat-fcgi: --max-waits takes a number from 0 to %u, "
+					"not '%s'\n",
+					OPTIONS_MAX_WAITS_MAX, optarg);
+				goto bad;
+			}
+			opt->max_waits = (unsigned)v;
 			break;
 		case 'b':
 			if (parse_size(optarg, 10, 1, 1, OPTIONS_MAX_BODY_LIMIT, &v) != 0) {
