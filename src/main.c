@@ -6,6 +6,7 @@
 #include "listen.h"
 #include "log.h"
 #include "options.h"
+#include "sandbox.h"
 #include "server.h"
 
 #include <fcgiapp.h>
@@ -53,6 +54,19 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	/* From here on the process only serves: confine it before the first
+	 * request, and before the workers start so that they inherit it. */
+	const char *confined = "seccomp";
+	if (!opt.sandbox) {
+		confined = "off (--no-sandbox)";
+	} else if (sandbox_support() == SANDBOX_UNSUPPORTED_SANITIZER) {
+		confined = "off (sanitizer build)";
+	} else if (sandbox_enter(err, sizeof err) != 0) {
+		log_msg(LOG_ERROR, "%s (--no-sandbox runs without it)", err);
+		listener_close(&l);
+		return 1;
+	}
+
 	struct server_config cfg = {
 	    .listen_fd = l.fd,
 	    .threads = opt.threads,
@@ -64,8 +78,9 @@ int main(int argc, char **argv)
 		listener_close(&l);
 		return 1;
 	}
-	log_msg(LOG_NOTICE, "chat-fcgi %s listening on %s with %u threads, max body %zu bytes",
-		VERSION_STRING, l.name, opt.threads, opt.max_body);
+	log_msg(LOG_NOTICE,
+		"chat-fcgi %s listening on %s with %u threads, max body %zu bytes, sandbox %s",
+		VERSION_STRING, l.name, opt.threads, opt.max_body, confined);
 
 	int sig = 0;
 	if (sigwait(&stop, &sig) != 0)

@@ -12,8 +12,7 @@ static void usage(FILE *out)
 {
 	fprintf(out, "usage: chat-fcgi [--listen unix:PATH|HOST:PORT] [--socket-mode MODE]\n"
 		     "                 [--threads N] [--max-waits N] [--max-body BYTES]\n"
-		     "                 [--quiet|--verbose]\n"
-		     "                 [--help] [--version]\n");
+		     "                 [--no-sandbox] [--quiet|--verbose] [--help] [--version]\n");
 }
 
 static void help(void)
@@ -32,6 +31,8 @@ static void help(void)
 	       "                         polls are answered at once with \"busy\"\n"
 	       "  -b, --max-body BYTES   largest request body; K or M suffix allowed\n"
 	       "                         (default 64K, as nginx's client_max_body_size)\n"
+	       "      --no-sandbox       do not confine the process with seccomp (for\n"
+	       "                         debugging, strace, valgrind)\n"
 	       "  -q, --quiet            log only failures of the service itself\n"
 	       "  -v, --verbose          also log every request\n"
 	       "  -h, --help             show this help\n"
@@ -76,6 +77,7 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 	    {"threads", required_argument, NULL, 't'},
 	    {"max-waits", required_argument, NULL, 'w'},
 	    {"max-body", required_argument, NULL, 'b'},
+	    {"no-sandbox", no_argument, NULL, 'S'},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
@@ -91,6 +93,7 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 	    .max_waits = OPTIONS_MAX_WAITS_DEFAULT,
 	    .max_body = CHAT_MAX_BODY_DEFAULT,
 	    .verbosity = 1,
+	    .sandbox = true,
 	};
 	opterr = 0;
 	optind = 1;
@@ -145,6 +148,9 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 				goto bad;
 			}
 			opt->max_body = (size_t)v;
+			break;
+		case 'S':
+			opt->sandbox = false;
 			break;
 		case 'q':
 			opt->verbosity = 0;

@@ -2,6 +2,7 @@
 #ifndef OPTIONS_H
 #define OPTIONS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -24,6 +25,7 @@ struct options {
 	unsigned max_waits;
 	size_t max_body;
 	int verbosity; /* 0 --quiet, 1 default, 2 --verbose */
+	bool sandbox;  /* confine with seccomp once started; --no-sandbox clears it */
 };
 
 enum options_result {
