@@ -1,6 +1,7 @@
 #include "options.h"
 
 #include "chat.h"
+#include "store.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -12,7 +13,8 @@ static void usage(FILE *out)
 {
 	fprintf(out, "usage: chat-fcgi [--listen unix:PATH|HOST:PORT] [--socket-mode MODE]\n"
 		     "                 [--threads N] [--max-body BYTES] [--quiet|--verbose]\n"
-		     "                 [--help] [--version]\n");
+		     "                 [--store sqlite:PATH|none] [--room-history N]\n"
+		     "                 [--store-sync normal|full] [--help] [--version]\n");
 }
 
 static void help(void)
@@ -28,11 +30,17 @@ static void help(void)
 	       "  -t, --threads N        requests served at once (default %u)\n"
 	       "  -b, --max-body BYTES   largest request body; K or M suffix allowed\n"
 	       "                         (default 64K, as nginx's client_max_body_size)\n"
+	       "  -s, --store SPEC       the rooms' history: sqlite:PATH (created if\n"
+	       "                         missing; its directory must exist) or none\n"
+	       "                         (default %s)\n"
+	       "  -r, --room-history N   entries kept per room (default %u)\n"
+	       "      --store-sync MODE  normal: an answered post survives a crash of\n"
+	       "                         chat-fcgi (default); full: also a power loss\n"
 	       "  -q, --quiet            log only failures of the service itself\n"
 	       "  -v, --verbose          also log every request\n"
 	       "  -h, --help             show this help\n"
 	       "  -V, --version          show the version\n",
-	       OPTIONS_THREADS_DEFAULT);
+	       OPTIONS_THREADS_DEFAULT, CHAT_STORE_DEFAULT, STORE_HISTORY_DEFAULT);
 }
 
 /* A whole number in [min, max], with an optional K or M suffix when
@@ -71,6 +79,9 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 	    {"socket-mode", required_argument, NULL, 'm'},
 	    {"threads", required_argument, NULL, 't'},
 	    {"max-body", required_argument, NULL, 'b'},
+	    {"store", required_argument, NULL, 's'},
+	    {"room-history", required_argument, NULL, 'r'},
+	    {"store-sync", required_argument, NULL, 'S'},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
@@ -85,10 +96,12 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 	    .threads = OPTIONS_THREADS_DEFAULT,
 	    .max_body = CHAT_MAX_BODY_DEFAULT,
 	    .verbosity = 1,
+	    .store_path = CHAT_STORE_DEFAULT + sizeof "sqlite:" - 1,
+	    .room_history = STORE_HISTORY_DEFAULT,
 	};
 	opterr = 0;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, ":l:m:t:b:qvhV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":l:m:t:b:s:r:qvhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
 			if (strncmp(optarg, "unix:", 5) != 0 && !strchr(optarg, ':')) {
@@ -129,6 +142,37 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 				goto bad;
 			}
 			opt->max_body = (size_t)v;
+			break;
+		case 's':
+			if (strcmp(optarg, "none") == 0) {
+				opt->store_path = NULL;
+			} else if (strncmp(optarg, "sqlite:", 7) == 0 && optarg[7]) {
+				opt->store_path = optarg + 7;
+			} else {
+				fprintf(stderr,
+					"chat-fcgi: --store takes sqlite:PATH or none, not '%s'\n",
+					optarg);
+				goto bad;
+			}
+			break;
+		case 'r':
+			if (parse_size(optarg, 10, 0, 1, STORE_HISTORY_MAX, &v) != 0) {
+				fprintf(stderr,
+					"chat-fcgi: --room-history takes a number from 1 to %u, "
+					"not '%s'\n",
+					STORE_HISTORY_MAX, optarg);
+				goto bad;
+			}
+			opt->room_history = (unsigned)v;
+			break;
+		case 'S':
+			if (strcmp(optarg, "normal") != 0 && strcmp(optarg, "full") != 0) {
+				fprintf(stderr,
+					"chat-fcgi: --store-sync takes normal or full, not '%s'\n",
+					optarg);
+				goto bad;
+			}
+			opt->store_sync_full = strcmp(optarg, "full") == 0;
 			break;
 		case 'q':
 			opt->verbosity = 0;

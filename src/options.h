@@ -2,6 +2,7 @@
 #ifndef OPTIONS_H
 #define OPTIONS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -19,6 +20,9 @@ struct options {
 	unsigned threads;
 	size_t max_body;
 	int verbosity; /* 0 --quiet, 1 default, 2 --verbose */
+	const char *store_path; /* the SQLite file; NULL: --store none */
+	unsigned room_history;  /* entries kept per room */
+	bool store_sync_full;   /* --store-sync full */
 };
 
 enum options_result {

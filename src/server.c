@@ -181,6 +181,7 @@ static void handle(struct server *srv, FCGX_Request *req)
 	struct chat_request creq = {
 	    .method = FCGX_GetParam("REQUEST_METHOD", req->envp),
 	    .path = path_arg,
+	    .query = FCGX_GetParam("QUERY_STRING", req->envp),
 	    .content_type = FCGX_GetParam("CONTENT_TYPE", req->envp),
 	    .content_length = FCGX_GetParam("CONTENT_LENGTH", req->envp),
 	};
@@ -209,6 +210,12 @@ static void handle(struct server *srv, FCGX_Request *req)
 		} else {
 			creq.body = body;
 			chat_respond(&creq, &srv->cfg.limits, &res);
+			if (res.status == 0) {
+				/* A long-poll: this server cannot hold one without a
+				 * thread, so it answers at once as if full. */
+				creq.hold_mode = CHAT_HOLD_FULL;
+				chat_respond(&creq, &srv->cfg.limits, &res);
+			}
 		}
 		if (creq.body_len > srv->cfg.limits.max_body && !drain_body(req->in))
 			req->keepConnection = 0;

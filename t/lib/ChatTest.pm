@@ -12,7 +12,8 @@ package ChatTest;
 #
 # Options of new: backend_args => [...], spawn => 1 (start the backend under
 # spawn-fcgi), server_extra / http_extra => nginx directives for those blocks,
-# no_backend => 1, no_nginx => 1.
+# no_backend => 1, no_nginx => 1. The backend keeps its rooms in
+# $t->store_path (chat.db in the temp dir) unless backend_args has --store.
 #
 # Environment: CHAT_FCGI (the backend binary), CHAT_SRCDIR (the source
 # tree), CHAT_NGINX, CHAT_SPAWN_FCGI, CHAT_KEEP=1 keeps the temp dir, CHAT_VERBOSE=1
@@ -122,6 +123,7 @@ sub read_file {
 sub start_backend {
 	my ($self, @args) = @_;
 	@args = @{ $self->{opt}{backend_args} // [] } unless @args;
+	push @args, '--store', "sqlite:" . $self->store_path unless grep { /^--store(=|$)/ } @args;
 	my @cmd = $self->{opt}{spawn}
 		? ($self->{spawn}, '-n', '-s', $self->{socket}, '-M', '0600', '--', $self->{bin}, @args)
 		: ($self->{bin}, '--listen', "unix:$self->{socket}", '--socket-mode', '0600', @args);
@@ -156,6 +158,7 @@ sub wait_for_socket {
 }
 
 sub backend_pid { $_[0]{backend} }
+sub store_path  { "$_[0]{dir}/chat.db" }
 
 # Sends a signal to the backend and waits for it to exit; returns its exit
 # status (as $?) and the seconds it took, or undef if it outlived timeout.
