@@ -86,8 +86,10 @@ static enum chat_head judge_rooms_head(const struct chat_request *req,
 		chat_set_error(res, 404, ROOMS_OFF_BODY, "history is off (--store none)");
 		return CHAT_HEAD_REJECTED;
 	}
-	size_t length;
-	if (parse_length(req->content_length, &length) != 0 || length > lim->max_body) {
+	/* nginx passes an empty CONTENT_LENGTH for a request without a body. */
+	size_t length = 0;
+	if (req->content_length && *req->content_length &&
+	    (parse_length(req->content_length, &length) != 0 || length > lim->max_body)) {
 		chat_set_error(res, 400, ERROR_BODY("A GET request has no body."),
 			       "bad Content-Length on GET");
 		return CHAT_HEAD_REJECTED;
@@ -109,7 +111,8 @@ static enum chat_head judge_head(const struct chat_request *req, const struct ch
 		return CHAT_HEAD_REJECTED;
 	}
 	if (!req->method || strcmp(req->method, "POST") != 0) {
-		chat_set_error(res, 405, ERROR_BODY("Only POST is allowed here."), "method not allowed");
+		chat_set_error(res, 405, ERROR_BODY("Only POST is allowed here."),
+			       "method not allowed");
 		res->allow = "POST";
 		return CHAT_HEAD_REJECTED;
 	}
@@ -117,12 +120,12 @@ static enum chat_head judge_head(const struct chat_request *req, const struct ch
 	size_t length;
 	if (parse_length(req->content_length, &length) != 0) {
 		chat_set_error(res, 400, ERROR_BODY("The Content-Length header is not a number."),
-			  "bad Content-Length");
+			       "bad Content-Length");
 		return CHAT_HEAD_REJECTED;
 	}
 	if (length > lim->max_body) {
 		chat_set_error(res, 413, ERROR_BODY("The message is too large."),
-			  "body over --max-body (Content-Length)");
+			       "body over --max-body (Content-Length)");
 		return CHAT_HEAD_REJECTED;
 	}
 
@@ -132,14 +135,15 @@ static enum chat_head judge_head(const struct chat_request *req, const struct ch
 		? media_type_match(req->content_type, "application/x-www-form-urlencoded")
 		: MEDIA_OTHER;
 	if (json == MEDIA_BAD_CHARSET || form == MEDIA_BAD_CHARSET) {
-		chat_set_error(res, 415, ERROR_BODY("The body must be UTF-8."), "charset not UTF-8");
+		chat_set_error(res, 415, ERROR_BODY("The body must be UTF-8."),
+			       "charset not UTF-8");
 		return CHAT_HEAD_REJECTED;
 	}
 	if (json == MEDIA_OTHER && form == MEDIA_OTHER) {
 		chat_set_error(res, 415,
-			  ERROR_BODY("Send the message as application/json or "
-				     "application/x-www-form-urlencoded."),
-			  "unsupported Content-Type");
+			       ERROR_BODY("Send the message as application/json or "
+					  "application/x-www-form-urlencoded."),
+			       "unsupported Content-Type");
 		return CHAT_HEAD_REJECTED;
 	}
 	*announced = length;
@@ -193,7 +197,8 @@ static int read_room_fields(bool is_json, json_object *root, const char *body, s
 			return -1;
 		}
 	} else {
-		has_room = message_form_field(body, body_len, "room", &rf->form_room, &room_len, why);
+		has_room =
+		    message_form_field(body, body_len, "room", &rf->form_room, &room_len, why);
 		if (has_room <= 0)
 			return has_room;
 		room = rf->form_room;
@@ -229,12 +234,12 @@ void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 		return;
 	if (req->body_len > lim->max_body) {
 		chat_set_error(res, 413, ERROR_BODY("The message is too large."),
-			  "body over --max-body");
+			       "body over --max-body");
 		return;
 	}
 	if (req->content_length && req->body_len != announced) {
 		chat_set_error(res, 400, ERROR_BODY("The body does not match its Content-Length."),
-			  "body length differs from Content-Length");
+			       "body length differs from Content-Length");
 		return;
 	}
 	if (strcmp(req->path, ROOMS_PATH) == 0) {
@@ -244,8 +249,8 @@ void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 
 	if (is_json && req->body_len == 0) {
 		chat_set_error(res, 400,
-			  ERROR_BODY("The body is empty; send a JSON object with a message."),
-			  "empty body");
+			       ERROR_BODY("The body is empty; send a JSON object with a message."),
+			       "empty body");
 		return;
 	}
 

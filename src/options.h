@@ -19,7 +19,7 @@ struct options {
 	mode_t socket_mode;
 	unsigned threads;
 	size_t max_body;
-	int verbosity; /* 0 --quiet, 1 default, 2 --verbose */
+	int verbosity;          /* 0 --quiet, 1 default, 2 --verbose */
 	const char *store_path; /* the SQLite file; NULL: --store none */
 	unsigned room_history;  /* entries kept per room */
 	bool store_sync_full;   /* --store-sync full */

@@ -112,7 +112,7 @@ void room_time_format(int64_t time_ms, char out[ROOM_TIME_LEN + 1])
 	static const unsigned char width[] = {4, 2, 2, 2, 2, 2, 3};
 	static const char sep[] = "--T::.Z";
 	int field[] = {tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-		       tm.tm_min,          tm.tm_sec,     ms};
+		       tm.tm_min,         tm.tm_sec,     ms};
 	char *p = out;
 	for (size_t f = 0; f < sizeof width; f++) {
 		for (int i = width[f] - 1; i >= 0; i--) {

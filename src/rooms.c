@@ -110,8 +110,8 @@ void rooms_post(const struct chat_limits *lim, const char *room, const char *cli
 	bool replayed;
 	const char *why = NULL;
 	enum store_result r =
-	    store_post(lim->store, room, client_id, client_id_len, text, text_len, reply,
-		       reply_len, build_post_answer, &ctx, &answer, &answer_len, &replayed, &why);
+	    store_post(lim->store, room, client_id, client_id_len, text, text_len, reply, reply_len,
+		       build_post_answer, &ctx, &answer, &answer_len, &replayed, &why);
 	free(reply);
 	if (r != STORE_OK) {
 		store_failed(res, r, why);

@@ -293,8 +293,8 @@ static int last_seq(struct conn *c, const char *room, int64_t *last)
 }
 
 /* The stored answer of (room, client_id), if any: *answer NULL when none. */
-static int find_post(struct conn *c, const char *room, const char *client_id,
-		     size_t client_id_len, char **answer, size_t *len)
+static int find_post(struct conn *c, const char *room, const char *client_id, size_t client_id_len,
+		     char **answer, size_t *len)
 {
 	sqlite3_stmt *s;
 	*answer = NULL;
