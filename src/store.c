@@ -67,6 +67,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 struct conn {
 	sqlite3 *db;
 	sqlite3_stmt *stmt[ST_COUNT];
+	struct timespec wait_start; /* when the current wait for a lock began */
 	struct conn *next;
 };
 
@@ -75,6 +76,9 @@ struct store {
 	struct store_options opt;
 	pthread_mutex_t lock; /* guards idle */
 	struct conn *idle;    /* connections no thread is using */
+	/* Writers of this process take turns here rather than in SQLite's
+	 * busy handler, which sleeps for milliseconds between tries. */
+	pthread_mutex_t write_lock;
 	pthread_mutex_t version_lock;
 	sqlite3 *version_db; /* for store_data_version only */
 };
@@ -123,9 +127,33 @@ static void conn_close(struct conn *c)
 	free(c);
 }
 
-static int conn_setup(sqlite3 *db, const struct store_options *opt)
+/*
+ * Waiting for another process's write lock: SQLite's own handler sleeps up
+ * to 100 ms between tries, far longer than a write takes, so writers of
+ * several processes would mostly sleep. This one retries after 0.1 ms,
+ * doubling up to 2 ms, until STORE_BUSY_TIMEOUT_MS have passed.
+ */
+static int busy_wait(void *arg, int count)
 {
-	int rc = sqlite3_busy_timeout(db, STORE_BUSY_TIMEOUT_MS);
+	struct conn *c = arg;
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (count == 0)
+		c->wait_start = now;
+	long long waited_ms = (long long)(now.tv_sec - c->wait_start.tv_sec) * 1000 +
+			      (now.tv_nsec - c->wait_start.tv_nsec) / 1000000;
+	if (waited_ms >= STORE_BUSY_TIMEOUT_MS)
+		return 0;
+	long us = count < 5 ? 100L << count : 2000L;
+	struct timespec pause = {0, us * 1000};
+	nanosleep(&pause, NULL);
+	return 1;
+}
+
+static int conn_setup(struct conn *c, const struct store_options *opt)
+{
+	sqlite3 *db = c->db;
+	int rc = sqlite3_busy_handler(db, busy_wait, c);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(db,
 				  opt->sync_full ? "PRAGMA synchronous = FULL"
@@ -142,7 +170,7 @@ static int conn_open(struct store *st, int flags, struct conn **out)
 		return SQLITE_NOMEM;
 	int rc = sqlite3_open_v2(st->path, &c->db, flags | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc == SQLITE_OK)
-		rc = conn_setup(c->db, &st->opt);
+		rc = conn_setup(c, &st->opt);
 	if (rc != SQLITE_OK) {
 		if (c->db)
 			rc = sqlite3_extended_errcode(c->db) ? sqlite3_extended_errcode(c->db) : rc;
@@ -357,17 +385,13 @@ static enum store_result result(int rc, const char **why)
 	return STORE_FAILED;
 }
 
-enum store_result store_post(struct store *st, const char *room, const char *client_id,
-			     size_t client_id_len, const char *text, size_t text_len,
-			     const char *reply, size_t reply_len, store_answer_fn build, void *ctx,
-			     char **answer, size_t *answer_len, bool *replayed, const char **why)
+/* store_post's transaction, run under write_lock. */
+static int post_locked(struct store *st, struct conn *c, const char *room, const char *client_id,
+		       size_t client_id_len, const char *text, size_t text_len, const char *reply,
+		       size_t reply_len, store_answer_fn build, void *ctx, char **answer,
+		       size_t *answer_len, bool *replayed)
 {
-	struct conn *c;
-	*answer = NULL;
-	*replayed = false;
-	int rc = conn_get(st, &c);
-	if (rc != SQLITE_OK)
-		return result(rc, why);
+	int rc;
 
 	rc = run(c, ST_BEGIN_WRITE);
 	if (rc == SQLITE_OK && client_id) {
@@ -380,9 +404,7 @@ enum store_result store_post(struct store *st, const char *room, const char *cli
 				*answer = NULL;
 				*replayed = false;
 			}
-			rc = rollback(c, rc);
-			conn_put(st, c, rc);
-			return result(rc, why);
+			return rollback(c, rc);
 		}
 	}
 
@@ -429,6 +451,24 @@ enum store_result store_post(struct store *st, const char *room, const char *cli
 		*answer = NULL;
 		rc = rollback(c, rc);
 	}
+	return rc;
+}
+
+enum store_result store_post(struct store *st, const char *room, const char *client_id,
+			     size_t client_id_len, const char *text, size_t text_len,
+			     const char *reply, size_t reply_len, store_answer_fn build, void *ctx,
+			     char **answer, size_t *answer_len, bool *replayed, const char **why)
+{
+	struct conn *c;
+	*answer = NULL;
+	*replayed = false;
+	int rc = conn_get(st, &c);
+	if (rc != SQLITE_OK)
+		return result(rc, why);
+	pthread_mutex_lock(&st->write_lock);
+	rc = post_locked(st, c, room, client_id, client_id_len, text, text_len, reply, reply_len,
+			 build, ctx, answer, answer_len, replayed);
+	pthread_mutex_unlock(&st->write_lock);
 	conn_put(st, c, rc);
 	return result(rc, why);
 }
@@ -592,6 +632,7 @@ int store_open(struct store **out, const char *path, const struct store_options 
 	}
 	st->opt = *opt;
 	pthread_mutex_init(&st->lock, NULL);
+	pthread_mutex_init(&st->write_lock, NULL);
 	pthread_mutex_init(&st->version_lock, NULL);
 
 	struct conn *first = NULL;
@@ -645,6 +686,7 @@ void store_close(struct store *st)
 	}
 	sqlite3_close(st->version_db);
 	pthread_mutex_destroy(&st->lock);
+	pthread_mutex_destroy(&st->write_lock);
 	pthread_mutex_destroy(&st->version_lock);
 	free(st->path);
 	free(st);
