@@ -18,6 +18,12 @@
  * which leaves room for libfcgi's own close wait. */
 #define SHUTDOWN_GRACE_MS 2500u
 
+/* The server's change detector, for waiters woken by other processes. */
+static int store_version(void *ctx, uint64_t *version)
+{
+	return store_data_version(ctx, version);
+}
+
 int main(int argc, char **argv)
 {
 	struct options opt;
@@ -69,7 +75,10 @@ int main(int argc, char **argv)
 	struct server_config cfg = {
 	    .listen_fd = l.fd,
 	    .threads = opt.threads,
+	    .max_held = opt.max_waits,
 	    .limits = {.max_body = opt.max_body, .store = store},
+	    .store_version = store ? store_version : NULL,
+	    .store_ctx = store,
 	};
 	struct server *srv = server_start(&cfg);
 	if (!srv) {

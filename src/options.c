@@ -12,9 +12,10 @@
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: chat-fcgi [--listen unix:PATH|HOST:PORT] [--socket-mode MODE]\n"
-		     "                 [--threads N] [--max-body BYTES] [--quiet|--verbose]\n"
+		     "                 [--threads N] [--max-waits N] [--max-body BYTES]\n"
 		     "                 [--store sqlite:PATH|none] [--room-history N]\n"
-		     "                 [--store-sync normal|full] [--help] [--version]\n");
+		     "                 [--store-sync normal|full] [--quiet|--verbose]\n"
+		     "                 [--help] [--version]\n");
 }
 
 static void help(void)
@@ -27,7 +28,10 @@ static void help(void)
 	       "\n"
 	       "  -l, --listen ADDR      listen on unix:PATH or HOST:PORT itself\n"
 	       "  -m, --socket-mode MODE permissions of a unix socket (octal; default 0660)\n"
-	       "  -t, --threads N        requests served at once (default %u)\n"
+	       "  -t, --threads N        requests worked on at once (default %u); idle\n"
+	       "                         connections and held long-polls take none\n"
+	       "  -w, --max-waits N      long-polls held at once (default %u); past it,\n"
+	       "                         polls are answered at once with \"busy\"\n"
 	       "  -b, --max-body BYTES   largest request body; K or M suffix allowed\n"
 	       "                         (default 64K, as nginx's client_max_body_size)\n"
 	       "  -s, --store SPEC       the rooms' history: sqlite:PATH (created if\n"
@@ -40,7 +44,8 @@ static void help(void)
 	       "  -v, --verbose          also log every request\n"
 	       "  -h, --help             show this help\n"
 	       "  -V, --version          show the version\n",
-	       OPTIONS_THREADS_DEFAULT, CHAT_STORE_DEFAULT, STORE_HISTORY_DEFAULT);
+	       OPTIONS_THREADS_DEFAULT, OPTIONS_MAX_WAITS_DEFAULT, CHAT_STORE_DEFAULT,
+	       STORE_HISTORY_DEFAULT);
 }
 
 /* A whole number in [min, max], with an optional K or M suffix when
@@ -78,6 +83,7 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 	    {"listen", required_argument, NULL, 'l'},
 	    {"socket-mode", required_argument, NULL, 'm'},
 	    {"threads", required_argument, NULL, 't'},
+	    {"max-waits", required_argument, NULL, 'w'},
 	    {"max-body", required_argument, NULL, 'b'},
 	    {"store", required_argument, NULL, 's'},
 	    {"room-history", required_argument, NULL, 'r'},
@@ -94,6 +100,7 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 	*opt = (struct options){
 	    .socket_mode = OPTIONS_SOCKET_MODE_DEFAULT,
 	    .threads = OPTIONS_THREADS_DEFAULT,
+	    .max_waits = OPTIONS_MAX_WAITS_DEFAULT,
 	    .max_body = CHAT_MAX_BODY_DEFAULT,
 	    .verbosity = 1,
 	    .store_path = CHAT_STORE_DEFAULT + sizeof "sqlite:" - 1,
@@ -101,7 +108,7 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 	};
 	opterr = 0;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, ":l:m:t:b:s:r:qvhV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":l:m:t:w:b:s:r:qvhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
 			if (strncmp(optarg, "unix:", 5) != 0 && !strchr(optarg, ':')) {
@@ -132,6 +139,16 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 				goto bad;
 			}
 			opt->threads = (unsigned)v;
+			break;
+		case 'w':
+			if (parse_size(optarg, 10, 0, 0, OPTIONS_MAX_WAITS_MAX, &v) != 0) {
+				fprintf(stderr,
+					"chat-fcgi: --max-waits takes a number from 0 to %u, "
+					"not '%s'\n",
+					OPTIONS_MAX_WAITS_MAX, optarg);
+				goto bad;
+			}
+			opt->max_waits = (unsigned)v;
 			break;
 		case 'b':
 			if (parse_size(optarg, 10, 1, 1, OPTIONS_MAX_BODY_LIMIT, &v) != 0) {
