@@ -259,6 +259,50 @@ sub request {
 	return parse_response($self->http($raw, timeout => $r{timeout}));
 }
 
+# A request sent now and read later (long-polls): begin_request takes the
+# arguments of request and returns the socket; finish_request reads the
+# answer until the server closes, or timeout seconds.
+sub begin_request {
+	my ($self, %r) = @_;
+	my @h = @{ $r{headers} // [] };
+	my $raw = ($r{method} // 'GET') . ' ' . ($r{path} // '/') . " HTTP/1.1\r\n"
+		. "Host: localhost\r\nConnection: close\r\n";
+	$raw .= 'Content-Length: ' . length($r{body}) . "\r\n" if defined $r{body};
+	while (my ($k, $v) = splice(@h, 0, 2)) { $raw .= "$k: $v\r\n" }
+	$raw .= "\r\n" . ($r{body} // '');
+	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port},
+		Proto => 'tcp', Timeout => 5) or die "connect: $!";
+	binmode $s;
+	$s->autoflush(1);
+	print $s $raw;
+	return $s;
+}
+
+sub finish_request {
+	my ($self, $s, $timeout) = @_;
+	my $out = '';
+	my $deadline = time + ($timeout // 10);
+	my $rin = '';
+	vec($rin, fileno($s), 1) = 1;
+	while (time < $deadline) {
+		my $n = select(my $rout = $rin, undef, undef, 0.05);
+		next unless $n;
+		my $got = sysread($s, my $buf, 65536);
+		last unless $got;
+		$out .= $buf;
+	}
+	close $s;
+	return parse_response($out);
+}
+
+# Is an answer waiting on a begun request's socket? (Without reading it.)
+sub request_ready {
+	my ($self, $s, $timeout) = @_;
+	my $rin = '';
+	vec($rin, fileno($s), 1) = 1;
+	return select(my $rout = $rin, undef, undef, $timeout // 0) > 0;
+}
+
 # POST /chat/ with a JSON (or any) body.
 sub post {
 	my ($self, $body, %o) = @_;
