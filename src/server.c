@@ -25,6 +25,8 @@
 #include "server.h"
 
 #include "log.h"
+#include "metrics.h"
+#include "reply.h"
 
 #include <errno.h>
 #include <fcgiapp.h>
@@ -60,6 +62,9 @@
 /* Upper bound on the slot table, whatever RLIMIT_NOFILE allows. */
 #define MAX_SLOTS 65536u
 
+/* The Prometheus text exposition format, version 0.0.4. */
+#define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+
 /* Tags of the epoll entries that are not connections. */
 #define TAG_LISTEN UINT64_MAX
 #define TAG_STOP   (UINT64_MAX - 1)
@@ -74,15 +79,18 @@ enum conn_state {
 
 struct conn {
 	FCGX_Request req;
-	enum conn_state state;
+	/* The state in the low 32 bits, the arm count in the high ones: one
+	 * word, so the common step (an idle connection's event taken by one
+	 * thread) is a compare-and-swap, not a lock. */
+	_Atomic uint64_t st;
 	uint32_t index;
-	uint32_t arm;
 	struct conn *next; /* free list, held list, or a list being answered */
 	struct conn *prev; /* held list */
 	/* While a request is held: */
 	uint64_t deadline_ms; /* CLOCK_MONOTONIC */
 	uint64_t seen_change; /* srv->changes when its answer was computed */
 	bool was_held;
+	enum metrics_route route;
 	char room[CHAT_ROOM_MAX + 1];
 	char *body;
 	size_t body_len;
@@ -96,8 +104,13 @@ struct server {
 	int timer_fd; /* held deadlines and the store check */
 	atomic_bool stopping;
 	atomic_ulong served;
+	atomic_uint connections;
+	/* Bumped whenever entries may have been added to some room: a request
+	 * whose answer was computed before the last bump is not held but looked
+	 * at again, so no post between its query and its hold is missed. */
+	_Atomic uint64_t changes;
 
-	pthread_mutex_t lock; /* everything below, and each conn's state and arm */
+	pthread_mutex_t lock; /* everything below, and the state of held conns */
 	pthread_cond_t done;
 	unsigned running;
 	struct conn *slots;
@@ -106,10 +119,6 @@ struct server {
 	bool listen_paused; /* every slot taken: the listening socket waits */
 	struct conn *held;  /* doubly linked */
 	unsigned nheld;
-	/* Bumped whenever entries may have been added to some room: a request
-	 * whose answer was computed before the last bump is not held but looked
-	 * at again, so no post between its query and its hold is missed. */
-	uint64_t changes;
 	uint64_t store_version;
 	uint64_t timer_due_ms; /* 0: not set */
 };
@@ -136,6 +145,12 @@ static const char *status_text(int status)
 		return "Content Too Large";
 	case 415:
 		return "Unsupported Media Type";
+	case 403:
+		return "Forbidden";
+	case 429:
+		return "Too Many Requests";
+	case 500:
+		return "Internal Server Error";
 	case 503:
 		return "Service Unavailable";
 	default:
@@ -211,12 +226,13 @@ static int write_response(FCGX_Stream *out, const struct chat_response *res)
 	char head[256];
 	int n = snprintf(head, sizeof head,
 			 "Status: %d %s\r\n"
-			 "Content-Type: " CHAT_CONTENT_TYPE "\r\n"
+			 "Content-Type: %s\r\n"
 			 "Content-Length: %zu\r\n"
 			 "Cache-Control: no-store\r\n"
 			 "%s%s%s"
 			 "\r\n",
-			 res->status, status_text(res->status), res->body_len,
+			 res->status, status_text(res->status),
+			 res->content_type ? res->content_type : CHAT_CONTENT_TYPE, res->body_len,
 			 res->allow ? "Allow: " : "", res->allow ? res->allow : "",
 			 res->allow ? "\r\n" : "");
 	if (n < 0 || (size_t)n >= sizeof head)
@@ -242,21 +258,46 @@ static void log_request(FCGX_Request *req, const struct chat_response *res,
 	enum log_level level = res->status == 200 ? LOG_DEBUG : LOG_NOTICE;
 	if (!log_enabled(level))
 		return;
-	char method[16], uri[256];
+	char method[16], uri[256], id[40];
 	log_clean(method, sizeof method, FCGX_GetParam("REQUEST_METHOD", req->envp));
 	log_clean(uri, sizeof uri, FCGX_GetParam("REQUEST_URI", req->envp));
-	log_msg(level, "%d %s %s %.2f ms%s%s", res->status, method, uri, ms_since(t0),
-		res->reason ? ": " : "", res->reason ? res->reason : "");
+	log_clean(id, sizeof id, FCGX_GetParam("REQUEST_ID", req->envp));
+	/* The id is nginx's $request_id, in its access log too. */
+	log_msg(level, "%d %s %s %.2f ms id=%s%s%s", res->status, method, uri, ms_since(t0),
+		id[0] ? id : "-", res->reason ? ": " : "", res->reason ? res->reason : "");
 }
 
-/* --- slots and arming; callers hold srv->lock ------------------------- */
-
-static int arm(struct server *srv, struct conn *c, int op)
+static uint64_t st_make(uint32_t arm_count, enum conn_state state)
 {
-	c->arm++;
+	return (uint64_t)arm_count << 32 | (uint32_t)state;
+}
+
+static uint32_t st_arm(uint64_t st)
+{
+	return (uint32_t)(st >> 32);
+}
+
+static enum conn_state st_state(uint64_t st)
+{
+	return (enum conn_state)(uint32_t)st;
+}
+
+/* Only the thread that owns c (or holds the lock, for held ones) calls it. */
+static void set_state(struct conn *c, enum conn_state state)
+{
+	atomic_store(&c->st, st_make(st_arm(atomic_load(&c->st)), state));
+}
+
+/* --- slots and arming ---------------------------------------------------- */
+
+/* Puts c in state and arms it; older events for it turn stale. */
+static int arm(struct server *srv, struct conn *c, int op, enum conn_state state)
+{
+	uint32_t count = st_arm(atomic_load(&c->st)) + 1;
+	atomic_store(&c->st, st_make(count, state));
 	struct epoll_event ev = {
 	    .events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT,
-	    .data.u64 = (uint64_t)c->arm << 32 | c->index,
+	    .data.u64 = (uint64_t)count << 32 | c->index,
 	};
 	return epoll_ctl(srv->ep, op, c->req.ipcFd, &ev);
 }
@@ -271,10 +312,12 @@ static void arm_listener(struct server *srv)
 		log_msg(LOG_ERROR, "cannot watch the listening socket: %s", strerror(errno));
 }
 
+/* Callers hold srv->lock. */
 static void release_slot(struct server *srv, struct conn *c)
 {
-	c->state = CONN_FREE;
-	c->arm++; /* whatever event is still in flight for it is stale now */
+	/* Whatever event is still in flight for it is stale now. */
+	atomic_store(&c->st, st_make(st_arm(atomic_load(&c->st)) + 1, CONN_FREE));
+	atomic_fetch_sub(&srv->connections, 1);
 	c->next = srv->free_slots;
 	srv->free_slots = c;
 	if (srv->listen_paused && !atomic_load(&srv->stopping)) {
@@ -353,17 +396,12 @@ static void conn_finish(struct server *srv, struct conn *c)
 		pthread_mutex_unlock(&srv->lock);
 		return;
 	}
-	pthread_mutex_lock(&srv->lock);
 	bool ok = !atomic_load(&srv->stopping);
-	if (ok) {
-		c->state = CONN_IDLE;
-		if (arm(srv, c, EPOLL_CTL_MOD) != 0) {
-			log_msg(LOG_ERROR, "cannot watch a connection: %s", strerror(errno));
-			c->state = CONN_BUSY;
-			ok = false;
-		}
+	if (ok && arm(srv, c, EPOLL_CTL_MOD, CONN_IDLE) != 0) {
+		log_msg(LOG_ERROR, "cannot watch a connection: %s", strerror(errno));
+		set_state(c, CONN_BUSY);
+		ok = false;
 	}
-	pthread_mutex_unlock(&srv->lock);
 	if (!ok)
 		conn_close(srv, c);
 }
@@ -421,7 +459,7 @@ static void answer(struct server *srv, struct conn *c, struct chat_request *creq
 		if (res->hold.ms == 0 || round > 100 || atomic_load(&srv->stopping) ||
 		    now >= c->deadline_ms) {
 			mode = CHAT_HOLD_OVER;
-		} else if (c->seen_change != srv->changes) {
+		} else if (c->seen_change != atomic_load(&srv->changes)) {
 			mode = CHAT_HOLD_ALLOWED; /* something changed meanwhile */
 		} else if (srv->nheld >= srv->cfg.max_held) {
 			mode = CHAT_HOLD_FULL;
@@ -429,14 +467,13 @@ static void answer(struct server *srv, struct conn *c, struct chat_request *creq
 			memcpy(c->room, res->hold.room, sizeof c->room);
 			c->room[sizeof c->room - 1] = '\0';
 			c->was_held = true;
-			c->state = CONN_HELD;
 			held_insert(srv, c);
 			/* Armed so that nginx giving up on the request is seen. */
-			if (arm(srv, c, EPOLL_CTL_MOD) != 0) {
+			if (arm(srv, c, EPOLL_CTL_MOD, CONN_HELD) != 0) {
 				log_msg(LOG_ERROR, "cannot watch a held request: %s",
 					strerror(errno));
 				held_remove(srv, c);
-				c->state = CONN_BUSY;
+				set_state(c, CONN_BUSY);
 				mode = CHAT_HOLD_OVER;
 			} else {
 				uint64_t due = c->deadline_ms;
@@ -448,7 +485,7 @@ static void answer(struct server *srv, struct conn *c, struct chat_request *creq
 				return;
 			}
 		}
-		c->seen_change = srv->changes;
+		c->seen_change = atomic_load(&srv->changes);
 		pthread_mutex_unlock(&srv->lock);
 		chat_response_free(res);
 		creq->hold_mode = mode;
@@ -462,6 +499,9 @@ static void answer(struct server *srv, struct conn *c, struct chat_request *creq
 	if (write_response(c->req.out, res) != 0)
 		log_msg(LOG_DEBUG, "could not send the answer: the connection is gone");
 	log_request(&c->req, res, &c->t0);
+	if (res->store_error)
+		metrics_store_error();
+	metrics_request_done(c->route, res->status, (uint64_t)(ms_since(&c->t0) * 1000.0));
 	char room[sizeof res->changed_room];
 	memcpy(room, res->changed_room, sizeof room);
 	room[sizeof room - 1] = '\0';
@@ -484,9 +524,7 @@ static void answer_again(struct server *srv, struct conn *list, bool over)
 		struct chat_response res;
 		build_request(c, &creq, path, sizeof path);
 		creq.hold_mode = over ? CHAT_HOLD_OVER : CHAT_HOLD_ALLOWED;
-		pthread_mutex_lock(&srv->lock);
-		c->seen_change = srv->changes;
-		pthread_mutex_unlock(&srv->lock);
+		c->seen_change = atomic_load(&srv->changes);
 		chat_respond(&creq, &srv->cfg.limits, &res);
 		answer(srv, c, &creq, &res);
 	}
@@ -496,19 +534,79 @@ static void answer_again(struct server *srv, struct conn *list, bool over)
 static void wake_room(struct server *srv, const char *room)
 {
 	struct conn *list = NULL;
+	atomic_fetch_add(&srv->changes, 1);
 	pthread_mutex_lock(&srv->lock);
-	srv->changes++;
 	for (struct conn *c = srv->held, *next; c; c = next) {
 		next = c->next;
 		if (strcmp(c->room, room) == 0) {
 			held_remove(srv, c);
-			c->state = CONN_BUSY;
+			set_state(c, CONN_BUSY);
 			c->next = list;
 			list = c;
 		}
 	}
 	pthread_mutex_unlock(&srv->lock);
 	answer_again(srv, list, false);
+}
+
+static void set_body(struct chat_response *res, int status, const char *body, const char *reason)
+{
+	*res = (struct chat_response){.status = status, .reason = reason};
+	res->body = (char *)body;
+	res->body_len = strlen(body);
+}
+
+/* GET /chat/health and GET /chat/metrics: about the server, not the chat. */
+static void service_answer(struct server *srv, struct conn *c, const struct chat_request *creq,
+			   struct chat_response *res)
+{
+	bool head = creq->method && strcmp(creq->method, "HEAD") == 0;
+	if (!creq->method || (strcmp(creq->method, "GET") != 0 && !head)) {
+		set_body(res, 405, "{\"error\":\"Only GET and HEAD are allowed here.\"}",
+			 "method not allowed");
+		res->allow = "GET, HEAD";
+		return;
+	}
+	if (c->route == ROUTE_HEALTH) {
+		char why[256] = "";
+		if (!srv->cfg.store_check ||
+		    srv->cfg.store_check(srv->cfg.store_ctx, why, sizeof why) == 0) {
+			set_body(res, 200, "{\"status\":\"ok\"}", NULL);
+			return;
+		}
+		static const char pre[] = "{\"status\":\"error\",\"error\":\"";
+		static const char post[] = "\"}";
+		size_t wlen = strnlen(why, sizeof why);
+		char *body = malloc(sizeof pre + reply_escaped_len(why, wlen) + sizeof post);
+		if (!body) {
+			chat_out_of_memory(res, "out of memory");
+			return;
+		}
+		memcpy(body, pre, sizeof pre - 1);
+		char *end = reply_escape(body + sizeof pre - 1, why, wlen);
+		memcpy(end, post, sizeof post);
+		*res = (struct chat_response){.status = 503, .reason = "the store failed"};
+		res->body = body;
+		res->body_len = (size_t)(end - body) + sizeof post - 1;
+		res->body_owned = true;
+		return;
+	}
+	pthread_mutex_lock(&srv->lock);
+	struct metrics_gauges g = {
+	    .held = srv->nheld,
+	    .connections = atomic_load(&srv->connections),
+	    .threads = srv->cfg.threads,
+	};
+	pthread_mutex_unlock(&srv->lock);
+	size_t len;
+	char *text = metrics_render(&g, &len);
+	if (!text) {
+		chat_out_of_memory(res, "out of memory");
+		return;
+	}
+	*res = (struct chat_response){.status = 200, .body = text, .body_len = len};
+	res->body_owned = true;
+	res->content_type = METRICS_CONTENT_TYPE;
 }
 
 /* Reads the request waiting on c and answers it. */
@@ -523,16 +621,23 @@ static void serve(struct server *srv, struct conn *c)
 	}
 	clock_gettime(CLOCK_MONOTONIC, &c->t0);
 	c->was_held = false;
-	pthread_mutex_lock(&srv->lock);
-	c->seen_change = srv->changes;
-	pthread_mutex_unlock(&srv->lock);
+	c->seen_change = atomic_load(&srv->changes);
 
 	char path[64];
 	struct chat_request creq;
 	struct chat_response res;
 	size_t announced;
 	build_request(c, &creq, path, sizeof path);
+	metrics_request_started();
+	c->route = metrics_route_of(creq.path);
 
+	if (c->route == ROUTE_HEALTH || c->route == ROUTE_METRICS) {
+		if (!drain_body(c->req.in))
+			c->req.keepConnection = 0;
+		service_answer(srv, c, &creq, &res);
+		answer(srv, c, &creq, &res);
+		return;
+	}
 	if (chat_check_head(&creq, &srv->cfg.limits, &res, &announced) == CHAT_HEAD_REJECTED) {
 		if (!drain_body(c->req.in))
 			c->req.keepConnection = 0;
@@ -547,6 +652,7 @@ static void serve(struct server *srv, struct conn *c)
 		log_clean(u, sizeof u, FCGX_GetParam("REQUEST_URI", c->req.envp));
 		log_msg(LOG_NOTICE, "client went away mid-body (%zu bytes announced) on %s",
 			announced, u);
+		metrics_request_done(c->route, 400, (uint64_t)(ms_since(&c->t0) * 1000.0));
 		conn_close(srv, c);
 		return;
 	}
@@ -593,20 +699,22 @@ static void conn_event(struct server *srv, uint64_t tag)
 	if (index >= srv->nslots)
 		return;
 	struct conn *c = &srv->slots[index];
-	pthread_mutex_lock(&srv->lock);
-	enum conn_state was = c->state;
-	if (c->arm != armed || (was != CONN_IDLE && was != CONN_HELD)) {
-		pthread_mutex_unlock(&srv->lock);
-		return; /* stale: the connection moved on since it was armed */
-	}
-	if (was == CONN_HELD)
-		held_remove(srv, c);
-	c->state = CONN_BUSY;
-	pthread_mutex_unlock(&srv->lock);
-	if (was == CONN_HELD)
-		held_event(srv, c);
-	else
+	uint64_t idle = st_make(armed, CONN_IDLE);
+	if (atomic_compare_exchange_strong(&c->st, &idle, st_make(armed, CONN_BUSY))) {
 		serve(srv, c);
+		return;
+	}
+	/* Not idle with this arm count: held (the lock guards the list), or
+	 * stale because the connection moved on since it was armed. */
+	pthread_mutex_lock(&srv->lock);
+	bool held = atomic_load(&c->st) == st_make(armed, CONN_HELD);
+	if (held) {
+		held_remove(srv, c);
+		set_state(c, CONN_BUSY);
+	}
+	pthread_mutex_unlock(&srv->lock);
+	if (held)
+		held_event(srv, c);
 }
 
 /* Deadlines of held requests, and posts other processes made. */
@@ -631,14 +739,14 @@ static void timer_event(struct server *srv)
 	struct conn *over = NULL, *woken = NULL;
 	pthread_mutex_lock(&srv->lock);
 	if (changed)
-		srv->changes++;
+		atomic_fetch_add(&srv->changes, 1);
 	uint64_t now = now_ms();
 	uint64_t next = 0;
 	for (struct conn *c = srv->held, *n; c; c = n) {
 		n = c->next;
 		if (c->deadline_ms <= now || changed) {
 			held_remove(srv, c);
-			c->state = CONN_BUSY;
+			set_state(c, CONN_BUSY);
 			if (c->deadline_ms <= now) {
 				c->next = over;
 				over = c;
@@ -709,8 +817,8 @@ static void accept_event(struct server *srv)
 		/* FCGX_Accept_r first finishes the previous request; this keeps
 		 * it from closing the connection it has just been handed. */
 		c->req.keepConnection = 1;
-		c->state = CONN_IDLE;
-		if (arm(srv, c, EPOLL_CTL_ADD) != 0) {
+		atomic_fetch_add(&srv->connections, 1);
+		if (arm(srv, c, EPOLL_CTL_ADD, CONN_IDLE) != 0) {
 			log_msg(LOG_ERROR, "cannot watch a connection: %s", strerror(errno));
 			close(fd);
 			c->req.ipcFd = -1;
@@ -787,7 +895,7 @@ static void server_free(struct server *srv)
 		close(srv->timer_fd);
 	for (uint32_t i = 0; srv->slots && i < srv->nslots; i++) {
 		struct conn *c = &srv->slots[i];
-		if (c->state != CONN_FREE) {
+		if (st_state(atomic_load(&c->st)) != CONN_FREE) {
 			c->req.detached = 1;
 			FCGX_Free(&c->req, 1);
 			free(c->body);
@@ -880,15 +988,16 @@ unsigned long server_stop(struct server *srv, unsigned grace_ms)
 	while (srv->held) {
 		struct conn *c = srv->held;
 		held_remove(srv, c);
-		c->state = CONN_BUSY;
+		set_state(c, CONN_BUSY);
 		c->next = held;
 		held = c;
 	}
 	for (uint32_t i = 0; i < srv->nslots; i++) {
 		struct conn *c = &srv->slots[i];
-		if (c->state == CONN_IDLE) {
-			c->state = CONN_BUSY;
-			c->arm++;
+		uint64_t st = atomic_load(&c->st);
+		if (st_state(st) == CONN_IDLE &&
+		    atomic_compare_exchange_strong(&c->st, &st,
+						   st_make(st_arm(st) + 1, CONN_BUSY))) {
 			c->next = idle;
 			idle = c;
 		}
