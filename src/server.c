@@ -24,12 +24,14 @@
 #define _GNU_SOURCE
 #include "server.h"
 
+#include "fcgi_head.h"
 #include "log.h"
 #include "metrics.h"
 #include "reply.h"
 
 #include <errno.h>
 #include <fcgiapp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -90,6 +92,11 @@ struct conn {
 	uint64_t deadline_ms; /* CLOCK_MONOTONIC */
 	uint64_t seen_change; /* srv->changes when its answer was computed */
 	bool was_held;
+	/* Held because its request has not fully arrived: looked at again by
+	 * the timer, after partial_wait_ms, until partial_since + IO_TIMEOUT. */
+	bool partial;
+	uint64_t partial_since_ms;
+	unsigned partial_wait_ms;
 	enum metrics_route route;
 	char room[CHAT_ROOM_MAX + 1];
 	char *body;
@@ -118,7 +125,7 @@ struct server {
 	struct conn *free_slots;
 	bool listen_paused; /* every slot taken: the listening socket waits */
 	struct conn *held;  /* doubly linked */
-	unsigned nheld;
+	unsigned nheld;     /* long-polls among them (not partial requests) */
 	uint64_t store_version;
 	uint64_t timer_due_ms; /* 0: not set */
 };
@@ -333,7 +340,8 @@ static void held_insert(struct server *srv, struct conn *c)
 	if (srv->held)
 		srv->held->prev = c;
 	srv->held = c;
-	srv->nheld++;
+	if (!c->partial)
+		srv->nheld++;
 }
 
 static void held_remove(struct server *srv, struct conn *c)
@@ -345,7 +353,8 @@ static void held_remove(struct server *srv, struct conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	c->next = c->prev = NULL;
-	srv->nheld--;
+	if (!c->partial)
+		srv->nheld--;
 }
 
 /* Makes the timer fire by due_ms at the latest. */
@@ -375,6 +384,7 @@ static void conn_close(struct server *srv, struct conn *c)
 	FCGX_Free(&c->req, 1);
 	free(c->body);
 	c->body = NULL;
+	c->partial = false;
 	pthread_mutex_lock(&srv->lock);
 	release_slot(srv, c);
 	pthread_mutex_unlock(&srv->lock);
@@ -538,7 +548,7 @@ static void wake_room(struct server *srv, const char *room)
 	pthread_mutex_lock(&srv->lock);
 	for (struct conn *c = srv->held, *next; c; c = next) {
 		next = c->next;
-		if (strcmp(c->room, room) == 0) {
+		if (!c->partial && strcmp(c->room, room) == 0) {
 			held_remove(srv, c);
 			set_state(c, CONN_BUSY);
 			c->next = list;
@@ -653,7 +663,10 @@ static void serve(struct server *srv, struct conn *c)
 		log_msg(LOG_NOTICE, "client went away mid-body (%zu bytes announced) on %s",
 			announced, u);
 		metrics_request_done(c->route, 400, (uint64_t)(ms_since(&c->t0) * 1000.0));
-		conn_close(srv, c);
+		/* Finishing still ends the request in the protocol (END_REQUEST),
+		 * then closes: the rest of the stream cannot be trusted. */
+		c->req.keepConnection = 0;
+		conn_finish(srv, c);
 		return;
 	}
 	if (oom) {
@@ -692,6 +705,96 @@ static void held_event(struct server *srv, struct conn *c)
 	conn_close(srv, c);
 }
 
+/* Leaves c, whose request is still arriving, to the timer: arming it in
+ * epoll would report the bytes already there at once, again and again. */
+static void park_partial(struct server *srv, struct conn *c)
+{
+	uint64_t now = now_ms();
+	if (!c->partial) {
+		c->partial = true;
+		c->partial_since_ms = now;
+		c->partial_wait_ms = 1;
+	} else if (c->partial_wait_ms < 256) {
+		c->partial_wait_ms *= 2;
+	}
+	if (now - c->partial_since_ms >= (uint64_t)IO_TIMEOUT_S * 1000) {
+		log_msg(LOG_NOTICE,
+			"a request did not arrive whole within %d s; "
+			"connection closed",
+			IO_TIMEOUT_S);
+		conn_close(srv, c);
+		return;
+	}
+	pthread_mutex_lock(&srv->lock);
+	if (atomic_load(&srv->stopping)) {
+		pthread_mutex_unlock(&srv->lock);
+		conn_close(srv, c);
+		return;
+	}
+	c->deadline_ms = now + c->partial_wait_ms;
+	held_insert(srv, c);
+	atomic_store(&c->st, st_make(st_arm(atomic_load(&c->st)) + 1, CONN_HELD));
+	timer_by(srv, c->deadline_ms);
+	pthread_mutex_unlock(&srv->lock);
+}
+
+/*
+ * Peeks at the request waiting on c (which the caller owns): true when
+ * libfcgi may read it. Otherwise c has been closed (broken or gone),
+ * parked (still arriving) or armed again (nothing there after all).
+ */
+static bool head_ready(struct server *srv, struct conn *c)
+{
+	static _Thread_local unsigned char big[FCGI_HEAD_PEEK_MAX];
+	unsigned char small[4096];
+	int fd = c->req.ipcFd;
+	ssize_t n = recv(fd, small, sizeof small, MSG_PEEK | MSG_DONTWAIT);
+	enum fcgi_head v = FCGI_HEAD_BAD;
+	if (n > 0) {
+		v = fcgi_head_check(small, (size_t)n);
+		if (v == FCGI_HEAD_PARTIAL && (size_t)n == sizeof small) {
+			n = recv(fd, big, sizeof big, MSG_PEEK | MSG_DONTWAIT);
+			v = n > 0 ? fcgi_head_check(big, (size_t)n) : FCGI_HEAD_BAD;
+		}
+	} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+		if (c->partial) {
+			park_partial(srv, c);
+			return false;
+		}
+		/* A stale wake-up: wait for the request. */
+		if (!atomic_load(&srv->stopping) && arm(srv, c, EPOLL_CTL_MOD, CONN_IDLE) == 0)
+			return false;
+		set_state(c, CONN_BUSY);
+		conn_close(srv, c);
+		return false;
+	}
+	if (v == FCGI_HEAD_PARTIAL) {
+		/* Cut short by the peer: it can never be whole. libfcgi may read
+		 * what there is (management records get their answer) without
+		 * blocking, since the end follows. */
+		struct pollfd pfd = {.fd = fd, .events = POLLRDHUP};
+		if (poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+			v = FCGI_HEAD_READY;
+	}
+	switch (v) {
+	case FCGI_HEAD_READY:
+		c->partial = false;
+		return true;
+	case FCGI_HEAD_PARTIAL:
+		park_partial(srv, c);
+		return false;
+	case FCGI_HEAD_BAD:
+		break;
+	}
+	if (n > 0)
+		log_msg(LOG_NOTICE,
+			"a peer sent a request libfcgi cannot safely read "
+			"(parameters broken or over %zu bytes); connection closed",
+			FCGI_HEAD_MAX_PARAMS);
+	conn_close(srv, c);
+	return false;
+}
+
 static void conn_event(struct server *srv, uint64_t tag)
 {
 	uint32_t index = (uint32_t)tag;
@@ -701,7 +804,8 @@ static void conn_event(struct server *srv, uint64_t tag)
 	struct conn *c = &srv->slots[index];
 	uint64_t idle = st_make(armed, CONN_IDLE);
 	if (atomic_compare_exchange_strong(&c->st, &idle, st_make(armed, CONN_BUSY))) {
-		serve(srv, c);
+		if (head_ready(srv, c))
+			serve(srv, c);
 		return;
 	}
 	/* Not idle with this arm count: held (the lock guards the list), or
@@ -742,8 +846,20 @@ static void timer_event(struct server *srv)
 		atomic_fetch_add(&srv->changes, 1);
 	uint64_t now = now_ms();
 	uint64_t next = 0;
+	struct conn *partial = NULL;
 	for (struct conn *c = srv->held, *n; c; c = n) {
 		n = c->next;
+		if (c->partial) {
+			if (c->deadline_ms <= now) {
+				held_remove(srv, c);
+				set_state(c, CONN_BUSY);
+				c->next = partial;
+				partial = c;
+			} else if (next == 0 || c->deadline_ms < next) {
+				next = c->deadline_ms;
+			}
+			continue;
+		}
 		if (c->deadline_ms <= now || changed) {
 			held_remove(srv, c);
 			set_state(c, CONN_BUSY);
@@ -771,6 +887,13 @@ static void timer_event(struct server *srv)
 
 	answer_again(srv, over, true);
 	answer_again(srv, woken, false);
+	while (partial) {
+		struct conn *c = partial;
+		partial = c->next;
+		c->next = NULL;
+		if (head_ready(srv, c))
+			serve(srv, c);
+	}
 }
 
 static void set_timeouts(int fd)
@@ -983,14 +1106,19 @@ unsigned long server_stop(struct server *srv, unsigned grace_ms)
 
 	/* Long-polls answer now, with what they have; idle kept connections
 	 * are closed, or served first if nginx has just sent on one. */
-	struct conn *held = NULL, *idle = NULL;
+	struct conn *held = NULL, *idle = NULL, *partial = NULL;
 	pthread_mutex_lock(&srv->lock);
 	while (srv->held) {
 		struct conn *c = srv->held;
 		held_remove(srv, c);
 		set_state(c, CONN_BUSY);
-		c->next = held;
-		held = c;
+		if (c->partial) {
+			c->next = partial;
+			partial = c;
+		} else {
+			c->next = held;
+			held = c;
+		}
 	}
 	for (uint32_t i = 0; i < srv->nslots; i++) {
 		struct conn *c = &srv->slots[i];
@@ -1004,11 +1132,16 @@ unsigned long server_stop(struct server *srv, unsigned grace_ms)
 	}
 	pthread_mutex_unlock(&srv->lock);
 	answer_again(srv, held, true);
+	while (partial) {
+		struct conn *c = partial;
+		partial = c->next;
+		conn_close(srv, c);
+	}
 	while (idle) {
 		struct conn *c = idle;
 		idle = c->next;
 		char b;
-		if (recv(c->req.ipcFd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 1)
+		if (recv(c->req.ipcFd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 1 && head_ready(srv, c))
 			serve(srv, c);
 		else
 			conn_close(srv, c);
