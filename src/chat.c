@@ -3,6 +3,7 @@
 #include "media_type.h"
 #include "message_form.h"
 #include "message_json.h"
+#include "origin.h"
 #include "reply.h"
 #include "rooms.h"
 
@@ -144,6 +145,17 @@ static enum chat_head judge_head(const struct chat_request *req, const struct ch
 			       ERROR_BODY("Send the message as application/json or "
 					  "application/x-www-form-urlencoded."),
 			       "unsupported Content-Type");
+		return CHAT_HEAD_REJECTED;
+	}
+	/* A cross-site HTML form can post a form body to us without asking;
+	 * it cannot post JSON without a CORS preflight, which nginx refuses, so
+	 * only forms need to prove where they come from. */
+	if (form == MEDIA_MATCH && origin_judge(req->sec_fetch_site, req->origin, req->scheme,
+						req->host) == ORIGIN_FOREIGN) {
+		chat_set_error(
+		    res, 403,
+		    ERROR_BODY("Form posts are accepted only from this site's own pages."),
+		    "cross-site form post");
 		return CHAT_HEAD_REJECTED;
 	}
 	*announced = length;

@@ -33,6 +33,11 @@ struct chat_request {
 	const char *query;          /* QUERY_STRING, undecoded */
 	const char *content_type;   /* CONTENT_TYPE */
 	const char *content_length; /* CONTENT_LENGTH, as sent */
+	/* Where a form post comes from (see origin.h), as nginx passes them. */
+	const char *origin;         /* HTTP_ORIGIN: the Origin header */
+	const char *sec_fetch_site; /* HTTP_SEC_FETCH_SITE */
+	const char *host;           /* HTTP_HOST: the Host header as sent */
+	const char *scheme;         /* REQUEST_SCHEME: "http" or "https" */
 	const char *body;           /* the body bytes read, not NUL-terminated */
 	size_t body_len;
 	/* How a request that may wait (a long-poll) is being asked; the server

@@ -6,6 +6,7 @@
 #include "listen.h"
 #include "log.h"
 #include "options.h"
+#include "sandbox.h"
 #include "server.h"
 #include "store.h"
 
@@ -79,6 +80,19 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	/* From here on the process only serves: confine it before the first
+	 * request, and before the workers start so that they inherit it. */
+	const char *confined = "seccomp";
+	if (!opt.sandbox) {
+		confined = "off (--no-sandbox)";
+	} else if (sandbox_support() == SANDBOX_UNSUPPORTED_SANITIZER) {
+		confined = "off (sanitizer build)";
+	} else if (sandbox_enter(err, sizeof err) != 0) {
+		log_msg(LOG_ERROR, "%s (--no-sandbox runs without it)", err);
+		listener_close(&l);
+		return 1;
+	}
+
 	struct server_config cfg = {
 	    .listen_fd = l.fd,
 	    .threads = opt.threads,
@@ -95,9 +109,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	log_msg(LOG_NOTICE,
-		"chat-fcgi %s listening on %s with %u threads, max body %zu bytes, store %s%s",
-		VERSION_STRING, l.name, opt.threads, opt.max_body, store ? "sqlite:" : "none",
-		store ? opt.store_path : "");
+		"chat-fcgi %s listening on %s with %u threads, max body %zu bytes, sandbox %s, "
+		"store %s%s",
+		VERSION_STRING, l.name, opt.threads, opt.max_body, confined,
+		store ? "sqlite:" : "none", store ? opt.store_path : "");
 
 	int sig = 0;
 	if (sigwait(&stop, &sig) != 0)

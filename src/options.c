@@ -14,8 +14,8 @@ static void usage(FILE *out)
 	fprintf(out, "usage: chat-fcgi [--listen unix:PATH|HOST:PORT] [--socket-mode MODE]\n"
 		     "                 [--threads N] [--max-waits N] [--max-body BYTES]\n"
 		     "                 [--store sqlite:PATH|none] [--room-history N]\n"
-		     "                 [--store-sync normal|full] [--quiet|--verbose]\n"
-		     "                 [--help] [--version]\n");
+		     "                 [--store-sync normal|full] [--no-sandbox]\n"
+		     "                 [--quiet|--verbose] [--help] [--version]\n");
 }
 
 static void help(void)
@@ -40,6 +40,8 @@ static void help(void)
 	       "  -r, --room-history N   entries kept per room (default %u)\n"
 	       "      --store-sync MODE  normal: an answered post survives a crash of\n"
 	       "                         chat-fcgi (default); full: also a power loss\n"
+	       "      --no-sandbox       do not confine the process with seccomp (for\n"
+	       "                         debugging, strace, valgrind)\n"
 	       "  -q, --quiet            log only failures of the service itself\n"
 	       "  -v, --verbose          also log every request\n"
 	       "  -h, --help             show this help\n"
@@ -87,7 +89,8 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 	    {"max-body", required_argument, NULL, 'b'},
 	    {"store", required_argument, NULL, 's'},
 	    {"room-history", required_argument, NULL, 'r'},
-	    {"store-sync", required_argument, NULL, 'S'},
+	    {"store-sync", required_argument, NULL, 'Y'},
+	    {"no-sandbox", no_argument, NULL, 'S'},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
@@ -105,6 +108,7 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 	    .verbosity = 1,
 	    .store_path = CHAT_STORE_DEFAULT + sizeof "sqlite:" - 1,
 	    .room_history = STORE_HISTORY_DEFAULT,
+	    .sandbox = true,
 	};
 	opterr = 0;
 	optind = 1;
@@ -182,7 +186,7 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 			}
 			opt->room_history = (unsigned)v;
 			break;
-		case 'S':
+		case 'Y':
 			if (strcmp(optarg, "normal") != 0 && strcmp(optarg, "full") != 0) {
 				fprintf(stderr,
 					"chat-fcgi: --store-sync takes normal or full, not '%s'\n",
@@ -190,6 +194,9 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 				goto bad;
 			}
 			opt->store_sync_full = strcmp(optarg, "full") == 0;
+			break;
+		case 'S':
+			opt->sandbox = false;
 			break;
 		case 'q':
 			opt->verbosity = 0;

@@ -28,6 +28,7 @@ struct options {
 	const char *store_path; /* the SQLite file; NULL: --store none */
 	unsigned room_history;  /* entries kept per room */
 	bool store_sync_full;   /* --store-sync full */
+	bool sandbox;           /* confine with seccomp once started; --no-sandbox clears it */
 };
 
 enum options_result {

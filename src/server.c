@@ -144,6 +144,8 @@ static const char *status_text(int status)
 		return "OK";
 	case 400:
 		return "Bad Request";
+	case 403:
+		return "Forbidden";
 	case 404:
 		return "Not Found";
 	case 405:
@@ -152,8 +154,6 @@ static const char *status_text(int status)
 		return "Content Too Large";
 	case 415:
 		return "Unsupported Media Type";
-	case 403:
-		return "Forbidden";
 	case 429:
 		return "Too Many Requests";
 	case 500:
@@ -441,6 +441,10 @@ static void build_request(struct conn *c, struct chat_request *creq, char *path_
 	    .query = FCGX_GetParam("QUERY_STRING", envp),
 	    .content_type = FCGX_GetParam("CONTENT_TYPE", envp),
 	    .content_length = FCGX_GetParam("CONTENT_LENGTH", envp),
+	    .origin = FCGX_GetParam("HTTP_ORIGIN", envp),
+	    .sec_fetch_site = FCGX_GetParam("HTTP_SEC_FETCH_SITE", envp),
+	    .host = FCGX_GetParam("HTTP_HOST", envp),
+	    .scheme = FCGX_GetParam("REQUEST_SCHEME", envp),
 	    .body = c->body,
 	    .body_len = c->body_len,
 	};

@@ -353,7 +353,8 @@ like(ChatTest::read_file("$dir/a.log"), qr/exiting after 1 requests/, 'one line 
 ## Graceful shutdown under traffic, through nginx
 
 {
-	my $t = ChatTest->new;
+	# Posts as fast as it can: the rate limit (rate_limit.t) is off.
+	my $t = ChatTest->new(rate_limit => 'off');
 	my $statuses = $t->dir . '/statuses';
 	my $pid = fork() // die;
 	if ($pid == 0) {

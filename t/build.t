@@ -38,12 +38,19 @@ sub configure_fails {
 configure_fails('PKG_CONFIG_LIBDIR=/nonexistent', 'libjson-c-dev', 'no json-c');
 configure_fails('ac_cv_header_fcgiapp_h=no', 'libfcgi-dev', 'no fcgiapp.h');
 {
-	# pkg-config that knows json-c but not SQLite.
-	my $pc = tempdir(DIR => $tmp);
-	my $jsonc_dir = `pkg-config --variable=pcfiledir json-c`;
-	chomp $jsonc_dir;
-	system('cp', "$jsonc_dir/json-c.pc", $pc) == 0 or die "json-c.pc: $!";
-	configure_fails("PKG_CONFIG_LIBDIR=$pc", 'libsqlite3-dev', 'no SQLite');
+	# pkg-config that knows json-c and nothing else.
+	my $pc = `pkg-config --variable=pcfiledir json-c`;
+	chomp $pc;
+	my $only_jsonc = tempdir(DIR => $tmp);
+	symlink("$pc/json-c.pc", "$only_jsonc/json-c.pc") or die "symlink: $!";
+	configure_fails("PKG_CONFIG_LIBDIR=$only_jsonc", 'libseccomp-dev', 'no libseccomp');
+	# ... and json-c and libseccomp, but not SQLite.
+	my $sc = `pkg-config --variable=pcfiledir libseccomp`;
+	chomp $sc;
+	my $no_sqlite = tempdir(DIR => $tmp);
+	symlink("$pc/json-c.pc", "$no_sqlite/json-c.pc") or die "symlink: $!";
+	symlink("$sc/libseccomp.pc", "$no_sqlite/libseccomp.pc") or die "symlink: $!";
+	configure_fails("PKG_CONFIG_LIBDIR=$no_sqlite", 'libsqlite3-dev', 'no SQLite');
 }
 
 ## make install DESTDIR=... and make uninstall
@@ -65,9 +72,11 @@ my ($snippet) = grep { m{/share/chat-fcgi/chat-fcgi\.conf$} } keys %found;
 ok($snippet, 'the nginx snippet is installed beside the page');
 my ($http_snippet) = grep { m{/share/chat-fcgi/chat-fcgi-http\.conf$} } keys %found;
 ok($http_snippet, '... with its http-level part');
+my ($rate_limit) = grep { m{/etc/chat-fcgi/rate-limit\.conf$} } keys %found;
+ok($rate_limit, 'the rate limit setting is installed into $(sysconfdir)/chat-fcgi');
 
 SKIP: {
-	skip 'no snippet installed', 5 unless $snippet && $http_snippet;
+	skip 'no snippet installed', 6 unless $snippet && $http_snippet && $rate_limit;
 	my $conf = ChatTest::read_file("$dest$snippet");
 	my $http_conf = ChatTest::read_file("$dest$http_snippet");
 	unlike($conf . $http_conf, qr/@[A-Z_]+@/, 'the installed snippets have no placeholders left');
@@ -75,11 +84,15 @@ SKIP: {
 	like($conf, qr{fastcgi_pass chat_fcgi;}, 'it passes POST to the backend upstream');
 	like($http_conf, qr!upstream chat_fcgi \{[^}]*server unix:/\S+/chat-fcgi\.sock;!s,
 	     'the upstream is the backend socket');
+	like($http_conf, qr{^include \Q$rate_limit\E;$}m, 'it includes the installed rate limit');
 
 	my $nginx = $ENV{CHAT_NGINX} // ChatTest::which('nginx', '/usr/sbin');
 	skip 'nginx not installed', 1 unless $nginx;
 	my $run = "$tmp/nginx";
 	make_path("$run/logs");
+	# The http part includes the rate limit by its final path: here, staged.
+	(my $staged_http = $http_conf) =~ s{^include (/\S+);$}{include $dest$1;}mg;
+	ChatTest::write_file("$run/http.conf", $staged_http);
 	ChatTest::write_file("$run/nginx.conf", <<"CONF");
 pid $run/nginx.pid;
 error_log $run/error.log;
@@ -87,7 +100,7 @@ events { }
 http {
     access_log off;
     client_body_temp_path $run/body;
-    include $dest$http_snippet;
+    include $run/http.conf;
     server { listen 127.0.0.1:1; include $dest$snippet; }
 }
 CONF

@@ -19,7 +19,8 @@ use FastCGI;
 $| = 1;
 binmode(Test::More->builder->$_, ':encoding(UTF-8)') for qw(output failure_output todo_output);
 
-my $t = ChatTest->new;
+# Hundreds of posts in a row: the rate limit (tested in rate_limit.t) is off.
+my $t = ChatTest->new(rate_limit => 'off');
 my $pid = $t->backend_pid;
 my $json = JSON::PP->new->utf8->canonical;
 

@@ -59,7 +59,8 @@ for my $f ('/usr/sbin/chat-fcgi', '/usr/share/man/man8/chat-fcgi.8.gz',
 	'/usr/share/chat-fcgi/html/index.html', '/usr/share/chat-fcgi/html/chat.js',
 	'/usr/share/chat-fcgi/html/chat.css', '/usr/share/chat-fcgi/html/favicon.svg',
 	'/etc/nginx/snippets/chat-fcgi.conf', '/etc/nginx/conf.d/chat-fcgi-http.conf',
-	'/etc/default/chat-fcgi', '/lib/systemd/system/chat-fcgi.socket',
+	'/etc/default/chat-fcgi', '/etc/chat-fcgi/rate-limit.conf',
+	'/lib/systemd/system/chat-fcgi.socket',
 	'/lib/systemd/system/chat-fcgi.service', '/usr/lib/sysusers.d/chat-fcgi.conf',
 	'/usr/share/doc/chat-fcgi/copyright')
 {
@@ -78,9 +79,9 @@ like($control, qr/^Depends:.*libfcgi0ldbl.*libjson-c5/m, 'it depends on libfcgi 
 like($control, qr/^Depends:.*systemd(-standalone)?-sysusers|^Depends:.*\bsystemd\b/m,
 	'... and on something that runs systemd-sysusers');
 is_deeply([sort split /\n/, ChatTest::read_file("$ctl/conffiles")],
-	['/etc/default/chat-fcgi', '/etc/nginx/conf.d/chat-fcgi-http.conf',
-	 '/etc/nginx/snippets/chat-fcgi.conf'],
-	'the options file and the nginx snippets are conffiles: local edits survive upgrades');
+	['/etc/chat-fcgi/rate-limit.conf', '/etc/default/chat-fcgi',
+	 '/etc/nginx/conf.d/chat-fcgi-http.conf', '/etc/nginx/snippets/chat-fcgi.conf'],
+	'the options file, the rate limit and the nginx snippets are conffiles: local edits survive upgrades');
 
 ## The maintainer scripts
 
@@ -144,11 +145,17 @@ SKIP: {
 
 SKIP: {
 	my $nginx = $ENV{CHAT_NGINX} // ChatTest::which('nginx', '/usr/sbin');
-	skip 'nginx not installed', 1 unless $nginx;
+	skip 'nginx not installed', 2 unless $nginx;
 	# Debian's nginx.conf: conf.d/*.conf inside http { }, and a site that
 	# includes the snippet, as the admin adds it.
 	my $run = "$tmp/nginx";
-	make_path($run);
+	make_path("$run/conf.d");
+	# The http part includes the rate limit by its absolute path: point it
+	# into the scratch root, as installed.
+	my $http = ChatTest::read_file("$root/etc/nginx/conf.d/chat-fcgi-http.conf");
+	like($http, qr{include /etc/chat-fcgi/rate-limit\.conf;}, 'the http part includes the rate limit from /etc');
+	$http =~ s{include /etc/chat-fcgi/}{include $root/etc/chat-fcgi/}g;
+	ChatTest::write_file("$run/conf.d/chat-fcgi-http.conf", $http);
 	ChatTest::write_file("$run/nginx.conf", <<"CONF");
 pid $run/nginx.pid;
 error_log $run/error.log;
@@ -156,7 +163,7 @@ events { }
 http {
     access_log off;
     client_body_temp_path $run/body;
-    include $root/etc/nginx/conf.d/*.conf;
+    include $run/conf.d/*.conf;
     server {
         listen 127.0.0.1:1;
         include $root/etc/nginx/snippets/chat-fcgi.conf;

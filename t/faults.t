@@ -39,7 +39,8 @@ sub median {
 ## kill -9 under load, with the supervisor
 
 {
-	my $t = ChatTest->new(supervise => 1);
+	# Load from one address: the rate limit (rate_limit.t) is off.
+	my $t = ChatTest->new(supervise => 1, rate_limit => 'off');
 	my $sup = $t->backend_pid;
 	my $first = wait_until(sub { $t->supervised_pid }, 5);
 	ok($first, 'the supervisor runs chat-fcgi as its child');

@@ -30,7 +30,8 @@ use ChatTest;
 $| = 1;
 binmode(Test::More->builder->$_, ':encoding(UTF-8)') for qw(output failure_output todo_output);
 
-my $t = ChatTest->new;
+# Hundreds of posts from one address: the rate limit (rate_limit.t) is off.
+my $t = ChatTest->new(rate_limit => 'off');
 my $pid = $t->backend_pid;
 my $form = 'application/x-www-form-urlencoded';
 
@@ -431,7 +432,7 @@ $t->done;
 	# backend's): conf/nginx.conf.in allows enough for this. The backend's
 	# listen backlog (1024) queues what its threads have not taken yet, so
 	# every request must get its reply.
-	my $c = ChatTest->new;
+	my $c = ChatTest->new(rate_limit => 'off');
 	my $cpid = $c->backend_pid;
 	my ($groups, $each) = (4, 250);
 	my (@kids, @go);

@@ -1,7 +1,7 @@
 #!/usr/bin/perl
 # The errors nginx makes itself on /chat/ have JSON bodies like the
-# backend's: 429 from a rate limit, 504 from a backend that stopped
-# answering. (405, 413 and 502 are in page.t, chat.t and errors.t.)
+# backend's: 504 from a backend that stopped answering. (405, 413 and 502
+# are in page.t, chat.t and errors.t, 429 in rate_limit.t.)
 
 use strict;
 use warnings;
@@ -21,22 +21,6 @@ sub is_json_error {
 	my $j = $t->json($r);
 	ok($j && defined $j->{error} && length $j->{error}, "$name: {\"error\": sentence}")
 		or diag($r->{raw});
-}
-
-{
-	# A limit_req such as a deployment adds (issue: rate limiting) answers
-	# 429 through the snippet's error page.
-	my $t = ChatTest->new(
-		http_extra   => "limit_req_zone \$binary_remote_addr zone=chat:1m rate=1r/m;\n",
-		server_extra => "limit_req zone=chat burst=1 nodelay;\nlimit_req_status 429;\n",
-	);
-	my @r = map { $t->post('{"message":"flood"}') } 1 .. 3;
-	is($r[0]{status}, 200, 'the first post passes the limit');
-	my ($limited) = grep { $_->{status} == 429 } @r;
-	ok($limited, 'a post over the limit is refused');
-	is_json_error($t, $limited // {}, 429, 'rate limited');
-	is($limited->{headers}{'retry-after'}, '1', 'rate limited: Retry-After is set') if $limited;
-	$t->done;
 }
 
 {

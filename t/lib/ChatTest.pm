@@ -14,9 +14,11 @@ package ChatTest;
 # spawn-fcgi), supervise => 1 (under conf/chat-fcgi-supervise, which restarts
 # it when it dies: backend_pid is then the supervisor's, supervised_pid the
 # running chat-fcgi's), server_extra / http_extra => nginx directives for
-# those blocks, no_backend => 1, no_nginx => 1. The backend keeps its
-# rooms in $t->store_path (chat.db in the temp dir) unless backend_args has
-# --store.
+# those blocks, no_backend => 1, no_nginx => 1, rate_limit => 'off' (or a
+# rate such as '50r/s'; the default is the shipped conf/rate-limit.conf; see
+# conf/render). The backend keeps
+# its rooms in $t->store_path (chat.db in the temp dir) unless backend_args
+# has --store.
 #
 # Environment: CHAT_FCGI (the backend binary), CHAT_SRCDIR (the source
 # tree), CHAT_NGINX, CHAT_SPAWN_FCGI, CHAT_KEEP=1 keeps the temp dir, CHAT_VERBOSE=1
@@ -81,7 +83,10 @@ sub new {
 		}
 		push @render, $f;
 	}
-	system(@render) == 0 or BAIL_OUT("conf/render failed");
+	{
+		local $ENV{CHAT_RATE_LIMIT} = $opt{rate_limit} // 'on';
+		system(@render) == 0 or BAIL_OUT("conf/render failed");
+	}
 
 	push @live, $self;
 	$self->start_backend unless $opt{no_backend};

@@ -1,0 +1,22 @@
+/*
+ * The seccomp filter chat-fcgi confines itself with once its socket is open:
+ * only the system calls a running server needs; any other call kills the
+ * whole process (SIGSYS).
+ */
+#ifndef SANDBOX_H
+#define SANDBOX_H
+
+#include <stddef.h>
+
+/* Whether this build can confine itself at all. Sanitizer builds cannot:
+ * LeakSanitizer's exit check forks and ptraces the process. */
+enum sandbox_support { SANDBOX_SUPPORTED, SANDBOX_UNSUPPORTED_SANITIZER };
+enum sandbox_support sandbox_support(void);
+
+/*
+ * Loads the filter into the calling process: every thread, and every thread
+ * started later. Irreversible. On failure returns -1 with a sentence in err.
+ */
+int sandbox_enter(char *err, size_t err_size);
+
+#endif
