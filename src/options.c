@@ -1,6 +1,7 @@
 #include "options.h"
 
 #include "chat.h"
+#include "store.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -12,7 +13,9 @@ static void usage(FILE *out)
 {
 	fprintf(out, "usage: chat-fcgi [--listen unix:PATH|HOST:PORT] [--socket-mode MODE]\n"
 		     "                 [--threads N] [--max-waits N] [--max-body BYTES]\n"
-		     "                 [--no-sandbox] [--quiet|--verbose] [--help] [--version]\n");
+		     "                 [--store sqlite:PATH|none] [--room-history N]\n"
+		     "                 [--store-sync normal|full] [--no-sandbox]\n"
+		     "                 [--quiet|--verbose] [--help] [--version]\n");
 }
 
 static void help(void)
@@ -31,13 +34,20 @@ static void help(void)
 	       "                         polls are answered at once with \"busy\"\n"
 	       "  -b, --max-body BYTES   largest request body; K or M suffix allowed\n"
 	       "                         (default 64K, as nginx's client_max_body_size)\n"
+	       "  -s, --store SPEC       the rooms' history: sqlite:PATH (created if\n"
+	       "                         missing; its directory must exist) or none\n"
+	       "                         (default %s)\n"
+	       "  -r, --room-history N   entries kept per room (default %u)\n"
+	       "      --store-sync MODE  normal: an answered post survives a crash of\n"
+	       "                         chat-fcgi (default); full: also a power loss\n"
 	       "      --no-sandbox       do not confine the process with seccomp (for\n"
 	       "                         debugging, strace, valgrind)\n"
 	       "  -q, --quiet            log only failures of the service itself\n"
 	       "  -v, --verbose          also log every request\n"
 	       "  -h, --help             show this help\n"
 	       "  -V, --version          show the version\n",
-	       OPTIONS_THREADS_DEFAULT, OPTIONS_MAX_WAITS_DEFAULT);
+	       OPTIONS_THREADS_DEFAULT, OPTIONS_MAX_WAITS_DEFAULT, CHAT_STORE_DEFAULT,
+	       STORE_HISTORY_DEFAULT);
 }
 
 /* A whole number in [min, max], with an optional K or M suffix when
@@ -77,6 +87,9 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 	    {"threads", required_argument, NULL, 't'},
 	    {"max-waits", required_argument, NULL, 'w'},
 	    {"max-body", required_argument, NULL, 'b'},
+	    {"store", required_argument, NULL, 's'},
+	    {"room-history", required_argument, NULL, 'r'},
+	    {"store-sync", required_argument, NULL, 'Y'},
 	    {"no-sandbox", no_argument, NULL, 'S'},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"verbose", no_argument, NULL, 'v'},
@@ -93,11 +106,13 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 	    .max_waits = OPTIONS_MAX_WAITS_DEFAULT,
 	    .max_body = CHAT_MAX_BODY_DEFAULT,
 	    .verbosity = 1,
+	    .store_path = CHAT_STORE_DEFAULT + sizeof "sqlite:" - 1,
+	    .room_history = STORE_HISTORY_DEFAULT,
 	    .sandbox = true,
 	};
 	opterr = 0;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, ":l:m:t:w:b:qvhV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":l:m:t:w:b:s:r:qvhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
 			if (strncmp(optarg, "unix:", 5) != 0 && !strchr(optarg, ':')) {
@@ -148,6 +163,37 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 				goto bad;
 			}
 			opt->max_body = (size_t)v;
+			break;
+		case 's':
+			if (strcmp(optarg, "none") == 0) {
+				opt->store_path = NULL;
+			} else if (strncmp(optarg, "sqlite:", 7) == 0 && optarg[7]) {
+				opt->store_path = optarg + 7;
+			} else {
+				fprintf(stderr,
+					"chat-fcgi: --store takes sqlite:PATH or none, not '%s'\n",
+					optarg);
+				goto bad;
+			}
+			break;
+		case 'r':
+			if (parse_size(optarg, 10, 0, 1, STORE_HISTORY_MAX, &v) != 0) {
+				fprintf(stderr,
+					"chat-fcgi: --room-history takes a number from 1 to %u, "
+					"not '%s'\n",
+					STORE_HISTORY_MAX, optarg);
+				goto bad;
+			}
+			opt->room_history = (unsigned)v;
+			break;
+		case 'Y':
+			if (strcmp(optarg, "normal") != 0 && strcmp(optarg, "full") != 0) {
+				fprintf(stderr,
+					"chat-fcgi: --store-sync takes normal or full, not '%s'\n",
+					optarg);
+				goto bad;
+			}
+			opt->store_sync_full = strcmp(optarg, "full") == 0;
 			break;
 		case 'S':
 			opt->sandbox = false;

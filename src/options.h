@@ -24,8 +24,11 @@ struct options {
 	unsigned threads;
 	unsigned max_waits;
 	size_t max_body;
-	int verbosity; /* 0 --quiet, 1 default, 2 --verbose */
-	bool sandbox;  /* confine with seccomp once started; --no-sandbox clears it */
+	int verbosity;          /* 0 --quiet, 1 default, 2 --verbose */
+	const char *store_path; /* the SQLite file; NULL: --store none */
+	unsigned room_history;  /* entries kept per room */
+	bool store_sync_full;   /* --store-sync full */
+	bool sandbox;           /* confine with seccomp once started; --no-sandbox clears it */
 };
 
 enum options_result {

@@ -438,6 +438,7 @@ static void build_request(struct conn *c, struct chat_request *creq, char *path_
 	*creq = (struct chat_request){
 	    .method = FCGX_GetParam("REQUEST_METHOD", envp),
 	    .path = path,
+	    .query = FCGX_GetParam("QUERY_STRING", envp),
 	    .content_type = FCGX_GetParam("CONTENT_TYPE", envp),
 	    .content_length = FCGX_GetParam("CONTENT_LENGTH", envp),
 	    .origin = FCGX_GetParam("HTTP_ORIGIN", envp),

@@ -22,10 +22,14 @@ my $bin = $ENV{CHAT_FCGI} // ChatTest::srcdir() . '/src/chat-fcgi';
 BAIL_OUT("no chat-fcgi at $bin") unless -x $bin;
 my $dir = tempdir('chat-fcgi-backend-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{CHAT_KEEP});
 
+# The process tests need no history: without this, chat-fcgi would use
+# the installed default store, whose directory may not exist here.
+sub no_store { return ((grep { /^--store/ } @_) ? () : ('--store', 'none'), @_) }
+
 # Runs chat-fcgi to its end with stdin from /dev/null; returns exit code,
 # stdout, stderr.
 sub run {
-	my (@args) = @_;
+	my (@args) = no_store(@_);
 	my $out = "$dir/out", my $err = "$dir/err";
 	my $pid = fork() // die;
 	if ($pid == 0) {
@@ -45,6 +49,7 @@ sub run {
 # Starts chat-fcgi in the background with its log in $dir/NAME.log.
 sub start {
 	my ($name, @args) = @_;
+	@args = no_store(@args);
 	my $log = "$dir/$name.log";
 	unlink $log;
 	return ChatTest->spawn_logged($log, ChatTest::backend_command($dir, $bin), @args);

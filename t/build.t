@@ -44,6 +44,13 @@ configure_fails('ac_cv_header_fcgiapp_h=no', 'libfcgi-dev', 'no fcgiapp.h');
 	my $only_jsonc = tempdir(DIR => $tmp);
 	symlink("$pc/json-c.pc", "$only_jsonc/json-c.pc") or die "symlink: $!";
 	configure_fails("PKG_CONFIG_LIBDIR=$only_jsonc", 'libseccomp-dev', 'no libseccomp');
+	# ... and json-c and libseccomp, but not SQLite.
+	my $sc = `pkg-config --variable=pcfiledir libseccomp`;
+	chomp $sc;
+	my $no_sqlite = tempdir(DIR => $tmp);
+	symlink("$pc/json-c.pc", "$no_sqlite/json-c.pc") or die "symlink: $!";
+	symlink("$sc/libseccomp.pc", "$no_sqlite/libseccomp.pc") or die "symlink: $!";
+	configure_fails("PKG_CONFIG_LIBDIR=$no_sqlite", 'libsqlite3-dev', 'no SQLite');
 }
 
 ## make install DESTDIR=... and make uninstall

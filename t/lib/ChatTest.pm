@@ -16,7 +16,9 @@ package ChatTest;
 # running chat-fcgi's), server_extra / http_extra => nginx directives for
 # those blocks, no_backend => 1, no_nginx => 1, rate_limit => 'off' (or a
 # rate such as '50r/s'; the default is the shipped conf/rate-limit.conf; see
-# conf/render).
+# conf/render). The backend keeps
+# its rooms in $t->store_path (chat.db in the temp dir) unless backend_args
+# has --store.
 #
 # Environment: CHAT_FCGI (the backend binary), CHAT_SRCDIR (the source
 # tree), CHAT_NGINX, CHAT_SPAWN_FCGI, CHAT_KEEP=1 keeps the temp dir, CHAT_VERBOSE=1
@@ -170,6 +172,7 @@ sub read_file {
 sub start_backend {
 	my ($self, @args) = @_;
 	@args = @{ $self->{opt}{backend_args} // [] } unless @args;
+	push @args, '--store', "sqlite:" . $self->store_path unless grep { /^--store(=|$)/ } @args;
 	my @backend = backend_command($self->{dir}, $self->{bin});
 	my @spawn = ('-s', $self->{socket}, '-M', '0600', '--', @backend, @args);
 	my @cmd = $self->{opt}{supervise} ? ("$self->{src}/conf/chat-fcgi-supervise", @spawn)
@@ -207,6 +210,7 @@ sub wait_for_socket {
 }
 
 sub backend_pid { $_[0]{backend} }
+sub store_path  { "$_[0]{dir}/chat.db" }
 
 # The processes whose parent is $pid (from /proc: Linux only).
 sub children_of {
@@ -326,6 +330,50 @@ sub request {
 	while (my ($k, $v) = splice(@h, 0, 2)) { $raw .= "$k: $v\r\n" }
 	$raw .= "\r\n" . ($r{body} // '');
 	return parse_response($self->http($raw, timeout => $r{timeout}));
+}
+
+# A request sent now and read later (long-polls): begin_request takes the
+# arguments of request and returns the socket; finish_request reads the
+# answer until the server closes, or timeout seconds.
+sub begin_request {
+	my ($self, %r) = @_;
+	my @h = @{ $r{headers} // [] };
+	my $raw = ($r{method} // 'GET') . ' ' . ($r{path} // '/') . " HTTP/1.1\r\n"
+		. "Host: localhost\r\nConnection: close\r\n";
+	$raw .= 'Content-Length: ' . length($r{body}) . "\r\n" if defined $r{body};
+	while (my ($k, $v) = splice(@h, 0, 2)) { $raw .= "$k: $v\r\n" }
+	$raw .= "\r\n" . ($r{body} // '');
+	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port},
+		Proto => 'tcp', Timeout => 5) or die "connect: $!";
+	binmode $s;
+	$s->autoflush(1);
+	print $s $raw;
+	return $s;
+}
+
+sub finish_request {
+	my ($self, $s, $timeout) = @_;
+	my $out = '';
+	my $deadline = time + ($timeout // 10);
+	my $rin = '';
+	vec($rin, fileno($s), 1) = 1;
+	while (time < $deadline) {
+		my $n = select(my $rout = $rin, undef, undef, 0.05);
+		next unless $n;
+		my $got = sysread($s, my $buf, 65536);
+		last unless $got;
+		$out .= $buf;
+	}
+	close $s;
+	return parse_response($out);
+}
+
+# Is an answer waiting on a begun request's socket? (Without reading it.)
+sub request_ready {
+	my ($self, $s, $timeout) = @_;
+	my $rin = '';
+	vec($rin, fileno($s), 1) = 1;
+	return select(my $rout = $rin, undef, undef, $timeout // 0) > 0;
 }
 
 # POST /chat/ with a JSON (or any) body.
