@@ -31,6 +31,7 @@
  *   .msg .text        the message text (always set with textContent)
  *   .msg .error       the error sentence of a failed message
  *   .msg button.retry sends a failed message again
+ *   .msg button.discard   forgets a message the server refused
  *   #room-name, #room-link, #room-copy   the room, its link, copy button
  *   #connection       "Reconnecting…" while the server cannot be reached
  *   #notice           why the page did not join the room asked for
@@ -195,11 +196,20 @@
     });
 
     log.addEventListener('click', function (e) {
-      var button = e.target.closest('button.retry');
+      var button = e.target.closest('button.retry, button.discard');
       if (!button) return;
       var msg = button.closest('.msg');
       input.focus(); // the button is about to go away; keep focus useful
       var item = outbox.find(function (i) { return i.id === msg.dataset.clientId; });
+      if (button.classList.contains('discard')) {
+        if (item) {
+          outbox.splice(outbox.indexOf(item), 1);
+          done.add(item.id);
+          saveOutbox();
+        }
+        msg.remove();
+        return;
+      }
       if (mode !== 'stateless' && item) {
         delete item.error;
         saveOutbox();
@@ -652,6 +662,15 @@
         retry.className = 'retry';
         retry.textContent = 'Retry';
         box.append(error, retry);
+        // A refused message waits at the end of the log until retried or
+        // discarded (a message too large will never pass).
+        if (mode !== 'stateless' && msg.dataset.clientId) {
+          var discard = document.createElement('button');
+          discard.type = 'button';
+          discard.className = 'discard';
+          discard.textContent = 'Discard';
+          box.append(discard);
+        }
         msg.append(box);
       }
     }

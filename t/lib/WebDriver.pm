@@ -246,6 +246,13 @@ sub screenshot {
 	return $file;
 }
 
+# cdp($command, \%params): a Chrome DevTools Protocol command, through
+# ChromeDriver's extension to W3C (e.g. Emulation.setEmulatedMedia).
+sub cdp {
+	my ($self, $cmd, $params) = @_;
+	return $self->_session_call(POST => '/goog/cdp/execute', { cmd => $cmd, params => $params // {} });
+}
+
 # Browser console entries since the last call ({level, message, ...}).
 # A ChromeDriver extension to W3C; returns () where it is not supported.
 sub browser_log {
