@@ -4,18 +4,20 @@
 #include "message_form.h"
 #include "message_json.h"
 #include "reply.h"
+#include "rooms.h"
 
 #include <json-c/json.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* The one path the backend answers; nginx sends it only POSTs to it. */
+/* The chat's path: nginx sends it only POSTs. The rooms' history is
+ * ROOMS_PATH. */
 #define CHAT_PATH "/chat/"
 
 /* Error bodies are constant: {"error":"<sentence>"} built at compile time. */
 #define ERROR_BODY(sentence) "{\"error\":\"" sentence "\"}"
 
-static void set_error(struct chat_response *res, int status, const char *body, const char *reason)
+void chat_set_error(struct chat_response *res, int status, const char *body, const char *reason)
 {
 	res->status = status;
 	res->body = (char *)body;
@@ -69,30 +71,61 @@ static int parse_length(const char *s, size_t *out)
 }
 
 /* The checks of chat_check_head; *is_json tells JSON from a form body. */
+/* The head of GET /chat/messages: only the method and the length matter. */
+static enum chat_head judge_rooms_head(const struct chat_request *req,
+				       const struct chat_limits *lim, struct chat_response *res,
+				       size_t *announced)
+{
+	if (!req->method || (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0)) {
+		chat_set_error(res, 405, ERROR_BODY("Only GET and HEAD are allowed here."),
+			       "method not allowed");
+		res->allow = "GET, HEAD";
+		return CHAT_HEAD_REJECTED;
+	}
+	if (!lim->store) {
+		chat_set_error(res, 404, ROOMS_OFF_BODY, "history is off (--store none)");
+		return CHAT_HEAD_REJECTED;
+	}
+	/* nginx passes an empty CONTENT_LENGTH for a request without a body. */
+	size_t length = 0;
+	if (req->content_length && *req->content_length &&
+	    (parse_length(req->content_length, &length) != 0 || length > lim->max_body)) {
+		chat_set_error(res, 400, ERROR_BODY("A GET request has no body."),
+			       "bad Content-Length on GET");
+		return CHAT_HEAD_REJECTED;
+	}
+	*announced = length;
+	return CHAT_HEAD_READ_BODY;
+}
+
 static enum chat_head judge_head(const struct chat_request *req, const struct chat_limits *lim,
 				 struct chat_response *res, size_t *announced, bool *is_json)
 {
 	memset(res, 0, sizeof *res);
 	*announced = 0;
+	*is_json = false;
+	if (req->path && strcmp(req->path, ROOMS_PATH) == 0)
+		return judge_rooms_head(req, lim, res, announced);
 	if (!req->path || strcmp(req->path, CHAT_PATH) != 0) {
-		set_error(res, 404, ERROR_BODY("There is nothing here."), "unknown path");
+		chat_set_error(res, 404, ERROR_BODY("There is nothing here."), "unknown path");
 		return CHAT_HEAD_REJECTED;
 	}
 	if (!req->method || strcmp(req->method, "POST") != 0) {
-		set_error(res, 405, ERROR_BODY("Only POST is allowed here."), "method not allowed");
+		chat_set_error(res, 405, ERROR_BODY("Only POST is allowed here."),
+			       "method not allowed");
 		res->allow = "POST";
 		return CHAT_HEAD_REJECTED;
 	}
 
 	size_t length;
 	if (parse_length(req->content_length, &length) != 0) {
-		set_error(res, 400, ERROR_BODY("The Content-Length header is not a number."),
-			  "bad Content-Length");
+		chat_set_error(res, 400, ERROR_BODY("The Content-Length header is not a number."),
+			       "bad Content-Length");
 		return CHAT_HEAD_REJECTED;
 	}
 	if (length > lim->max_body) {
-		set_error(res, 413, ERROR_BODY("The message is too large."),
-			  "body over --max-body (Content-Length)");
+		chat_set_error(res, 413, ERROR_BODY("The message is too large."),
+			       "body over --max-body (Content-Length)");
 		return CHAT_HEAD_REJECTED;
 	}
 
@@ -102,14 +135,15 @@ static enum chat_head judge_head(const struct chat_request *req, const struct ch
 		? media_type_match(req->content_type, "application/x-www-form-urlencoded")
 		: MEDIA_OTHER;
 	if (json == MEDIA_BAD_CHARSET || form == MEDIA_BAD_CHARSET) {
-		set_error(res, 415, ERROR_BODY("The body must be UTF-8."), "charset not UTF-8");
+		chat_set_error(res, 415, ERROR_BODY("The body must be UTF-8."),
+			       "charset not UTF-8");
 		return CHAT_HEAD_REJECTED;
 	}
 	if (json == MEDIA_OTHER && form == MEDIA_OTHER) {
-		set_error(res, 415,
-			  ERROR_BODY("Send the message as application/json or "
-				     "application/x-www-form-urlencoded."),
-			  "unsupported Content-Type");
+		chat_set_error(res, 415,
+			       ERROR_BODY("Send the message as application/json or "
+					  "application/x-www-form-urlencoded."),
+			       "unsupported Content-Type");
 		return CHAT_HEAD_REJECTED;
 	}
 	*announced = length;
@@ -124,6 +158,72 @@ enum chat_head chat_check_head(const struct chat_request *req, const struct chat
 	return judge_head(req, lim, res, announced, &is_json);
 }
 
+/* The "room" and "client_id" of a post, checked; room NULL when absent. */
+struct room_fields {
+	char name[CHAT_ROOM_MAX + 1];
+	const char *room; /* name, once checked; NULL without a room */
+	const char *client_id;
+	size_t client_id_len;
+	char *form_room, *form_client_id; /* decoded form fields, freed after */
+};
+
+static void room_fields_free(struct room_fields *rf)
+{
+	free(rf->form_room);
+	free(rf->form_client_id);
+}
+
+/* Returns 0, or -1 (400) / -2 (out of memory) with *why set. Without a
+ * room, nothing else is looked at: the post stays exactly stateless. */
+static int read_room_fields(bool is_json, json_object *root, const char *body, size_t body_len,
+			    struct room_fields *rf, const char **why)
+{
+	const char *room = NULL;
+	size_t room_len = 0;
+	int has_room, has_id;
+
+	memset(rf, 0, sizeof *rf);
+	if (is_json) {
+		has_room = message_json_member(root, "room", &room, &room_len);
+		if (has_room < 0) {
+			*why = "The \"room\" member must be a string.";
+			return -1;
+		}
+		if (!has_room)
+			return 0;
+		has_id = message_json_member(root, "client_id", &rf->client_id, &rf->client_id_len);
+		if (has_id < 0) {
+			*why = "The \"client_id\" member must be a string.";
+			return -1;
+		}
+	} else {
+		has_room =
+		    message_form_field(body, body_len, "room", &rf->form_room, &room_len, why);
+		if (has_room <= 0)
+			return has_room;
+		room = rf->form_room;
+		has_id = message_form_field(body, body_len, "client_id", &rf->form_client_id,
+					    &rf->client_id_len, why);
+		if (has_id < 0)
+			return has_id;
+		rf->client_id = rf->form_client_id;
+	}
+	if (!room_name_valid(room, room_len)) {
+		*why = "A room name is 1 to 64 characters from A-Z, a-z, 0-9, '-' and '_'.";
+		return -1;
+	}
+	if (has_id && !room_client_id_valid(rf->client_id, rf->client_id_len)) {
+		*why = "A client_id is 1 to 64 characters, with no control characters.";
+		return -1;
+	}
+	if (!has_id)
+		rf->client_id = NULL;
+	memcpy(rf->name, room, room_len);
+	rf->name[room_len] = '\0';
+	rf->room = rf->name;
+	return 0;
+}
+
 void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 		  struct chat_response *res)
 {
@@ -133,20 +233,24 @@ void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 	if (judge_head(req, lim, res, &announced, &is_json) == CHAT_HEAD_REJECTED)
 		return;
 	if (req->body_len > lim->max_body) {
-		set_error(res, 413, ERROR_BODY("The message is too large."),
-			  "body over --max-body");
+		chat_set_error(res, 413, ERROR_BODY("The message is too large."),
+			       "body over --max-body");
 		return;
 	}
 	if (req->content_length && req->body_len != announced) {
-		set_error(res, 400, ERROR_BODY("The body does not match its Content-Length."),
-			  "body length differs from Content-Length");
+		chat_set_error(res, 400, ERROR_BODY("The body does not match its Content-Length."),
+			       "body length differs from Content-Length");
+		return;
+	}
+	if (strcmp(req->path, ROOMS_PATH) == 0) {
+		rooms_messages(req, lim, res);
 		return;
 	}
 
 	if (is_json && req->body_len == 0) {
-		set_error(res, 400,
-			  ERROR_BODY("The body is empty; send a JSON object with a message."),
-			  "empty body");
+		chat_set_error(res, 400,
+			       ERROR_BODY("The body is empty; send a JSON object with a message."),
+			       "empty body");
 		return;
 	}
 
@@ -163,6 +267,20 @@ void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 	}
 	if (decoded)
 		text = decoded;
+
+	struct room_fields rf;
+	rc = read_room_fields(is_json, root, body, req->body_len, &rf, &why);
+	if (rc != 0) {
+		set_error_text(res, rc == -2 ? 503 : 400, why);
+	} else if (rf.room) {
+		rooms_post(lim, rf.room, rf.client_id, rf.client_id_len, text, len, res);
+	}
+	if (rc != 0 || rf.room) {
+		room_fields_free(&rf);
+		json_object_put(root);
+		free(decoded);
+		return;
+	}
 
 	size_t out_len;
 	char *out = reply_message(text, len, &out_len);
@@ -181,7 +299,7 @@ void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 void chat_out_of_memory(struct chat_response *res, const char *reason)
 {
 	memset(res, 0, sizeof *res);
-	set_error(res, 503, ERROR_BODY("The server is out of memory; try again."), reason);
+	chat_set_error(res, 503, ERROR_BODY("The server is out of memory; try again."), reason);
 }
 
 void chat_response_free(struct chat_response *res)

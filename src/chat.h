@@ -18,8 +18,11 @@
 /* A room name: 1 to CHAT_ROOM_MAX characters from [A-Za-z0-9_-]. */
 #define CHAT_ROOM_MAX 64
 
+struct store;
+
 struct chat_limits {
-	size_t max_body; /* bytes; larger bodies get 413 */
+	size_t max_body;     /* bytes; larger bodies get 413 */
+	struct store *store; /* the room history; NULL: --store none */
 };
 
 /* What the FastCGI layer knows of a request. Any string may be NULL when the
@@ -27,6 +30,7 @@ struct chat_limits {
 struct chat_request {
 	const char *method;         /* REQUEST_METHOD */
 	const char *path;           /* path part of REQUEST_URI, query removed */
+	const char *query;          /* QUERY_STRING, undecoded */
 	const char *content_type;   /* CONTENT_TYPE */
 	const char *content_length; /* CONTENT_LENGTH, as sent */
 	const char *body;           /* the body bytes read, not NUL-terminated */
@@ -87,6 +91,10 @@ enum chat_head chat_check_head(const struct chat_request *req, const struct chat
  */
 void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 		  struct chat_response *res);
+
+/* An error answer with a constant body ({"error":"..."}); reason goes to
+ * the log. */
+void chat_set_error(struct chat_response *res, int status, const char *body, const char *reason);
 
 /* The 503 answer when memory runs out; reason goes to the log. */
 void chat_out_of_memory(struct chat_response *res, const char *reason);

@@ -7,6 +7,7 @@
 #include "log.h"
 #include "options.h"
 #include "server.h"
+#include "store.h"
 
 #include <fcgiapp.h>
 #include <signal.h>
@@ -16,6 +17,12 @@
 /* SIGTERM must end the process within 5 s: requests in flight get this long,
  * which leaves room for libfcgi's own close wait. */
 #define SHUTDOWN_GRACE_MS 2500u
+
+/* The server's change detector, for waiters woken by other processes. */
+static int store_version(void *ctx, uint64_t *version)
+{
+	return store_data_version(ctx, version);
+}
 
 int main(int argc, char **argv)
 {
@@ -41,30 +48,48 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	struct listener l;
 	char err[512];
+	struct store *store = NULL;
+	if (opt.store_path) {
+		struct store_options so = {.history = opt.room_history,
+					   .sync_full = opt.store_sync_full};
+		if (store_open(&store, opt.store_path, &so, err, sizeof err) != 0) {
+			log_msg(LOG_ERROR, "%s", err);
+			return 1;
+		}
+	}
+
+	struct listener l;
 	if (listener_open(&l, opt.listen, opt.socket_mode, err, sizeof err) != 0) {
 		log_msg(LOG_ERROR, "%s", err);
+		store_close(store);
 		return 1;
 	}
 	if (FCGX_Init() != 0) {
 		log_msg(LOG_ERROR, "libfcgi failed to initialise");
 		listener_close(&l);
+		store_close(store);
 		return 1;
 	}
 
 	struct server_config cfg = {
 	    .listen_fd = l.fd,
 	    .threads = opt.threads,
-	    .limits = {.max_body = opt.max_body},
+	    .max_held = opt.max_waits,
+	    .limits = {.max_body = opt.max_body, .store = store},
+	    .store_version = store ? store_version : NULL,
+	    .store_ctx = store,
 	};
 	struct server *srv = server_start(&cfg);
 	if (!srv) {
 		listener_close(&l);
+		store_close(store);
 		return 1;
 	}
-	log_msg(LOG_NOTICE, "chat-fcgi %s listening on %s with %u threads, max body %zu bytes",
-		VERSION_STRING, l.name, opt.threads, opt.max_body);
+	log_msg(LOG_NOTICE,
+		"chat-fcgi %s listening on %s with %u threads, max body %zu bytes, store %s%s",
+		VERSION_STRING, l.name, opt.threads, opt.max_body, store ? "sqlite:" : "none",
+		store ? opt.store_path : "");
 
 	int sig = 0;
 	if (sigwait(&stop, &sig) != 0)
@@ -74,6 +99,8 @@ int main(int argc, char **argv)
 	listener_refuse(&l);
 	unsigned long served = server_stop(srv, SHUTDOWN_GRACE_MS);
 	listener_close(&l);
+	/* The store stays open: a worker still inside a request after the grace
+	 * period may be using it, and every commit is already on disk. */
 	log_msg(LOG_NOTICE, "exiting after %lu requests", served);
 	return 0;
 }

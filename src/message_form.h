@@ -14,4 +14,17 @@
 int message_from_form(const char *body, size_t body_len, char **text, size_t *len,
 		      const char **why);
 
+/*
+ * The last field called name (at most 9 characters), decoded as above:
+ * returns 1 with *text (malloc'd, NUL-terminated; caller frees) and *len, 0
+ * when absent (*text then holds ""), -1 for a bad body, -2 when out of memory.
+ */
+int message_form_field(const char *body, size_t body_len, const char *name, char **text,
+		       size_t *len, const char **why);
+
+/* Decodes len bytes of an urlencoded name or value ('+' is a space) into
+ * out, which has room for len bytes; returns the decoded length, or -1 on a
+ * bad %XX. */
+long form_value_decode(const char *s, size_t len, char *out);
+
 #endif

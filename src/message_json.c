@@ -57,3 +57,15 @@ int message_from_json(const char *body, size_t body_len, struct json_object **ro
 	*len = (size_t)json_object_get_string_len(message);
 	return 0;
 }
+
+int message_json_member(struct json_object *root, const char *name, const char **s, size_t *len)
+{
+	json_object *member;
+	if (!root || !json_object_object_get_ex(root, name, &member))
+		return 0;
+	if (!json_object_is_type(member, json_type_string))
+		return -1;
+	*s = json_object_get_string(member);
+	*len = (size_t)json_object_get_string_len(member);
+	return 1;
+}

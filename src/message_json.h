@@ -18,4 +18,11 @@ struct json_object;
 int message_from_json(const char *body, size_t body_len, struct json_object **root,
 		      const char **text, size_t *len, const char **why);
 
+/*
+ * An optional string member of the object message_from_json returned, such
+ * as "room": 1 with *s and *len pointing into root, 0 when absent, -1 when
+ * it is not a string.
+ */
+int message_json_member(struct json_object *root, const char *name, const char **s, size_t *len);
+
 #endif

@@ -1,6 +1,7 @@
 #include "options.h"
 
 #include "chat.h"
+#include "store.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -11,7 +12,9 @@
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: chat-fcgi [--listen unix:PATH|HOST:PORT] [--socket-mode MODE]\n"
-		     "                 [--threads N] [--max-body BYTES] [--quiet|--verbose]\n"
+		     "                 [--threads N] [--max-waits N] [--max-body BYTES]\n"
+		     "                 [--store sqlite:PATH|none] [--room-history N]\n"
+		     "                 [--store-sync normal|full] [--quiet|--verbose]\n"
 		     "                 [--help] [--version]\n");
 }
 
@@ -25,14 +28,24 @@ static void help(void)
 	       "\n"
 	       "  -l, --listen ADDR      listen on unix:PATH or HOST:PORT itself\n"
 	       "  -m, --socket-mode MODE permissions of a unix socket (octal; default 0660)\n"
-	       "  -t, --threads N        requests served at once (default %u)\n"
+	       "  -t, --threads N        requests worked on at once (default %u); idle\n"
+	       "                         connections and held long-polls take none\n"
+	       "  -w, --max-waits N      long-polls held at once (default %u); past it,\n"
+	       "                         polls are answered at once with \"busy\"\n"
 	       "  -b, --max-body BYTES   largest request body; K or M suffix allowed\n"
 	       "                         (default 64K, as nginx's client_max_body_size)\n"
+	       "  -s, --store SPEC       the rooms' history: sqlite:PATH (created if\n"
+	       "                         missing; its directory must exist) or none\n"
+	       "                         (default %s)\n"
+	       "  -r, --room-history N   entries kept per room (default %u)\n"
+	       "      --store-sync MODE  normal: an answered post survives a crash of\n"
+	       "                         chat-fcgi (default); full: also a power loss\n"
 	       "  -q, --quiet            log only failures of the service itself\n"
 	       "  -v, --verbose          also log every request\n"
 	       "  -h, --help             show this help\n"
 	       "  -V, --version          show the version\n",
-	       OPTIONS_THREADS_DEFAULT);
+	       OPTIONS_THREADS_DEFAULT, OPTIONS_MAX_WAITS_DEFAULT, CHAT_STORE_DEFAULT,
+	       STORE_HISTORY_DEFAULT);
 }
 
 /* A whole number in [min, max], with an optional K or M suffix when
@@ -70,7 +83,11 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 	    {"listen", required_argument, NULL, 'l'},
 	    {"socket-mode", required_argument, NULL, 'm'},
 	    {"threads", required_argument, NULL, 't'},
+	    {"max-waits", required_argument, NULL, 'w'},
 	    {"max-body", required_argument, NULL, 'b'},
+	    {"store", required_argument, NULL, 's'},
+	    {"room-history", required_argument, NULL, 'r'},
+	    {"store-sync", required_argument, NULL, 'S'},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
@@ -83,12 +100,15 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 	*opt = (struct options){
 	    .socket_mode = OPTIONS_SOCKET_MODE_DEFAULT,
 	    .threads = OPTIONS_THREADS_DEFAULT,
+	    .max_waits = OPTIONS_MAX_WAITS_DEFAULT,
 	    .max_body = CHAT_MAX_BODY_DEFAULT,
 	    .verbosity = 1,
+	    .store_path = CHAT_STORE_DEFAULT + sizeof "sqlite:" - 1,
+	    .room_history = STORE_HISTORY_DEFAULT,
 	};
 	opterr = 0;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, ":l:m:t:b:qvhV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":l:m:t:w:b:s:r:qvhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
 			if (strncmp(optarg, "unix:", 5) != 0 && !strchr(optarg, ':')) {
@@ -120,6 +140,16 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 			}
 			opt->threads = (unsigned)v;
 			break;
+		case 'w':
+			if (parse_size(optarg, 10, 0, 0, OPTIONS_MAX_WAITS_MAX, &v) != 0) {
+				fprintf(stderr,
+					"chat-fcgi: --max-waits takes a number from 0 to %u, "
+					"not '%s'\n",
+					OPTIONS_MAX_WAITS_MAX, optarg);
+				goto bad;
+			}
+			opt->max_waits = (unsigned)v;
+			break;
 		case 'b':
 			if (parse_size(optarg, 10, 1, 1, OPTIONS_MAX_BODY_LIMIT, &v) != 0) {
 				fprintf(stderr,
@@ -129,6 +159,37 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 				goto bad;
 			}
 			opt->max_body = (size_t)v;
+			break;
+		case 's':
+			if (strcmp(optarg, "none") == 0) {
+				opt->store_path = NULL;
+			} else if (strncmp(optarg, "sqlite:", 7) == 0 && optarg[7]) {
+				opt->store_path = optarg + 7;
+			} else {
+				fprintf(stderr,
+					"chat-fcgi: --store takes sqlite:PATH or none, not '%s'\n",
+					optarg);
+				goto bad;
+			}
+			break;
+		case 'r':
+			if (parse_size(optarg, 10, 0, 1, STORE_HISTORY_MAX, &v) != 0) {
+				fprintf(stderr,
+					"chat-fcgi: --room-history takes a number from 1 to %u, "
+					"not '%s'\n",
+					STORE_HISTORY_MAX, optarg);
+				goto bad;
+			}
+			opt->room_history = (unsigned)v;
+			break;
+		case 'S':
+			if (strcmp(optarg, "normal") != 0 && strcmp(optarg, "full") != 0) {
+				fprintf(stderr,
+					"chat-fcgi: --store-sync takes normal or full, not '%s'\n",
+					optarg);
+				goto bad;
+			}
+			opt->store_sync_full = strcmp(optarg, "full") == 0;
 			break;
 		case 'q':
 			opt->verbosity = 0;

@@ -2,13 +2,18 @@
 #ifndef OPTIONS_H
 #define OPTIONS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
-#define OPTIONS_THREADS_DEFAULT 16u
-/* libfcgi closes connections with select(), which cannot watch descriptors
- * past FD_SETSIZE (1024): keep one connection per thread well below it. */
-#define OPTIONS_THREADS_MAX         512u
+/* Threads only ever work: none waits on an idle connection or a held
+ * long-poll (see server.c), so a few per core are enough. */
+#define OPTIONS_THREADS_DEFAULT 8u
+#define OPTIONS_THREADS_MAX     512u
+/* Long-polls held at once; each costs about 20 KiB (libfcgi's buffers) and
+ * one nginx connection, no thread. */
+#define OPTIONS_MAX_WAITS_DEFAULT   2048u
+#define OPTIONS_MAX_WAITS_MAX       100000u
 #define OPTIONS_SOCKET_MODE_DEFAULT 0660
 /* A chat message has no business being larger; it bounds every buffer. */
 #define OPTIONS_MAX_BODY_LIMIT ((size_t)16 * 1024 * 1024)
@@ -17,8 +22,12 @@ struct options {
 	const char *listen; /* "unix:PATH" or "HOST:PORT"; NULL: the socket on fd 0 */
 	mode_t socket_mode;
 	unsigned threads;
+	unsigned max_waits;
 	size_t max_body;
-	int verbosity; /* 0 --quiet, 1 default, 2 --verbose */
+	int verbosity;          /* 0 --quiet, 1 default, 2 --verbose */
+	const char *store_path; /* the SQLite file; NULL: --store none */
+	unsigned room_history;  /* entries kept per room */
+	bool store_sync_full;   /* --store-sync full */
 };
 
 enum options_result {

@@ -1,15 +1,44 @@
+/*
+ * The thin libfcgi layer.
+ *
+ * Why not one thread per connection, as libfcgi's own examples do: nginx
+ * keeps idle connections to the backend open (fastcgi_keep_conn, upstream
+ * keepalive), and a thread parked on an idle connection cannot serve anyone
+ * else. With more idle kept connections than threads, new requests wait
+ * behind connections that have nothing to say (measured: a p99 of 40 ms
+ * and stalls). Here no thread ever waits on one connection: every open
+ * connection sits in one epoll set, armed one-shot, and all threads wait in
+ * epoll_wait. A connection with a request to read wakes exactly one thread,
+ * which reads it with libfcgi, answers, and arms the connection again. Idle
+ * kept connections then cost a file descriptor and a slot, not a thread,
+ * so keep-alive needs no tuning against --threads, whatever nginx's workers
+ * times keepalive is. The same goes for long-polls: a held request waits in
+ * a list, not in a thread, until its room changes or its time is up.
+ *
+ * Connections live in a fixed table of slots. Every event carries the
+ * slot's index and the "arm" count it was armed with; the count goes up at
+ * every arm and at close, so an event that went stale while another thread
+ * handled the connection is recognised and dropped under the lock.
+ */
+/* epoll, eventfd, timerfd and accept4: this layer is Linux-only. */
+#define _GNU_SOURCE
 #include "server.h"
 
 #include "log.h"
 
 #include <errno.h>
 #include <fcgiapp.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,16 +48,78 @@
 /* A rejected body is read and thrown away so that a kept connection stays
  * in step; past this much the connection is closed instead. */
 #define DRAIN_LIMIT ((size_t)1024 * 1024)
+/* A read or write that stalls this long mid-request ends the connection:
+ * nginx sends a whole buffered request at once, so only a broken or
+ * hostile peer is ever cut off. Idle connections are never read, so this
+ * does not limit keep-alive. */
+#define IO_TIMEOUT_S 10
+/* How often held requests look for posts made by other processes. */
+#define STORE_POLL_MS 100
+/* Connections accepted per wake-up before others get a turn. */
+#define ACCEPT_BATCH 32
+/* Upper bound on the slot table, whatever RLIMIT_NOFILE allows. */
+#define MAX_SLOTS 65536u
+
+/* Tags of the epoll entries that are not connections. */
+#define TAG_LISTEN UINT64_MAX
+#define TAG_STOP   (UINT64_MAX - 1)
+#define TAG_TIMER  (UINT64_MAX - 2)
+
+enum conn_state {
+	CONN_FREE, /* an empty slot */
+	CONN_IDLE, /* open, armed, waiting for its next request */
+	CONN_BUSY, /* owned by one thread */
+	CONN_HELD  /* a request waits for its room; armed to notice a close */
+};
+
+struct conn {
+	FCGX_Request req;
+	enum conn_state state;
+	uint32_t index;
+	uint32_t arm;
+	struct conn *next; /* free list, held list, or a list being answered */
+	struct conn *prev; /* held list */
+	/* While a request is held: */
+	uint64_t deadline_ms; /* CLOCK_MONOTONIC */
+	uint64_t seen_change; /* srv->changes when its answer was computed */
+	bool was_held;
+	char room[CHAT_ROOM_MAX + 1];
+	char *body;
+	size_t body_len;
+	struct timespec t0;
+};
 
 struct server {
 	struct server_config cfg;
-	int wake[2]; /* written once at stop: wakes every worker's poll */
+	int ep;
+	int stop_fd;  /* eventfd, readable for good once stopping */
+	int timer_fd; /* held deadlines and the store check */
 	atomic_bool stopping;
 	atomic_ulong served;
-	pthread_mutex_t lock;
+
+	pthread_mutex_t lock; /* everything below, and each conn's state and arm */
 	pthread_cond_t done;
-	unsigned running; /* workers still in their loop, under lock */
+	unsigned running;
+	struct conn *slots;
+	uint32_t nslots;
+	struct conn *free_slots;
+	bool listen_paused; /* every slot taken: the listening socket waits */
+	struct conn *held;  /* doubly linked */
+	unsigned nheld;
+	/* Bumped whenever entries may have been added to some room: a request
+	 * whose answer was computed before the last bump is not held but looked
+	 * at again, so no post between its query and its hold is missed. */
+	uint64_t changes;
+	uint64_t store_version;
+	uint64_t timer_due_ms; /* 0: not set */
 };
+
+static uint64_t now_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
+}
 
 static const char *status_text(int status)
 {
@@ -158,131 +249,554 @@ static void log_request(FCGX_Request *req, const struct chat_response *res,
 		res->reason ? ": " : "", res->reason ? res->reason : "");
 }
 
-static void handle(struct server *srv, FCGX_Request *req)
+/* --- slots and arming; callers hold srv->lock ------------------------- */
+
+static int arm(struct server *srv, struct conn *c, int op)
 {
-	struct timespec t0;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-
-	/* The path is REQUEST_URI without its query: nginx may have rewritten
-	 * DOCUMENT_URI to the index file. */
-	const char *uri = FCGX_GetParam("REQUEST_URI", req->envp);
-	char path[64];
-	const char *path_arg = NULL;
-	if (uri) {
-		size_t n = strcspn(uri, "?");
-		if (n < sizeof path) {
-			memcpy(path, uri, n);
-			path[n] = '\0';
-			path_arg = path;
-		} else {
-			path_arg = ""; /* longer than any path served here */
-		}
-	}
-	struct chat_request creq = {
-	    .method = FCGX_GetParam("REQUEST_METHOD", req->envp),
-	    .path = path_arg,
-	    .content_type = FCGX_GetParam("CONTENT_TYPE", req->envp),
-	    .content_length = FCGX_GetParam("CONTENT_LENGTH", req->envp),
+	c->arm++;
+	struct epoll_event ev = {
+	    .events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT,
+	    .data.u64 = (uint64_t)c->arm << 32 | c->index,
 	};
-	struct chat_response res;
-	size_t announced;
-	char *body = NULL;
-
-	if (chat_check_head(&creq, &srv->cfg.limits, &res, &announced) == CHAT_HEAD_REJECTED) {
-		if (!drain_body(req->in))
-			req->keepConnection = 0;
-	} else {
-		bool gone = false, oom = false;
-		body = read_body(req->in, announced, srv->cfg.limits.max_body, &creq.body_len,
-				 &gone, &oom);
-		if (gone) {
-			char u[256];
-			log_clean(u, sizeof u, uri);
-			log_msg(LOG_NOTICE, "client went away mid-body (%zu bytes announced) on %s",
-				announced, u);
-			req->keepConnection = 0;
-			return;
-		}
-		if (oom) {
-			chat_out_of_memory(&res, "out of memory reading the body");
-			req->keepConnection = 0; /* the rest of the body is unread */
-		} else {
-			creq.body = body;
-			chat_respond(&creq, &srv->cfg.limits, &res);
-		}
-		if (creq.body_len > srv->cfg.limits.max_body && !drain_body(req->in))
-			req->keepConnection = 0;
-	}
-
-	if (write_response(req->out, &res) != 0)
-		log_msg(LOG_DEBUG, "could not send the answer: the connection is gone");
-	log_request(req, &res, &t0);
-	chat_response_free(&res);
-	free(body);
-	atomic_fetch_add(&srv->served, 1);
+	return epoll_ctl(srv->ep, op, c->req.ipcFd, &ev);
 }
 
-/* Waits until fd has something to read or the server stops. */
-static bool wait_readable(struct server *srv, int fd)
+static void arm_listener(struct server *srv)
 {
-	struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = srv->wake[0], .events = POLLIN}};
-	for (;;) {
-		if (atomic_load(&srv->stopping))
-			return false;
-		int n = poll(p, 2, -1);
-		if (n < 0 && errno != EINTR)
-			return false;
-		if (n > 0)
-			return !atomic_load(&srv->stopping);
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.u64 = TAG_LISTEN};
+	/* After listener_refuse() the descriptor is another, unregistered
+	 * socket: ENOENT then just means "stopped accepting". */
+	if (epoll_ctl(srv->ep, EPOLL_CTL_MOD, srv->cfg.listen_fd, &ev) != 0 && errno != ENOENT &&
+	    errno != EBADF)
+		log_msg(LOG_ERROR, "cannot watch the listening socket: %s", strerror(errno));
+}
+
+static void release_slot(struct server *srv, struct conn *c)
+{
+	c->state = CONN_FREE;
+	c->arm++; /* whatever event is still in flight for it is stale now */
+	c->next = srv->free_slots;
+	srv->free_slots = c;
+	if (srv->listen_paused && !atomic_load(&srv->stopping)) {
+		srv->listen_paused = false;
+		arm_listener(srv);
 	}
+}
+
+static void held_insert(struct server *srv, struct conn *c)
+{
+	c->prev = NULL;
+	c->next = srv->held;
+	if (srv->held)
+		srv->held->prev = c;
+	srv->held = c;
+	srv->nheld++;
+}
+
+static void held_remove(struct server *srv, struct conn *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		srv->held = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->next = c->prev = NULL;
+	srv->nheld--;
+}
+
+/* Makes the timer fire by due_ms at the latest. */
+static void timer_by(struct server *srv, uint64_t due_ms)
+{
+	if (srv->timer_due_ms != 0 && srv->timer_due_ms <= due_ms)
+		return;
+	uint64_t now = now_ms();
+	uint64_t in = due_ms > now ? due_ms - now : 1;
+	struct itimerspec its = {
+	    .it_value = {.tv_sec = (time_t)(in / 1000), .tv_nsec = (long)(in % 1000) * 1000000L}};
+	if (timerfd_settime(srv->timer_fd, 0, &its, NULL) != 0) {
+		log_msg(LOG_ERROR, "timerfd_settime: %s", strerror(errno));
+		return;
+	}
+	srv->timer_due_ms = due_ms;
+}
+
+/* --- one connection, owned by the calling thread (state CONN_BUSY) ----- */
+
+static void conn_close(struct server *srv, struct conn *c)
+{
+	/* detached: close at once, without libfcgi's drain of up to 2 s
+	 * (which also uses select() and so cannot take descriptors past
+	 * FD_SETSIZE). Everything has been read by then anyway. */
+	c->req.detached = 1;
+	FCGX_Free(&c->req, 1);
+	free(c->body);
+	c->body = NULL;
+	pthread_mutex_lock(&srv->lock);
+	release_slot(srv, c);
+	pthread_mutex_unlock(&srv->lock);
+}
+
+/* Ends the request on c and makes the connection wait for the next one. */
+static void conn_finish(struct server *srv, struct conn *c)
+{
+	free(c->body);
+	c->body = NULL;
+	c->was_held = false;
+	if (atomic_load(&srv->stopping))
+		c->req.keepConnection = 0;
+	c->req.detached = 1;
+	FCGX_Finish_r(&c->req);
+	if (c->req.ipcFd < 0) {
+		pthread_mutex_lock(&srv->lock);
+		release_slot(srv, c);
+		pthread_mutex_unlock(&srv->lock);
+		return;
+	}
+	pthread_mutex_lock(&srv->lock);
+	bool ok = !atomic_load(&srv->stopping);
+	if (ok) {
+		c->state = CONN_IDLE;
+		if (arm(srv, c, EPOLL_CTL_MOD) != 0) {
+			log_msg(LOG_ERROR, "cannot watch a connection: %s", strerror(errno));
+			c->state = CONN_BUSY;
+			ok = false;
+		}
+	}
+	pthread_mutex_unlock(&srv->lock);
+	if (!ok)
+		conn_close(srv, c);
+}
+
+/* The request as chat_respond sees it; path_buf holds the path. */
+static void build_request(struct conn *c, struct chat_request *creq, char *path_buf,
+			  size_t path_size)
+{
+	char **envp = c->req.envp;
+	/* The path is REQUEST_URI without its query: nginx may have rewritten
+	 * DOCUMENT_URI to the index file. */
+	const char *uri = FCGX_GetParam("REQUEST_URI", envp);
+	const char *path = NULL;
+	if (uri) {
+		size_t n = strcspn(uri, "?");
+		if (n < path_size) {
+			memcpy(path_buf, uri, n);
+			path_buf[n] = '\0';
+			path = path_buf;
+		} else {
+			path = ""; /* longer than any path served here */
+		}
+	}
+	*creq = (struct chat_request){
+	    .method = FCGX_GetParam("REQUEST_METHOD", envp),
+	    .path = path,
+	    .query = FCGX_GetParam("QUERY_STRING", envp),
+	    .content_type = FCGX_GetParam("CONTENT_TYPE", envp),
+	    .content_length = FCGX_GetParam("CONTENT_LENGTH", envp),
+	    .body = c->body,
+	    .body_len = c->body_len,
+	};
+}
+
+static void wake_room(struct server *srv, const char *room);
+
+/*
+ * Sends res for the request on c, or holds the request when res asks for
+ * it. Takes over res.
+ */
+static void answer(struct server *srv, struct conn *c, struct chat_request *creq,
+		   struct chat_response *res)
+{
+	/* A request that wants to wait is held, or asked again with a mode
+	 * that makes it answer now. A few rounds at most: it holds, or answers
+	 * FULL/OVER, or sees a change that came in during its own query. */
+	for (unsigned round = 0; res->status == 0; round++) {
+		enum chat_hold_mode mode = CHAT_HOLD_OVER;
+		pthread_mutex_lock(&srv->lock);
+		uint64_t now = now_ms();
+		if (!c->was_held)
+			c->deadline_ms = now + res->hold.ms;
+		else if (now + res->hold.ms < c->deadline_ms)
+			c->deadline_ms = now + res->hold.ms;
+		if (res->hold.ms == 0 || round > 100 || atomic_load(&srv->stopping) ||
+		    now >= c->deadline_ms) {
+			mode = CHAT_HOLD_OVER;
+		} else if (c->seen_change != srv->changes) {
+			mode = CHAT_HOLD_ALLOWED; /* something changed meanwhile */
+		} else if (srv->nheld >= srv->cfg.max_held) {
+			mode = CHAT_HOLD_FULL;
+		} else {
+			memcpy(c->room, res->hold.room, sizeof c->room);
+			c->room[sizeof c->room - 1] = '\0';
+			c->was_held = true;
+			c->state = CONN_HELD;
+			held_insert(srv, c);
+			/* Armed so that nginx giving up on the request is seen. */
+			if (arm(srv, c, EPOLL_CTL_MOD) != 0) {
+				log_msg(LOG_ERROR, "cannot watch a held request: %s",
+					strerror(errno));
+				held_remove(srv, c);
+				c->state = CONN_BUSY;
+				mode = CHAT_HOLD_OVER;
+			} else {
+				uint64_t due = c->deadline_ms;
+				if (srv->cfg.store_version && now + STORE_POLL_MS < due)
+					due = now + STORE_POLL_MS;
+				timer_by(srv, due);
+				pthread_mutex_unlock(&srv->lock);
+				chat_response_free(res);
+				return;
+			}
+		}
+		c->seen_change = srv->changes;
+		pthread_mutex_unlock(&srv->lock);
+		chat_response_free(res);
+		creq->hold_mode = mode;
+		chat_respond(creq, &srv->cfg.limits, res);
+		if (res->status == 0 && mode != CHAT_HOLD_ALLOWED) {
+			chat_response_free(res);
+			chat_out_of_memory(res, "the request logic held a request told to answer");
+		}
+	}
+
+	if (write_response(c->req.out, res) != 0)
+		log_msg(LOG_DEBUG, "could not send the answer: the connection is gone");
+	log_request(&c->req, res, &c->t0);
+	char room[sizeof res->changed_room];
+	memcpy(room, res->changed_room, sizeof room);
+	room[sizeof room - 1] = '\0';
+	chat_response_free(res);
+	atomic_fetch_add(&srv->served, 1);
+	conn_finish(srv, c);
+	if (room[0])
+		wake_room(srv, room);
+}
+
+/* Asks chat_respond again for each held request in list (linked by next). */
+static void answer_again(struct server *srv, struct conn *list, bool over)
+{
+	while (list) {
+		struct conn *c = list;
+		list = c->next;
+		c->next = NULL;
+		char path[64];
+		struct chat_request creq;
+		struct chat_response res;
+		build_request(c, &creq, path, sizeof path);
+		creq.hold_mode = over ? CHAT_HOLD_OVER : CHAT_HOLD_ALLOWED;
+		pthread_mutex_lock(&srv->lock);
+		c->seen_change = srv->changes;
+		pthread_mutex_unlock(&srv->lock);
+		chat_respond(&creq, &srv->cfg.limits, &res);
+		answer(srv, c, &creq, &res);
+	}
+}
+
+/* A post added entries to room: the requests held on it answer now. */
+static void wake_room(struct server *srv, const char *room)
+{
+	struct conn *list = NULL;
+	pthread_mutex_lock(&srv->lock);
+	srv->changes++;
+	for (struct conn *c = srv->held, *next; c; c = next) {
+		next = c->next;
+		if (strcmp(c->room, room) == 0) {
+			held_remove(srv, c);
+			c->state = CONN_BUSY;
+			c->next = list;
+			list = c;
+		}
+	}
+	pthread_mutex_unlock(&srv->lock);
+	answer_again(srv, list, false);
+}
+
+/* Reads the request waiting on c and answers it. */
+static void serve(struct server *srv, struct conn *c)
+{
+	c->req.detached = 1;
+	if (FCGX_Accept_r(&c->req) < 0) {
+		/* The peer closed, or broke the protocol: libfcgi has closed
+		 * the connection (it has no listening socket to fall back on). */
+		conn_close(srv, c);
+		return;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &c->t0);
+	c->was_held = false;
+	pthread_mutex_lock(&srv->lock);
+	c->seen_change = srv->changes;
+	pthread_mutex_unlock(&srv->lock);
+
+	char path[64];
+	struct chat_request creq;
+	struct chat_response res;
+	size_t announced;
+	build_request(c, &creq, path, sizeof path);
+
+	if (chat_check_head(&creq, &srv->cfg.limits, &res, &announced) == CHAT_HEAD_REJECTED) {
+		if (!drain_body(c->req.in))
+			c->req.keepConnection = 0;
+		answer(srv, c, &creq, &res);
+		return;
+	}
+	bool gone = false, oom = false;
+	c->body =
+	    read_body(c->req.in, announced, srv->cfg.limits.max_body, &c->body_len, &gone, &oom);
+	if (gone) {
+		char u[256];
+		log_clean(u, sizeof u, FCGX_GetParam("REQUEST_URI", c->req.envp));
+		log_msg(LOG_NOTICE, "client went away mid-body (%zu bytes announced) on %s",
+			announced, u);
+		conn_close(srv, c);
+		return;
+	}
+	if (oom) {
+		chat_out_of_memory(&res, "out of memory reading the body");
+		c->req.keepConnection = 0; /* the rest of the body is unread */
+		answer(srv, c, &creq, &res);
+		return;
+	}
+	creq.body = c->body;
+	creq.body_len = c->body_len;
+	chat_respond(&creq, &srv->cfg.limits, &res);
+	if (c->body_len > srv->cfg.limits.max_body && !drain_body(c->req.in))
+		c->req.keepConnection = 0;
+	answer(srv, c, &creq, &res);
+}
+
+/* A held request's connection became readable: nginx gave up on it (the
+ * client went away or a timeout passed), or sent something it should not. */
+static void held_event(struct server *srv, struct conn *c)
+{
+	char b;
+	ssize_t n = recv(c->req.ipcFd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+		/* Nothing after all: hold it again. */
+		struct chat_response res = {.status = 0};
+		uint64_t now = now_ms();
+		res.hold.ms = c->deadline_ms > now ? (unsigned)(c->deadline_ms - now) : 0;
+		memcpy(res.hold.room, c->room, sizeof res.hold.room);
+		char path[64];
+		struct chat_request creq;
+		build_request(c, &creq, path, sizeof path);
+		answer(srv, c, &creq, &res);
+		return;
+	}
+	log_msg(LOG_DEBUG, "a held request was given up by nginx");
+	conn_close(srv, c);
+}
+
+static void conn_event(struct server *srv, uint64_t tag)
+{
+	uint32_t index = (uint32_t)tag;
+	uint32_t armed = (uint32_t)(tag >> 32);
+	if (index >= srv->nslots)
+		return;
+	struct conn *c = &srv->slots[index];
+	pthread_mutex_lock(&srv->lock);
+	enum conn_state was = c->state;
+	if (c->arm != armed || (was != CONN_IDLE && was != CONN_HELD)) {
+		pthread_mutex_unlock(&srv->lock);
+		return; /* stale: the connection moved on since it was armed */
+	}
+	if (was == CONN_HELD)
+		held_remove(srv, c);
+	c->state = CONN_BUSY;
+	pthread_mutex_unlock(&srv->lock);
+	if (was == CONN_HELD)
+		held_event(srv, c);
+	else
+		serve(srv, c);
+}
+
+/* Deadlines of held requests, and posts other processes made. */
+static void timer_event(struct server *srv)
+{
+	uint64_t ticks;
+	if (read(srv->timer_fd, &ticks, sizeof ticks) < 0 && errno != EAGAIN)
+		log_msg(LOG_ERROR, "timerfd read: %s", strerror(errno));
+
+	bool changed = false;
+	if (srv->cfg.store_version) {
+		uint64_t v;
+		/* Only the thread that got the one-shot timer event runs this. */
+		if (srv->cfg.store_version(srv->cfg.store_ctx, &v) == 0) {
+			pthread_mutex_lock(&srv->lock);
+			changed = v != srv->store_version;
+			srv->store_version = v;
+			pthread_mutex_unlock(&srv->lock);
+		}
+	}
+
+	struct conn *over = NULL, *woken = NULL;
+	pthread_mutex_lock(&srv->lock);
+	if (changed)
+		srv->changes++;
+	uint64_t now = now_ms();
+	uint64_t next = 0;
+	for (struct conn *c = srv->held, *n; c; c = n) {
+		n = c->next;
+		if (c->deadline_ms <= now || changed) {
+			held_remove(srv, c);
+			c->state = CONN_BUSY;
+			if (c->deadline_ms <= now) {
+				c->next = over;
+				over = c;
+			} else {
+				c->next = woken;
+				woken = c;
+			}
+		} else if (next == 0 || c->deadline_ms < next) {
+			next = c->deadline_ms;
+		}
+	}
+	srv->timer_due_ms = 0;
+	if (next != 0) {
+		if (srv->cfg.store_version && now + STORE_POLL_MS < next)
+			next = now + STORE_POLL_MS;
+		timer_by(srv, next);
+	}
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.u64 = TAG_TIMER};
+	if (epoll_ctl(srv->ep, EPOLL_CTL_MOD, srv->timer_fd, &ev) != 0)
+		log_msg(LOG_ERROR, "cannot watch the timer: %s", strerror(errno));
+	pthread_mutex_unlock(&srv->lock);
+
+	answer_again(srv, over, true);
+	answer_again(srv, woken, false);
+}
+
+static void set_timeouts(int fd)
+{
+	struct timeval tv = {.tv_sec = IO_TIMEOUT_S};
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0)
+		log_msg(LOG_DEBUG, "cannot set socket timeouts: %s", strerror(errno));
+}
+
+static void accept_event(struct server *srv)
+{
+	for (unsigned i = 0; i < ACCEPT_BATCH; i++) {
+		pthread_mutex_lock(&srv->lock);
+		bool full = srv->free_slots == NULL;
+		if (full)
+			srv->listen_paused = true; /* release_slot arms it again */
+		pthread_mutex_unlock(&srv->lock);
+		if (full) {
+			log_msg(LOG_NOTICE, "all %u connection slots are taken", srv->nslots);
+			return;
+		}
+		int fd = accept4(srv->cfg.listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			if (atomic_load(&srv->stopping) || errno == EINVAL || errno == EBADF)
+				return; /* the socket was taken away: stop accepting */
+			log_msg(LOG_ERROR, "accept failed: %s", strerror(errno));
+			/* Out of descriptors or memory: back off rather than spin. */
+			struct timespec pause = {0, 100 * 1000 * 1000};
+			nanosleep(&pause, NULL);
+			break;
+		}
+		set_timeouts(fd);
+		pthread_mutex_lock(&srv->lock);
+		struct conn *c = srv->free_slots;
+		srv->free_slots = c->next;
+		c->next = NULL;
+		FCGX_InitRequest(&c->req, -1, 0);
+		c->req.ipcFd = fd;
+		/* FCGX_Accept_r first finishes the previous request; this keeps
+		 * it from closing the connection it has just been handed. */
+		c->req.keepConnection = 1;
+		c->state = CONN_IDLE;
+		if (arm(srv, c, EPOLL_CTL_ADD) != 0) {
+			log_msg(LOG_ERROR, "cannot watch a connection: %s", strerror(errno));
+			close(fd);
+			c->req.ipcFd = -1;
+			release_slot(srv, c);
+		}
+		pthread_mutex_unlock(&srv->lock);
+	}
+	if (!atomic_load(&srv->stopping))
+		arm_listener(srv);
 }
 
 static void *worker(void *arg)
 {
 	struct server *srv = arg;
-	FCGX_Request req;
-
-	if (FCGX_InitRequest(&req, srv->cfg.listen_fd, FCGI_FAIL_ACCEPT_ON_INTR) != 0) {
-		log_msg(LOG_ERROR, "cannot set up a request: out of memory");
-	} else {
-		for (;;) {
-			/* A kept connection brings its next request on the same fd. */
-			int fd = req.ipcFd >= 0 ? req.ipcFd : srv->cfg.listen_fd;
-			if (!wait_readable(srv, fd)) {
-				/* An idle kept connection owes nobody an answer: close
-				 * it without libfcgi's wait of up to 2 s for the peer. */
-				if (req.ipcFd >= 0)
-					req.detached = 1;
-				break;
-			}
-			int rc = FCGX_Accept_r(&req);
-			if (rc < 0) {
-				if (rc == -EAGAIN || rc == -EWOULDBLOCK || rc == -EINTR)
-					continue; /* another thread took the connection */
-				if (atomic_load(&srv->stopping))
-					break;
-				log_msg(LOG_ERROR, "accept failed: %s", strerror(-rc));
-				if (rc == -EMFILE || rc == -ENFILE || rc == -ENOMEM ||
-				    rc == -ENOBUFS) {
-					/* Out of descriptors: back off rather than spin. */
-					struct timespec pause = {0, 100 * 1000 * 1000};
-					nanosleep(&pause, NULL);
-				}
+	for (;;) {
+		struct epoll_event ev;
+		/* One event per call: it goes to one thread, and the others stay
+		 * free for the next. */
+		int n = epoll_wait(srv->ep, &ev, 1, -1);
+		if (n < 0) {
+			if (errno == EINTR)
 				continue;
-			}
-			handle(srv, &req);
-			if (atomic_load(&srv->stopping))
-				req.keepConnection = 0;
-			FCGX_Finish_r(&req);
+			log_msg(LOG_ERROR, "epoll_wait: %s", strerror(errno));
+			break;
 		}
-		FCGX_Free(&req, 1);
+		if (n == 0)
+			continue;
+		if (ev.data.u64 == TAG_STOP)
+			break;
+		if (ev.data.u64 == TAG_LISTEN)
+			accept_event(srv);
+		else if (ev.data.u64 == TAG_TIMER)
+			timer_event(srv);
+		else
+			conn_event(srv, ev.data.u64);
 	}
-
 	pthread_mutex_lock(&srv->lock);
 	srv->running--;
 	pthread_cond_signal(&srv->done);
 	pthread_mutex_unlock(&srv->lock);
 	return NULL;
+}
+
+/* As many connections as descriptors allow: idle kept connections cost a
+ * slot and a descriptor each, never a thread. */
+static uint32_t slot_count(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 1000;
+	if (rl.rlim_cur < rl.rlim_max) {
+		struct rlimit raised = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+		if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+			rl = raised;
+	}
+	/* Room for the store, the log, epoll and friends. */
+	rlim_t n = rl.rlim_cur > 96 ? rl.rlim_cur - 64 : 32;
+	return n > MAX_SLOTS ? MAX_SLOTS : (uint32_t)n;
+}
+
+static int watch(int ep, int fd, uint32_t events, uint64_t tag)
+{
+	struct epoll_event ev = {.events = events, .data.u64 = tag};
+	return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+}
+
+static void server_free(struct server *srv)
+{
+	if (srv->ep >= 0)
+		close(srv->ep);
+	if (srv->stop_fd >= 0)
+		close(srv->stop_fd);
+	if (srv->timer_fd >= 0)
+		close(srv->timer_fd);
+	for (uint32_t i = 0; srv->slots && i < srv->nslots; i++) {
+		struct conn *c = &srv->slots[i];
+		if (c->state != CONN_FREE) {
+			c->req.detached = 1;
+			FCGX_Free(&c->req, 1);
+			free(c->body);
+		}
+	}
+	free(srv->slots);
+	pthread_mutex_destroy(&srv->lock);
+	pthread_cond_destroy(&srv->done);
+	free(srv);
 }
 
 struct server *server_start(const struct server_config *cfg)
@@ -293,13 +807,37 @@ struct server *server_start(const struct server_config *cfg)
 		return NULL;
 	}
 	srv->cfg = *cfg;
-	if (pipe(srv->wake) != 0) {
-		log_msg(LOG_ERROR, "pipe: %s", strerror(errno));
-		free(srv);
-		return NULL;
-	}
+	srv->ep = srv->stop_fd = srv->timer_fd = -1;
 	pthread_mutex_init(&srv->lock, NULL);
 	pthread_cond_init(&srv->done, NULL);
+
+	srv->nslots = slot_count();
+	srv->slots = calloc(srv->nslots, sizeof *srv->slots);
+	if (!srv->slots) {
+		log_msg(LOG_ERROR, "out of memory for %u connection slots", srv->nslots);
+		server_free(srv);
+		return NULL;
+	}
+	for (uint32_t i = srv->nslots; i-- > 0;) {
+		srv->slots[i].index = i;
+		srv->slots[i].req.ipcFd = -1;
+		srv->slots[i].next = srv->free_slots;
+		srv->free_slots = &srv->slots[i];
+	}
+	if (cfg->store_version && cfg->store_version(cfg->store_ctx, &srv->store_version) != 0)
+		srv->store_version = 0;
+
+	srv->ep = epoll_create1(EPOLL_CLOEXEC);
+	srv->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	srv->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (srv->ep < 0 || srv->stop_fd < 0 || srv->timer_fd < 0 ||
+	    watch(srv->ep, srv->stop_fd, EPOLLIN, TAG_STOP) != 0 ||
+	    watch(srv->ep, srv->timer_fd, EPOLLIN | EPOLLONESHOT, TAG_TIMER) != 0 ||
+	    watch(srv->ep, cfg->listen_fd, EPOLLIN | EPOLLONESHOT, TAG_LISTEN) != 0) {
+		log_msg(LOG_ERROR, "cannot set up epoll: %s", strerror(errno));
+		server_free(srv);
+		return NULL;
+	}
 
 	pthread_attr_t attr;
 	pthread_attr_init(&attr);
@@ -329,11 +867,43 @@ struct server *server_start(const struct server_config *cfg)
 unsigned long server_stop(struct server *srv, unsigned grace_ms)
 {
 	atomic_store(&srv->stopping, true);
-	FCGX_ShutdownPending();
+	uint64_t one = 1;
 	ssize_t w;
 	do
-		w = write(srv->wake[1], "x", 1);
+		w = write(srv->stop_fd, &one, sizeof one);
 	while (w < 0 && errno == EINTR);
+
+	/* Long-polls answer now, with what they have; idle kept connections
+	 * are closed, or served first if nginx has just sent on one. */
+	struct conn *held = NULL, *idle = NULL;
+	pthread_mutex_lock(&srv->lock);
+	while (srv->held) {
+		struct conn *c = srv->held;
+		held_remove(srv, c);
+		c->state = CONN_BUSY;
+		c->next = held;
+		held = c;
+	}
+	for (uint32_t i = 0; i < srv->nslots; i++) {
+		struct conn *c = &srv->slots[i];
+		if (c->state == CONN_IDLE) {
+			c->state = CONN_BUSY;
+			c->arm++;
+			c->next = idle;
+			idle = c;
+		}
+	}
+	pthread_mutex_unlock(&srv->lock);
+	answer_again(srv, held, true);
+	while (idle) {
+		struct conn *c = idle;
+		idle = c->next;
+		char b;
+		if (recv(c->req.ipcFd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 1)
+			serve(srv, c);
+		else
+			conn_close(srv, c);
+	}
 
 	struct timespec deadline;
 	clock_gettime(CLOCK_REALTIME, &deadline);
@@ -354,13 +924,9 @@ unsigned long server_stop(struct server *srv, unsigned grace_ms)
 	if (left > 0) {
 		/* Still inside a request after the grace period: the process exits
 		 * under them, so their state must stay allocated. */
-		log_msg(LOG_NOTICE, "%u request(s) still running at exit", left);
+		log_msg(LOG_NOTICE, "%u thread(s) still in a request at exit", left);
 		return served;
 	}
-	close(srv->wake[0]);
-	close(srv->wake[1]);
-	pthread_mutex_destroy(&srv->lock);
-	pthread_cond_destroy(&srv->done);
-	free(srv);
+	server_free(srv);
 	return served;
 }

@@ -22,10 +22,14 @@ my $bin = $ENV{CHAT_FCGI} // ChatTest::srcdir() . '/src/chat-fcgi';
 BAIL_OUT("no chat-fcgi at $bin") unless -x $bin;
 my $dir = tempdir('chat-fcgi-backend-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{CHAT_KEEP});
 
+# The process tests need no history: without this, chat-fcgi would use
+# the installed default store, whose directory may not exist here.
+sub no_store { return ((grep { /^--store/ } @_) ? () : ('--store', 'none'), @_) }
+
 # Runs chat-fcgi to its end with stdin from /dev/null; returns exit code,
 # stdout, stderr.
 sub run {
-	my (@args) = @_;
+	my (@args) = no_store(@_);
 	my $out = "$dir/out", my $err = "$dir/err";
 	my $pid = fork() // die;
 	if ($pid == 0) {
@@ -45,6 +49,7 @@ sub run {
 # Starts chat-fcgi in the background with its log in $dir/NAME.log.
 sub start {
 	my ($name, @args) = @_;
+	@args = no_store(@args);
 	my $log = "$dir/$name.log";
 	unlink $log;
 	return ChatTest->spawn_logged($log, $bin, @args);
@@ -89,7 +94,7 @@ sub chat {
 
 my ($code, $out, $err) = run('--help');
 is($code, 0, '--help exits 0');
-like($out, qr/--listen.*--socket-mode.*--threads.*--max-body.*--quiet.*--verbose/s,
+like($out, qr/--listen.*--socket-mode.*--threads.*--max-waits.*--max-body.*--quiet.*--verbose/s,
 	'--help lists every option');
 
 ($code, $out) = run('--version');
@@ -97,6 +102,7 @@ is($code, 0, '--version exits 0');
 like($out, qr/^chat-fcgi \d+\.\d+\.\d+$/m, '--version prints the version');
 
 for my $bad (['--bogus'], ['--threads', '0'], ['--threads', 'many'], ['--threads', '513'],
+	['--max-waits', '-1'], ['--max-waits', '100001'], ['--max-waits', 'x'],
 	['--max-body', 'abc'], ['--max-body', '0'], ['--max-body', '17M'], ['--socket-mode', '999'],
 	['--listen', 'nowhere'], ['--listen'], ['extra-argument'])
 {
@@ -130,7 +136,7 @@ my ($status, $secs) = stop($pid);
 is($status, 0, 'SIGTERM: exit 0');
 ok(!-e $sock, 'SIGTERM: the socket file is removed');
 like(ChatTest::read_file("$dir/a.log"),
-	qr/chat-fcgi \d+\.\d+\.\d+ listening on unix:\Q$sock\E with 16 threads/,
+	qr/chat-fcgi \d+\.\d+\.\d+ listening on unix:\Q$sock\E with 8 threads/,
 	'the start line names version, socket and threads');
 like(ChatTest::read_file("$dir/a.log"), qr/exiting after 1 requests/, 'one line at exit');
 
@@ -193,6 +199,37 @@ like(ChatTest::read_file("$dir/a.log"), qr/exiting after 1 requests/, 'one line 
 	is(FastCGI::read_response($b)->{body}, '{"message":"received b"}', 'the second finishes too');
 	close $_ for $a, $b, $c;
 	stop($pid);
+}
+
+## Idle connections take no thread
+
+{
+	# libfcgi's own model gives each connection a thread until it closes;
+	# here a thread only ever works on a request that has arrived.
+	$pid = start('idle', '--listen', "unix:$sock", '--threads', '1');
+	my $first = wait_connect($sock, $pid);
+	my @silent = map { FastCGI::connect_unix($sock) or die "connect: $!" } 1 .. 20;
+	my @kept;
+	for my $i (1 .. 5) {
+		my $k = FastCGI::connect_unix($sock) or die "connect: $!";
+		print $k FastCGI::request(FastCGI::chat_params(), qq({"message":"k$i"}), keep => 1);
+		is(FastCGI::read_response($k, 2)->{body}, qq({"message":"received k$i"}),
+			"with --threads 1 and 20 silent connections open, kept connection $i is served");
+		push @kept, $k;
+	}
+	print $first FastCGI::request(FastCGI::chat_params(), '{"message":"new"}');
+	is(FastCGI::read_response($first, 2)->{body}, '{"message":"received new"}',
+		'... and so is a new one, while 5 kept connections sit idle');
+	print { $kept[0] } FastCGI::request(FastCGI::chat_params(), '{"message":"again"}', keep => 1);
+	is(FastCGI::read_response($kept[0], 2)->{body}, '{"message":"received again"}',
+		'an idle kept connection is served again when its next request comes');
+	my ($st, $secs) = stop($pid);
+	is($st, 0, 'SIGTERM with idle connections open: exit 0');
+	cmp_ok($secs, '<', 2, '... at once: idle connections are closed, not waited for');
+	my $buf = '';
+	my $eof = !sysread($kept[1], $buf, 1);
+	ok($eof, '... and the backend closed them');
+	close $_ for $first, @silent, @kept;
 }
 
 ## A client that goes away mid-body

@@ -35,6 +35,14 @@ sub configure_fails {
 
 configure_fails('PKG_CONFIG_LIBDIR=/nonexistent', 'libjson-c-dev', 'no json-c');
 configure_fails('ac_cv_header_fcgiapp_h=no', 'libfcgi-dev', 'no fcgiapp.h');
+{
+	# pkg-config that knows json-c but not SQLite.
+	my $pc = tempdir(DIR => $tmp);
+	my $jsonc_dir = `pkg-config --variable=pcfiledir json-c`;
+	chomp $jsonc_dir;
+	system('cp', "$jsonc_dir/json-c.pc", $pc) == 0 or die "json-c.pc: $!";
+	configure_fails("PKG_CONFIG_LIBDIR=$pc", 'libsqlite3-dev', 'no SQLite');
+}
 
 ## make install DESTDIR=... and make uninstall
 

@@ -12,7 +12,8 @@ package ChatTest;
 #
 # Options of new: backend_args => [...], spawn => 1 (start the backend under
 # spawn-fcgi), server_extra / http_extra => nginx directives for those blocks,
-# no_backend => 1, no_nginx => 1.
+# no_backend => 1, no_nginx => 1. The backend keeps its rooms in
+# $t->store_path (chat.db in the temp dir) unless backend_args has --store.
 #
 # Environment: CHAT_FCGI (the backend binary), CHAT_SRCDIR (the source
 # tree), CHAT_NGINX, CHAT_SPAWN_FCGI, CHAT_KEEP=1 keeps the temp dir, CHAT_VERBOSE=1
@@ -122,6 +123,7 @@ sub read_file {
 sub start_backend {
 	my ($self, @args) = @_;
 	@args = @{ $self->{opt}{backend_args} // [] } unless @args;
+	push @args, '--store', "sqlite:" . $self->store_path unless grep { /^--store(=|$)/ } @args;
 	my @cmd = $self->{opt}{spawn}
 		? ($self->{spawn}, '-n', '-s', $self->{socket}, '-M', '0600', '--', $self->{bin}, @args)
 		: ($self->{bin}, '--listen', "unix:$self->{socket}", '--socket-mode', '0600', @args);
@@ -156,6 +158,7 @@ sub wait_for_socket {
 }
 
 sub backend_pid { $_[0]{backend} }
+sub store_path  { "$_[0]{dir}/chat.db" }
 
 # Sends a signal to the backend and waits for it to exit; returns its exit
 # status (as $?) and the seconds it took, or undef if it outlived timeout.
@@ -254,6 +257,50 @@ sub request {
 	while (my ($k, $v) = splice(@h, 0, 2)) { $raw .= "$k: $v\r\n" }
 	$raw .= "\r\n" . ($r{body} // '');
 	return parse_response($self->http($raw, timeout => $r{timeout}));
+}
+
+# A request sent now and read later (long-polls): begin_request takes the
+# arguments of request and returns the socket; finish_request reads the
+# answer until the server closes, or timeout seconds.
+sub begin_request {
+	my ($self, %r) = @_;
+	my @h = @{ $r{headers} // [] };
+	my $raw = ($r{method} // 'GET') . ' ' . ($r{path} // '/') . " HTTP/1.1\r\n"
+		. "Host: localhost\r\nConnection: close\r\n";
+	$raw .= 'Content-Length: ' . length($r{body}) . "\r\n" if defined $r{body};
+	while (my ($k, $v) = splice(@h, 0, 2)) { $raw .= "$k: $v\r\n" }
+	$raw .= "\r\n" . ($r{body} // '');
+	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port},
+		Proto => 'tcp', Timeout => 5) or die "connect: $!";
+	binmode $s;
+	$s->autoflush(1);
+	print $s $raw;
+	return $s;
+}
+
+sub finish_request {
+	my ($self, $s, $timeout) = @_;
+	my $out = '';
+	my $deadline = time + ($timeout // 10);
+	my $rin = '';
+	vec($rin, fileno($s), 1) = 1;
+	while (time < $deadline) {
+		my $n = select(my $rout = $rin, undef, undef, 0.05);
+		next unless $n;
+		my $got = sysread($s, my $buf, 65536);
+		last unless $got;
+		$out .= $buf;
+	}
+	close $s;
+	return parse_response($out);
+}
+
+# Is an answer waiting on a begun request's socket? (Without reading it.)
+sub request_ready {
+	my ($self, $s, $timeout) = @_;
+	my $rin = '';
+	vec($rin, fileno($s), 1) = 1;
+	return select(my $rout = $rin, undef, undef, $timeout // 0) > 0;
 }
 
 # POST /chat/ with a JSON (or any) body.

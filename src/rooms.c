@@ -1,0 +1,331 @@
+#include "rooms.h"
+
+#include "message_form.h"
+#include "reply.h"
+#include "room_json.h"
+#include "store.h"
+#include "utf8.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ERROR_BODY(sentence) "{\"error\":\"" sentence "\"}"
+#define RAW(o, lit)          json_out_raw((o), (lit), sizeof(lit) - 1)
+
+static const char STORE_FAILED_BODY[] =
+    ERROR_BODY("The chat history is unavailable right now; try again shortly.");
+static const char BAD_ROOM_BODY[] =
+    ERROR_BODY("A room name is 1 to 64 characters from A-Z, a-z, 0-9, '-' and '_'.");
+
+bool room_name_valid(const char *s, size_t len)
+{
+	if (len < 1 || len > CHAT_ROOM_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '-' || c == '_'))
+			return false;
+	}
+	return true;
+}
+
+bool room_client_id_valid(const char *s, size_t len)
+{
+	if (len < 1 || !utf8_valid(s, len))
+		return false;
+	const unsigned char *u = (const unsigned char *)s;
+	size_t chars = 0;
+	for (size_t i = 0; i < len; i++) {
+		if (u[i] < 0x20 || u[i] == 0x7f)
+			return false;
+		/* U+0080..U+009F, the C1 controls: C2 80..C2 9F. */
+		if (u[i] == 0xc2 && i + 1 < len && u[i + 1] < 0xa0)
+			return false;
+		if ((u[i] & 0xc0) != 0x80)
+			chars++;
+	}
+	return chars <= ROOMS_CLIENT_ID_MAX;
+}
+
+static void store_failed(struct chat_response *res, enum store_result r, const char *why)
+{
+	if (r == STORE_NOMEM)
+		chat_out_of_memory(res, why);
+	else
+		chat_set_error(res, 503, STORE_FAILED_BODY, why);
+}
+
+/* ---- POST /chat/ with a room ---- */
+
+struct post_ctx {
+	const char *room;
+	const char *reply;
+	size_t reply_len;
+};
+
+static char *build_post_answer(void *arg, const struct store_entry *user,
+			       const struct store_entry *bot, size_t *len)
+{
+	const struct post_ctx *ctx = arg;
+	struct json_out o = {0};
+	RAW(&o, "{\"message\":");
+	json_out_string(&o, ctx->reply, ctx->reply_len);
+	RAW(&o, ",\"room\":");
+	json_out_string(&o, ctx->room, strlen(ctx->room));
+	RAW(&o, ",\"entries\":[");
+	json_out_entry(&o, user);
+	RAW(&o, ",");
+	json_out_entry(&o, bot);
+	RAW(&o, "],\"next\":");
+	json_out_int(&o, bot->seq);
+	RAW(&o, "}");
+	return json_out_take(&o, len);
+}
+
+void rooms_post(const struct chat_limits *lim, const char *room, const char *client_id,
+		size_t client_id_len, const char *text, size_t text_len, struct chat_response *res)
+{
+	memset(res, 0, sizeof *res);
+	if (!lim->store) {
+		chat_set_error(res, 404, ROOMS_OFF_BODY, "history is off (--store none)");
+		return;
+	}
+	static const char prefix[] = REPLY_PREFIX;
+	size_t reply_len = sizeof prefix - 1 + text_len;
+	char *reply = malloc(reply_len + 1);
+	if (!reply) {
+		chat_out_of_memory(res, "out of memory");
+		return;
+	}
+	memcpy(reply, prefix, sizeof prefix - 1);
+	if (text_len)
+		memcpy(reply + sizeof prefix - 1, text, text_len);
+	reply[reply_len] = '\0';
+
+	struct post_ctx ctx = {.room = room, .reply = reply, .reply_len = reply_len};
+	char *answer;
+	size_t answer_len;
+	bool replayed;
+	const char *why = NULL;
+	enum store_result r =
+	    store_post(lim->store, room, client_id, client_id_len, text, text_len, reply, reply_len,
+		       build_post_answer, &ctx, &answer, &answer_len, &replayed, &why);
+	free(reply);
+	if (r != STORE_OK) {
+		store_failed(res, r, why);
+		return;
+	}
+	res->status = 200;
+	res->body = answer;
+	res->body_len = answer_len;
+	res->body_owned = true;
+	if (!replayed)
+		memcpy(res->changed_room, room, strlen(room) + 1);
+}
+
+/* ---- GET /chat/messages ---- */
+
+struct query {
+	char room[CHAT_ROOM_MAX + 1];
+	int64_t after; /* -1: not given */
+	unsigned limit;
+	unsigned wait;
+	unsigned seen; /* bit per parameter, to refuse repeats */
+};
+
+enum param { P_ROOM, P_AFTER, P_LIMIT, P_WAIT, P_COUNT };
+
+static const char *const param_name[P_COUNT] = {"room", "after", "limit", "wait"};
+static const char *const param_twice[P_COUNT] = {
+    ERROR_BODY("The room parameter is given more than once."),
+    ERROR_BODY("The after parameter is given more than once."),
+    ERROR_BODY("The limit parameter is given more than once."),
+    ERROR_BODY("The wait parameter is given more than once."),
+};
+static const char *const param_bad[P_COUNT] = {
+    BAD_ROOM_BODY,
+    ERROR_BODY("The after parameter must be a sequence number: a whole number, 0 or more."),
+    ERROR_BODY("The limit parameter must be a whole number from 1 to 500."),
+    ERROR_BODY("The wait parameter must be a whole number of seconds from 0 to 30."),
+};
+
+/* Digits only, at least one, at most max. */
+static bool parse_uint(const char *s, size_t len, uint64_t max, uint64_t *out)
+{
+	uint64_t v = 0;
+	if (len == 0)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		unsigned d = (unsigned)(s[i] - '0');
+		if (v > (max - d) / 10)
+			return false;
+		v = v * 10 + d;
+	}
+	*out = v;
+	return true;
+}
+
+/* Which parameter a raw name is, or P_COUNT for one ignored. */
+static enum param param_of(const char *name, size_t len)
+{
+	char decoded[16];
+	if (len > sizeof decoded)
+		return P_COUNT;
+	if (memchr(name, '%', len) || memchr(name, '+', len)) {
+		long n = form_value_decode(name, len, decoded);
+		if (n < 0)
+			return P_COUNT;
+		name = decoded;
+		len = (size_t)n;
+	}
+	for (int p = 0; p < P_COUNT; p++)
+		if (strlen(param_name[p]) == len && memcmp(param_name[p], name, len) == 0)
+			return (enum param)p;
+	return P_COUNT;
+}
+
+/* One parameter's value into q; false when it is bad. */
+static bool set_param(struct query *q, enum param p, const char *raw, size_t raw_len)
+{
+	/* Room names and numbers are short; anything longer is bad as sent. */
+	char v[3 * CHAT_ROOM_MAX];
+	if (raw_len > sizeof v)
+		return false;
+	long n = form_value_decode(raw, raw_len, v);
+	if (n < 0)
+		return false;
+	size_t len = (size_t)n;
+	uint64_t num;
+	switch (p) {
+	case P_ROOM:
+		if (!room_name_valid(v, len))
+			return false;
+		memcpy(q->room, v, len);
+		q->room[len] = '\0';
+		return true;
+	case P_AFTER:
+		if (!parse_uint(v, len, INT64_MAX, &num))
+			return false;
+		q->after = (int64_t)num;
+		return true;
+	case P_LIMIT:
+		if (!parse_uint(v, len, ROOMS_LIMIT_MAX, &num) || num < 1)
+			return false;
+		q->limit = (unsigned)num;
+		return true;
+	case P_WAIT:
+		if (!parse_uint(v, len, ROOMS_WAIT_MAX, &num))
+			return false;
+		q->wait = (unsigned)num;
+		return true;
+	default:
+		return true;
+	}
+}
+
+/* Reads QUERY_STRING; NULL, or the error body to answer with. */
+static const char *parse_query(const char *qs, struct query *q)
+{
+	*q = (struct query){.after = -1, .limit = ROOMS_LIMIT_DEFAULT};
+	const char *end = qs ? qs + strlen(qs) : NULL;
+	for (const char *p = qs; p && p < end;) {
+		const char *amp = memchr(p, '&', (size_t)(end - p));
+		const char *field_end = amp ? amp : end;
+		const char *eq = memchr(p, '=', (size_t)(field_end - p));
+		const char *name_end = eq ? eq : field_end;
+		enum param which = param_of(p, (size_t)(name_end - p));
+		if (which != P_COUNT) {
+			if (q->seen & (1u << which))
+				return param_twice[which];
+			q->seen |= 1u << which;
+			const char *value = eq ? eq + 1 : field_end;
+			if (!set_param(q, which, value, (size_t)(field_end - value)))
+				return param_bad[which];
+		}
+		p = amp ? amp + 1 : NULL;
+	}
+	if (!(q->seen & (1u << P_ROOM)))
+		return ERROR_BODY("Say which room: /chat/messages?room=NAME.");
+	return NULL;
+}
+
+struct read_ctx {
+	struct json_out *out;
+	size_t count;
+	int64_t last_seq;
+};
+
+static int add_entry(void *arg, const struct store_entry *e)
+{
+	struct read_ctx *ctx = arg;
+	if (ctx->count)
+		RAW(ctx->out, ",");
+	json_out_entry(ctx->out, e);
+	ctx->count++;
+	ctx->last_seq = e->seq;
+	return ctx->out->failed ? -1 : 0;
+}
+
+void rooms_messages(const struct chat_request *req, const struct chat_limits *lim,
+		    struct chat_response *res)
+{
+	memset(res, 0, sizeof *res);
+	if (!lim->store) {
+		chat_set_error(res, 404, ROOMS_OFF_BODY, "history is off (--store none)");
+		return;
+	}
+	struct query q;
+	const char *bad = parse_query(req->query, &q);
+	if (bad) {
+		chat_set_error(res, 400, bad, "bad query parameters");
+		return;
+	}
+	/* HEAD gets the headers of what is there now: no point in holding it. */
+	bool may_wait = q.wait > 0 && req->method && strcmp(req->method, "GET") == 0;
+
+	struct json_out o = {0};
+	RAW(&o, "{\"room\":");
+	json_out_string(&o, q.room, strlen(q.room));
+	RAW(&o, ",\"entries\":[");
+	struct read_ctx ctx = {.out = &o};
+	int64_t last;
+	const char *why = NULL;
+	enum store_result r =
+	    store_read(lim->store, q.room, q.after, q.limit, add_entry, &ctx, &last, &why);
+	if (r != STORE_OK) {
+		free(o.buf);
+		store_failed(res, r, why);
+		return;
+	}
+	bool busy = false;
+	if (ctx.count == 0 && may_wait) {
+		if (req->hold_mode == CHAT_HOLD_ALLOWED) {
+			free(o.buf);
+			res->status = 0;
+			res->hold.ms = q.wait * 1000u;
+			memcpy(res->hold.room, q.room, sizeof q.room);
+			return;
+		}
+		busy = req->hold_mode == CHAT_HOLD_FULL;
+	}
+	int64_t next = ctx.count ? ctx.last_seq : q.after >= 0 ? q.after : last;
+	RAW(&o, "],\"next\":");
+	json_out_int(&o, next);
+	if (busy)
+		RAW(&o, ",\"busy\":true,\"retry_after\":1");
+	RAW(&o, "}");
+	size_t len;
+	char *body = json_out_take(&o, &len);
+	if (!body) {
+		chat_out_of_memory(res, "out of memory");
+		return;
+	}
+	res->status = 200;
+	res->body = body;
+	res->body_len = len;
+	res->body_owned = true;
+}

@@ -1,0 +1,101 @@
+/*
+ * The room history, kept in SQLite: entries per room with gapless sequence
+ * numbers, the newest N kept, and the first answer to each (room, client id)
+ * kept for idempotent retries. Safe to use from many threads at once, and
+ * from several processes sharing one file.
+ */
+#ifndef STORE_H
+#define STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The schema version this binary writes; older files are migrated forward
+ * on open, newer ones refused. */
+#define STORE_SCHEMA_VERSION 2
+
+/* How long a write waits for another writer (thread or process) before the
+ * request gets 503. A write takes well under a millisecond, so this is only
+ * reached when something holds the database for real. */
+#define STORE_BUSY_TIMEOUT_MS 2000
+
+/* Default for --room-history, and its bounds. */
+#define STORE_HISTORY_DEFAULT 1000u
+#define STORE_HISTORY_MAX     100000000u
+
+struct store;
+
+struct store_options {
+	unsigned history; /* entries kept per room */
+	bool sync_full;   /* synchronous=FULL (survives power loss) instead of NORMAL */
+};
+
+enum store_role { STORE_USER = 0, STORE_BOT = 1 };
+
+struct store_entry {
+	int64_t seq;
+	enum store_role role;
+	const char *text; /* may hold NUL bytes */
+	size_t text_len;
+	int64_t time_ms;       /* Unix time in milliseconds, UTC */
+	const char *client_id; /* NULL when the post had none */
+	size_t client_id_len;
+};
+
+/* Results of the calls below. */
+enum store_result {
+	STORE_OK = 0,
+	STORE_FAILED = -1, /* the database failed: answer 503; *why says how */
+	STORE_NOMEM = -2   /* out of memory */
+};
+
+/*
+ * Opens (creating if needed) the database at path, in WAL mode, migrating
+ * its schema forward. Returns 0, or -1 with a sentence in err (the
+ * directory is missing or unwritable, the file is not a database, or its
+ * schema is newer than this binary).
+ */
+int store_open(struct store **out, const char *path, const struct store_options *opt, char *err,
+	       size_t err_size);
+void store_close(struct store *st);
+
+/*
+ * Builds the answer to a post from its two new entries, inside the
+ * transaction that stores them, so a retry can get it back byte for byte.
+ * Returns a malloc'd buffer (its length in *len), or NULL when out of memory.
+ */
+typedef char *(*store_answer_fn)(void *ctx, const struct store_entry *user,
+				 const struct store_entry *bot, size_t *len);
+
+/*
+ * Stores a user's text and the bot's reply as two entries of room, or, when
+ * client_id is not NULL and (room, client_id) was posted before, stores
+ * nothing and returns the first answer. *answer is malloc'd (caller frees);
+ * *replayed tells which case it was. why is set on failure, to a static
+ * sentence for the log.
+ */
+enum store_result store_post(struct store *st, const char *room, const char *client_id,
+			     size_t client_id_len, const char *text, size_t text_len,
+			     const char *reply, size_t reply_len, store_answer_fn build, void *ctx,
+			     char **answer, size_t *answer_len, bool *replayed, const char **why);
+
+/* Called for each entry read, oldest first; non-zero stops with STORE_NOMEM. */
+typedef int (*store_entry_fn)(void *ctx, const struct store_entry *e);
+
+/*
+ * Reads up to limit entries of room with seq > after, oldest first; with
+ * after < 0, the newest limit entries. *last is the room's newest seq (0
+ * for a room never posted to), read in the same snapshot.
+ */
+enum store_result store_read(struct store *st, const char *room, int64_t after, unsigned limit,
+			     store_entry_fn each, void *ctx, int64_t *last, const char **why);
+
+/*
+ * A number that changes whenever another connection, in this process or
+ * another, commits to the database (PRAGMA data_version on a connection of
+ * its own). Cheap: the server polls it to wake held requests.
+ */
+int store_data_version(struct store *st, uint64_t *out);
+
+#endif

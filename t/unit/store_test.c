@@ -1,0 +1,495 @@
+/* The SQLite store: ordering, idempotency, retention, migration, refusal of
+ * a newer schema, locking, and several processes sharing one file. */
+#include "store.h"
+#include "tap.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static char dir[4096];
+
+/* A fresh path in the test's directory. */
+static const char *db_path(const char *name)
+{
+	static char path[4200];
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	return path;
+}
+
+static struct store *open_store(const char *path, unsigned history)
+{
+	struct store *st;
+	char err[512];
+	struct store_options o = {.history = history};
+	if (store_open(&st, path, &o, err, sizeof err) != 0) {
+		diag("store_open %s: %s", path, err);
+		return NULL;
+	}
+	return st;
+}
+
+/* The answer is "answer <user seq> <bot seq>", enough to tell posts apart. */
+static char *answer(void *ctx, const struct store_entry *user, const struct store_entry *bot,
+		    size_t *len)
+{
+	(void)ctx;
+	char *a = malloc(64);
+	if (!a)
+		return NULL;
+	int n = snprintf(a, 64, "answer %" PRId64 " %" PRId64, user->seq, bot->seq);
+	*len = (size_t)n;
+	return a;
+}
+
+/* Posts text to room; returns the answer (caller frees) or NULL. */
+static char *post(struct store *st, const char *room, const char *cid, const char *text,
+		  bool *replayed)
+{
+	char reply[256];
+	snprintf(reply, sizeof reply, "received %s", text);
+	char *a;
+	size_t len;
+	bool r;
+	const char *why = NULL;
+	enum store_result res = store_post(st, room, cid, cid ? strlen(cid) : 0, text, strlen(text),
+					   reply, strlen(reply), answer, NULL, &a, &len, &r, &why);
+	if (res != STORE_OK) {
+		diag("store_post: %d %s", (int)res, why ? why : "");
+		return NULL;
+	}
+	if (replayed)
+		*replayed = r;
+	return a;
+}
+
+/* What store_read gave, flattened. */
+struct seen {
+	size_t n;
+	int64_t seq[2048];
+	int role[2048];
+	char text[2048][48];
+	bool has_cid[2048];
+};
+
+static int collect(void *ctx, const struct store_entry *e)
+{
+	struct seen *s = ctx;
+	if (s->n >= 2048)
+		return -1;
+	s->seq[s->n] = e->seq;
+	s->role[s->n] = (int)e->role;
+	size_t n = e->text_len < 47 ? e->text_len : 47;
+	memcpy(s->text[s->n], e->text, n);
+	s->text[s->n][n] = '\0';
+	s->has_cid[s->n] = e->client_id != NULL;
+	s->n++;
+	return 0;
+}
+
+static enum store_result read_room(struct store *st, const char *room, int64_t after,
+				   unsigned limit, struct seen *s, int64_t *last)
+{
+	const char *why = NULL;
+	memset(s, 0, sizeof *s);
+	enum store_result r = store_read(st, room, after, limit, collect, s, last, &why);
+	if (r != STORE_OK)
+		diag("store_read: %s", why ? why : "");
+	return r;
+}
+
+static int sql_int(const char *path, const char *sql)
+{
+	sqlite3 *db;
+	sqlite3_stmt *s;
+	int v = -1;
+	if (sqlite3_open(path, &db) == SQLITE_OK &&
+	    sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK) {
+		if (sqlite3_step(s) == SQLITE_ROW)
+			v = sqlite3_column_int(s, 0);
+		sqlite3_finalize(s);
+	}
+	sqlite3_close(db);
+	return v;
+}
+
+static int sql_exec(const char *path, const char *sql)
+{
+	sqlite3 *db;
+	int rc = sqlite3_open(path, &db);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+	sqlite3_close(db);
+	return rc;
+}
+
+static void test_order_and_idempotency(void)
+{
+	const char *path = db_path("order.db");
+	struct store *st = open_store(path, 1000);
+	if (!ok(st, "a new database is created"))
+		return;
+	is_int(sql_int(path, "PRAGMA user_version"), STORE_SCHEMA_VERSION,
+	       "the new file has the current schema version");
+	is_int(sql_int(path, "SELECT journal_mode = 'wal' FROM pragma_journal_mode"), 1,
+	       "the file is in WAL mode");
+
+	bool replayed = true;
+	char *a = post(st, "lobby", "c-1", "hi", &replayed);
+	is_str(a, "answer 1 2", "the first post in a room gets seq 1 (user) and 2 (bot)");
+	ok(!replayed, "... and is not a replay");
+	free(a);
+	a = post(st, "lobby", "c-1", "hi again", &replayed);
+	is_str(a, "answer 1 2", "the same client id in the same room gets the first answer");
+	ok(replayed, "... marked as a replay");
+	free(a);
+	a = post(st, "other", "c-1", "elsewhere", NULL);
+	is_str(a, "answer 1 2", "the same client id in another room is a new post");
+	free(a);
+	a = post(st, "lobby", NULL, "no id", NULL);
+	is_str(a, "answer 3 4", "a post without client id continues the room's sequence");
+	free(a);
+	a = post(st, "lobby", NULL, "no id", NULL);
+	is_str(a, "answer 5 6", "... and is never deduplicated");
+	free(a);
+
+	struct seen s;
+	int64_t last;
+	if (read_room(st, "lobby", 0, 100, &s, &last) == STORE_OK) {
+		is_int(s.n, 6, "lobby holds 6 entries: the retry stored nothing");
+		is_int(last, 6, "its last seq is 6");
+		bool ordered = true;
+		for (size_t i = 0; i < s.n; i++)
+			ordered = ordered && s.seq[i] == (int64_t)i + 1 &&
+				  s.role[i] == (i % 2 ? STORE_BOT : STORE_USER);
+		ok(ordered, "entries come oldest first, user then bot");
+		is_str(s.text[0], "hi", "the user's text is stored");
+		is_str(s.text[1], "received hi", "so is the reply");
+		ok(s.has_cid[0] && s.has_cid[1] && !s.has_cid[2], "client ids are kept, or NULL");
+	}
+	read_room(st, "lobby", 4, 100, &s, &last);
+	ok(s.n == 2 && s.seq[0] == 5 && s.seq[1] == 6, "after=4 gives seq 5 and 6");
+	read_room(st, "lobby", 1, 2, &s, &last);
+	ok(s.n == 2 && s.seq[0] == 2 && s.seq[1] == 3, "after=1 limit=2 gives seq 2 and 3");
+	read_room(st, "lobby", -1, 3, &s, &last);
+	ok(s.n == 3 && s.seq[0] == 4 && s.seq[2] == 6,
+	   "no after, limit 3: the newest 3, oldest first");
+	read_room(st, "lobby", 6, 100, &s, &last);
+	ok(s.n == 0 && last == 6, "after the last seq: nothing, and the last seq");
+	read_room(st, "nobody-here", -1, 100, &s, &last);
+	ok(s.n == 0 && last == 0, "an unknown room is empty, last seq 0");
+
+	/* Texts are bytes: NUL inside, and the empty string. */
+	char reply[] = "received a\0b";
+	char *ans;
+	size_t len;
+	bool r;
+	const char *why;
+	store_post(st, "bytes", NULL, 0, "a\0b", 3, reply, sizeof reply - 1, answer, NULL, &ans,
+		   &len, &r, &why);
+	free(ans);
+	store_post(st, "bytes", NULL, 0, "", 0, "received ", 9, answer, NULL, &ans, &len, &r, &why);
+	free(ans);
+	struct seen *b = calloc(1, sizeof *b);
+	if (!b)
+		abort();
+	const char *w;
+	int64_t l;
+	store_read(st, "bytes", 0, 10, collect, b, &l, &w);
+	ok(b->n == 4 && memcmp(b->text[0], "a\0b", 3) == 0 && b->text[2][0] == '\0',
+	   "a NUL byte and an empty text survive");
+	free(b);
+	store_close(st);
+}
+
+static void test_retention(void)
+{
+	struct store *st = open_store(db_path("keep.db"), 10);
+	if (!st)
+		return;
+	for (int i = 0; i < 20; i++) {
+		char cid[16], text[16];
+		snprintf(cid, sizeof cid, "c%d", i);
+		snprintf(text, sizeof text, "m%d", i);
+		free(post(st, "r", cid, text, NULL));
+	}
+	struct seen s;
+	int64_t last;
+	read_room(st, "r", 0, 500, &s, &last);
+	ok(s.n == 10 && s.seq[0] == 31 && s.seq[9] == 40 && last == 40,
+	   "--room-history 10: the newest 10 of 40 entries are kept (31..40)");
+	is_int(sql_int(db_path("keep.db"), "SELECT count(*) FROM posts"), 5,
+	       "the stored answers of posts whose entries fell out are dropped too");
+	bool replayed = false;
+	char *a = post(st, "r", "c19", "again", &replayed);
+	ok(replayed && a && strcmp(a, "answer 39 40") == 0, "a kept post still replays");
+	free(a);
+	read_room(st, "r", -1, 100, &s, &last);
+	ok(s.n == 10 && s.seq[0] == 31, "newest-N reads stay right after trimming");
+	store_close(st);
+}
+
+/* The schema of version 1, as released: migrated forward on open. */
+static void test_migration(void)
+{
+	const char *path = db_path("v1.db");
+	int rc = sql_exec(
+	    path, "PRAGMA journal_mode = WAL;"
+		  "CREATE TABLE rooms(name TEXT PRIMARY KEY NOT NULL, last_seq INTEGER NOT "
+		  "NULL);"
+		  "CREATE TABLE entries(room TEXT NOT NULL, seq INTEGER NOT NULL, role "
+		  "INTEGER NOT NULL, text BLOB NOT NULL, time_ms INTEGER NOT NULL, client_id "
+		  "TEXT, PRIMARY KEY(room, seq));"
+		  "INSERT INTO rooms VALUES('old', 2);"
+		  "INSERT INTO entries VALUES('old', 1, 0, 'before', 1700000000000, NULL);"
+		  "INSERT INTO entries VALUES('old', 2, 1, 'received before', 1700000000000, "
+		  "NULL);"
+		  "PRAGMA user_version = 1;");
+	is_int(rc, SQLITE_OK, "a version-1 database is made by hand");
+	struct store *st = open_store(path, 1000);
+	if (!ok(st, "a version-1 database opens"))
+		return;
+	is_int(sql_int(path, "PRAGMA user_version"), STORE_SCHEMA_VERSION,
+	       "... and is migrated to version %d", STORE_SCHEMA_VERSION);
+	struct seen s;
+	int64_t last;
+	read_room(st, "old", 0, 10, &s, &last);
+	ok(s.n == 2 && strcmp(s.text[0], "before") == 0, "its entries are still there");
+	char *a = post(st, "old", "c", "after", NULL);
+	is_str(a, "answer 3 4", "new posts continue its sequence");
+	free(a);
+	bool replayed = false;
+	a = post(st, "old", "c", "after", &replayed);
+	ok(replayed, "idempotency, new in version 2, works on the migrated file");
+	free(a);
+	store_close(st);
+
+	st = open_store(path, 1000);
+	ok(st, "opening it again migrates nothing and works");
+	store_close(st);
+}
+
+static void test_refusals(void)
+{
+	const char *path = db_path("future.db");
+	sql_exec(path, "PRAGMA user_version = 99");
+	struct store *st = NULL;
+	char err[512] = "";
+	struct store_options o = {.history = 10};
+	is_int(store_open(&st, path, &o, err, sizeof err), -1,
+	       "a database newer than this binary is refused");
+	ok(strstr(err, "schema version 99") && strstr(err, "newer"), "... saying so: %s", err);
+	is_int(sql_int(path, "PRAGMA user_version"), 99, "... and left as it was");
+
+	err[0] = '\0';
+	is_int(store_open(&st, db_path("no/such/dir/chat.db"), &o, err, sizeof err), -1,
+	       "a missing directory is refused");
+	ok(strstr(err, "does not exist"), "... saying so: %s", err);
+
+	FILE *f = fopen(db_path("junk.db"), "w");
+	if (f) {
+		fputs("this is not a database, but it is long enough to have a header....\n"
+		      "more text, more text, more text, more text, more text, more text\n",
+		      f);
+		fclose(f);
+	}
+	err[0] = '\0';
+	is_int(store_open(&st, db_path("junk.db"), &o, err, sizeof err), -1,
+	       "a file that is not a database is refused");
+	ok(strstr(err, "junk.db"), "... naming it: %s", err);
+
+	err[0] = '\0';
+	is_int(store_open(&st, db_path("junk.db/chat.db"), &o, err, sizeof err), -1,
+	       "a directory that is a file is refused");
+	ok(strstr(err, "not a directory"), "... saying so: %s", err);
+}
+
+/* A writer holding the lock past the busy timeout: the post fails cleanly,
+ * then works once the lock is gone. */
+static void test_locked(void)
+{
+	const char *path = db_path("locked.db");
+	struct store *st = open_store(path, 100);
+	if (!st)
+		return;
+	sqlite3 *holder;
+	sqlite3_open(path, &holder);
+	is_int(sqlite3_exec(holder, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK,
+	       "another connection takes the write lock");
+	char *a;
+	size_t len;
+	bool r;
+	const char *why = NULL;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	enum store_result res = store_post(st, "x", NULL, 0, "m", 1, "received m", 10, answer, NULL,
+					   &a, &len, &r, &why);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	is_int(res, STORE_FAILED, "a post under a held lock fails");
+	ok(why && strstr(why, "locked"), "... saying the database is locked: %s", why ? why : "");
+	ok(secs < 30, "... without hanging (%.1f s)", secs);
+	struct seen s;
+	int64_t last;
+	is_int(read_room(st, "x", 0, 10, &s, &last), STORE_OK, "reads go on during the lock (WAL)");
+	sqlite3_exec(holder, "ROLLBACK", NULL, NULL, NULL);
+	sqlite3_close(holder);
+	a = post(st, "x", NULL, "m", NULL);
+	is_str(a, "answer 1 2", "once the lock is gone, posts work again");
+	free(a);
+	store_close(st);
+}
+
+static void test_data_version(void)
+{
+	const char *path = db_path("version.db");
+	struct store *a = open_store(path, 100), *b = open_store(path, 100);
+	if (!a || !b) {
+		store_close(a);
+		store_close(b);
+		return;
+	}
+	uint64_t v1 = 0, v2 = 0, v3 = 0;
+	is_int(store_data_version(a, &v1), 0, "store_data_version works");
+	store_data_version(a, &v2);
+	ok(v1 == v2, "it is stable while nothing is written");
+	free(post(b, "r", NULL, "x", NULL));
+	store_data_version(a, &v3);
+	ok(v3 != v2, "it changes when another store on the file commits");
+	v1 = v3;
+	free(post(a, "r", NULL, "y", NULL));
+	store_data_version(a, &v3);
+	ok(v3 != v1, "... and when this store's own posts commit");
+	store_close(a);
+	store_close(b);
+}
+
+/* Several processes, each with several threads, post into one room at
+ * once: every entry arrives once, with seq 1..N in order and no gaps. */
+#define PROCS   4
+#define THREADS 3
+#define POSTS   25
+
+struct poster {
+	const char *path;
+	int proc, thread;
+	int failures;
+};
+
+static void *post_many(void *arg)
+{
+	struct poster *p = arg;
+	struct store *st = open_store(p->path, 1000000);
+	if (!st) {
+		p->failures = POSTS;
+		return NULL;
+	}
+	for (int i = 0; i < POSTS; i++) {
+		char text[48], cid[48];
+		snprintf(text, sizeof text, "p%d t%d n%d", p->proc, p->thread, i);
+		snprintf(cid, sizeof cid, "%d-%d-%d", p->proc, p->thread, i);
+		char *a = post(st, "shared", cid, text, NULL);
+		if (!a)
+			p->failures++;
+		free(a);
+	}
+	store_close(st);
+	return NULL;
+}
+
+static void test_processes(void)
+{
+	const char *path = db_path("shared.db");
+	struct store *st = open_store(path, 1000000);
+	if (!st)
+		return;
+	pid_t pids[PROCS];
+	for (int i = 0; i < PROCS; i++) {
+		pids[i] = fork();
+		if (pids[i] == 0) {
+			pthread_t t[THREADS];
+			struct poster p[THREADS];
+			int failures = 0;
+			for (int j = 0; j < THREADS; j++) {
+				p[j] = (struct poster){.path = path, .proc = i, .thread = j};
+				if (pthread_create(&t[j], NULL, post_many, &p[j]) != 0)
+					_exit(2);
+			}
+			for (int j = 0; j < THREADS; j++) {
+				pthread_join(t[j], NULL);
+				failures += p[j].failures;
+			}
+			_exit(failures ? 1 : 0);
+		}
+	}
+	int bad = 0;
+	for (int i = 0; i < PROCS; i++) {
+		int status;
+		if (pids[i] < 0 || waitpid(pids[i], &status, 0) != pids[i] || !WIFEXITED(status) ||
+		    WEXITSTATUS(status) != 0)
+			bad++;
+	}
+	is_int(bad, 0, "%d processes of %d threads each posted %d times without an error", PROCS,
+	       THREADS, POSTS);
+
+	enum { TOTAL = 2 * PROCS * THREADS * POSTS };
+	struct seen *s = calloc(1, sizeof *s);
+	if (!s)
+		abort();
+	const char *why;
+	int64_t last;
+	store_read(st, "shared", 0, 2048, collect, s, &last, &why);
+	is_int(s->n, TOTAL, "the room holds every entry (%d)", TOTAL);
+	bool gapless = true, paired = true;
+	for (size_t i = 0; i < s->n; i++) {
+		gapless = gapless && s->seq[i] == (int64_t)i + 1;
+		if (i % 2 == 1)
+			paired = paired && strncmp(s->text[i], "received ", 9) == 0 &&
+				 strcmp(s->text[i] + 9, s->text[i - 1]) == 0;
+	}
+	ok(gapless, "seq runs 1..%d with no gap and no repeat", TOTAL);
+	ok(paired, "each user entry is followed by its own reply");
+	bool unique = true;
+	for (size_t i = 0; i < s->n && unique; i += 2)
+		for (size_t j = i + 2; j < s->n && unique; j += 2)
+			unique = strcmp(s->text[i], s->text[j]) != 0;
+	ok(unique, "no post is stored twice");
+	free(s);
+	store_close(st);
+}
+
+int main(void)
+{
+	const char *tmp = getenv("TMPDIR");
+	snprintf(dir, sizeof dir, "%s/store_test.XXXXXX", tmp && *tmp ? tmp : ".");
+	if (!mkdtemp(dir)) {
+		printf("Bail out! mkdtemp %s: %s\n", dir, strerror(errno));
+		return 1;
+	}
+	test_order_and_idempotency();
+	test_retention();
+	test_migration();
+	test_refusals();
+	test_locked();
+	test_data_version();
+	test_processes();
+
+	/* Remove what was made, unless the run is to be looked at. */
+	if (!getenv("CHAT_KEEP")) {
+		char cmd[4200];
+		snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+		if (system(cmd) != 0)
+			diag("could not remove %s", dir);
+	} else {
+		diag("kept %s", dir);
+	}
+	return done_testing();
+}
