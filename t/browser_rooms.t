@@ -29,9 +29,7 @@ binmode Test::More->builder->$_, ':encoding(UTF-8)' for qw(output failure_output
 my $ENTER = $WebDriver::ENTER;
 our $WAIT = 10;    # seconds: a deadline, not an expectation
 
-my $t = ChatTest->new(no_backend => 1);
-my @store = ('--store', 'sqlite:' . $t->dir . '/chat.db');
-$t->start_backend(@store);
+my $t = ChatTest->new;    # with a SQLite store in its temp dir
 
 my $wa = WebDriver->new(dir => $t->dir);
 my $wb = WebDriver->new(dir => $t->dir);
@@ -225,7 +223,7 @@ ok($wb->wait_for(sub { (data_attr($wb, 'chatConnection') // '') eq 'reconnecting
 	'the other window says it is reconnecting too');
 $wa->screenshot($t->dir . '/room-a-down.png');
 
-$t->start_backend(@store);
+$t->start_backend;
 # The page's next try may be up to 10 s away (the longest backoff).
 $WAIT = 25;
 ok(wait_log_ends_with($wa, [user => 'sent while down'], [bot => 'received sent while down']),
