@@ -286,6 +286,36 @@ $wb->screenshot($t->dir . '/room-b-phone-dark.png');
 $wa->screenshot($t->dir . '/room-a-end.png');
 note('screenshots in ' . $t->dir);
 
+# --- A server with no room left for held polls ------------------------------------
+
+# With --max-waits 0 every poll is answered at once with "busy": the page
+# asks again after retry_after (1 s), so messages still arrive, a little
+# later, without a hot loop and without "Reconnecting…".
+my $full = ChatTest->new(backend_args => ['--max-waits', '0']);
+my $busy_room = 'busy-' . int(rand(1e9));
+$wa->window_rect(width => 800, height => 600);
+$wb->window_rect(width => 800, height => 600);
+$wa->get($full->url("/chat/?room=$busy_room"));
+$wb->get($full->url("/chat/?room=$busy_room"));
+ok(room_mode($wa) && room_mode($wb), 'both windows joined a room on a server that holds no poll');
+$t0 = time;
+say_in($wa, 'through busy polls');
+ok(wait_log_ends_with($wb, [other => 'through busy polls'], [bot => 'received through busy polls']),
+	'the other window still gets the message');
+note(sprintf 'it took %.2f s', time - $t0);
+sleep 3;
+my $asked = $wb->execute(<<'JS');
+	return performance.getEntriesByType('resource')
+		.filter(function (e) { return /\/chat\/messages\?/.test(e.name); }).length;
+JS
+note("polls in about 4 s of busy answers: $asked");
+cmp_ok($asked, '<=', 12, 'busy answers are not retried in a loop');
+is(data_attr($wb, 'chatConnection'), 'ok', 'and busy is not shown as a lost connection');
+my $busy_log = $full->access_log;
+my $busy_polls = () = $busy_log =~ m{^HTTP GET /chat/messages\?\S* 200 }mg;
+cmp_ok($busy_polls, '<=', 30, "nginx's access log agrees: $busy_polls polls from both windows");
+$full->done;
+
 # --- No problems recorded ---------------------------------------------------------
 
 for ([A => $wa], [B => $wb]) {
