@@ -314,6 +314,9 @@ is(data_attr($wb, 'chatConnection'), 'ok', 'and busy is not shown as a lost conn
 my $busy_log = $full->access_log;
 my $busy_polls = () = $busy_log =~ m{^HTTP GET /chat/messages\?\S* 200 }mg;
 cmp_ok($busy_polls, '<=', 30, "nginx's access log agrees: $busy_polls polls from both windows");
+# Back to the first server before this one stops, so no poll hits a closed port.
+$_->get($t->url("/chat/?room=$room")) for $wa, $wb;
+ok(room_mode($wa) && room_mode($wb), 'both windows back in the first room');
 $full->done;
 
 # --- No problems recorded ---------------------------------------------------------
