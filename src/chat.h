@@ -57,13 +57,15 @@ struct chat_hold {
 };
 
 struct chat_response {
-	int status;         /* HTTP status */
-	const char *allow;  /* value of an Allow header, or NULL */
-	const char *reason; /* why it failed, for the log; NULL on 200 */
-	char *body;         /* JSON text, UTF-8 */
+	int status;               /* HTTP status */
+	const char *allow;        /* value of an Allow header, or NULL */
+	const char *content_type; /* NULL: CHAT_CONTENT_TYPE */
+	const char *reason;       /* why it failed, for the log; NULL on 200 */
+	char *body;               /* JSON text, UTF-8 */
 	size_t body_len;
 	bool body_owned; /* body was allocated: chat_response_free releases it */
 	struct chat_hold hold;
+	bool store_error; /* the store failed: counted in the metrics */
 	/* A room this request added entries to ("" if none): the server wakes
 	 * the requests held on it. */
 	char changed_room[CHAT_ROOM_MAX + 1];

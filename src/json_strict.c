@@ -1,6 +1,7 @@
 #include "json_strict.h"
 
 #include "hex.h"
+#include "swar.h"
 #include "utf8.h"
 
 /* Recursive descent over the grammar of RFC 8259; recursion is bounded by
@@ -53,6 +54,17 @@ static bool scan_string(struct scan *s, bool is_key)
 {
 	s->p++; /* the opening quote */
 	while (s->p < s->end) {
+		/* Plain runs (UTF-8 is checked for the whole text already). */
+		while (s->end - s->p >= 8) {
+			uint64_t m = swar_json_special(swar_load(s->p));
+			if (m) {
+				s->p += swar_first(m);
+				break;
+			}
+			s->p += 8;
+		}
+		if (s->p == s->end)
+			break;
 		unsigned char c = *s->p;
 		if (c == '"') {
 			s->p++;

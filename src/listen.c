@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,95 @@ static void describe(int fd, char *out, size_t size)
 	} else {
 		snprintf(out, size, "fd %d", fd);
 	}
+}
+
+/* A whole decimal number with nothing around it, as systemd writes them. */
+static int parse_decimal(const char *s, unsigned long long max, unsigned long long *out)
+{
+	unsigned long long v = 0;
+	if (!*s)
+		return -1;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return -1;
+		unsigned digit = (unsigned)(*s - '0');
+		if (v > (max - digit) / 10)
+			return -1;
+		v = v * 10 + digit;
+	}
+	*out = v;
+	return 0;
+}
+
+int socket_activation_check(const char *listen_pid, const char *listen_fds, pid_t self, char *err,
+			    size_t err_size)
+{
+	unsigned long long pid, fds;
+	if (!listen_pid)
+		return 0;
+	/* The variables were meant for another process (a parent that did not
+	 * unset them): the socket on fd 3, if any, is not ours. */
+	if (parse_decimal(listen_pid, (unsigned long long)INT_MAX, &pid) != 0 || pid == 0 ||
+	    pid != (unsigned long long)self)
+		return 0;
+	if (!listen_fds || parse_decimal(listen_fds, (unsigned long long)INT_MAX, &fds) != 0) {
+		snprintf(err, err_size,
+			 "LISTEN_FDS is %s%s%s: expected the number of sockets passed",
+			 listen_fds ? "'" : "", listen_fds ? listen_fds : "not set",
+			 listen_fds ? "'" : "");
+		return -1;
+	}
+	if (fds != 1) {
+		snprintf(err, err_size,
+			 "systemd passed %llu sockets (LISTEN_FDS=%llu); chat-fcgi serves exactly "
+			 "one: give its socket unit a single ListenStream=",
+			 fds, fds);
+		return -1;
+	}
+	return 1;
+}
+
+/* The sd_listen_fds(3) protocol, by hand: systemd's socket unit passes its
+ * listening socket on fd 3. Returns 1 when it did, 0 when not, -1 on error. */
+static int adopt_systemd_socket(struct listener *l, const char *spec, char *err, size_t err_size)
+{
+	int rc = socket_activation_check(getenv("LISTEN_PID"), getenv("LISTEN_FDS"), getpid(), err,
+					 err_size);
+	/* Nothing started from here may take the variables for its own. */
+	if (unsetenv("LISTEN_PID") != 0 || unsetenv("LISTEN_FDS") != 0 ||
+	    unsetenv("LISTEN_FDNAMES") != 0) {
+		snprintf(err, err_size, "cannot unset LISTEN_PID: %s", strerror(errno));
+		return -1;
+	}
+	if (rc <= 0)
+		return rc;
+	if (spec) {
+		snprintf(err, err_size,
+			 "systemd passed a socket (LISTEN_FDS), and --listen %s asks for another: "
+			 "drop --listen, or start chat-fcgi without its socket unit",
+			 spec);
+		return -1;
+	}
+	int on = 0, type = 0;
+	socklen_t len = sizeof on, type_len = sizeof type;
+	if (getsockopt(SD_LISTEN_FD, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) != 0 || !on ||
+	    getsockopt(SD_LISTEN_FD, SOL_SOCKET, SO_TYPE, &type, &type_len) != 0 ||
+	    type != SOCK_STREAM) {
+		snprintf(err, err_size,
+			 "LISTEN_FDS=1, but fd %d is not a listening stream socket: "
+			 "use ListenStream= in the socket unit",
+			 SD_LISTEN_FD);
+		return -1;
+	}
+	if (fcntl(SD_LISTEN_FD, F_SETFD, FD_CLOEXEC) != 0) {
+		snprintf(err, err_size, "fd %d: %s", SD_LISTEN_FD, strerror(errno));
+		return -1;
+	}
+	l->fd = SD_LISTEN_FD;
+	char where[sizeof l->name - 32];
+	describe(SD_LISTEN_FD, where, sizeof where);
+	snprintf(l->name, sizeof l->name, "%s (fd %d from systemd)", where, SD_LISTEN_FD);
+	return 1;
 }
 
 static int adopt_fd0(struct listener *l, char *err, size_t err_size)
@@ -197,8 +287,12 @@ int listener_open(struct listener *l, const char *spec, mode_t mode, char *err, 
 {
 	memset(l, 0, sizeof *l);
 	l->fd = -1;
-	int rc;
-	if (!spec)
+	int rc = adopt_systemd_socket(l, spec, err, err_size);
+	if (rc < 0)
+		return -1;
+	if (rc > 0)
+		rc = 0;
+	else if (!spec)
 		rc = adopt_fd0(l, err, err_size);
 	else if (strncmp(spec, "unix:", 5) == 0)
 		rc = open_unix(l, spec + 5, mode, err, err_size);

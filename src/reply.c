@@ -1,5 +1,7 @@
 #include "reply.h"
 
+#include "swar.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,7 +28,15 @@ size_t reply_escaped_len(const char *text, size_t len)
 {
 	const unsigned char *s = (const unsigned char *)text;
 	size_t out = len;
-	for (size_t i = 0; i < len; i++)
+	size_t i = 0;
+	for (; len - i >= 8; i += 8) {
+		uint64_t m = swar_json_special(swar_load(s + i));
+		if (m)
+			for (size_t k = i + swar_first(m); k < i + 8; k++)
+				if (escaped_size[s[k]])
+					out += escaped_size[s[k]] - 1u;
+	}
+	for (; i < len; i++)
 		if (escaped_size[s[i]])
 			out += escaped_size[s[i]] - 1u;
 	return out;
@@ -40,6 +50,14 @@ char *reply_escape(char *out, const char *text, size_t len)
 
 	while (i < len) {
 		size_t run = i;
+		while (len - run >= 8) {
+			uint64_t m = swar_json_special(swar_load(s + run));
+			if (m) {
+				run += swar_first(m);
+				break;
+			}
+			run += 8;
+		}
 		while (run < len && !escaped_size[s[run]])
 			run++;
 		memcpy(out, s + i, run - i);

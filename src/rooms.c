@@ -55,6 +55,7 @@ static void store_failed(struct chat_response *res, enum store_result r, const c
 		chat_out_of_memory(res, why);
 	else
 		chat_set_error(res, 503, STORE_FAILED_BODY, why);
+	res->store_error = true;
 }
 
 /* ---- POST /chat/ with a room ---- */

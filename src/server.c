@@ -24,10 +24,14 @@
 #define _GNU_SOURCE
 #include "server.h"
 
+#include "fcgi_head.h"
 #include "log.h"
+#include "metrics.h"
+#include "reply.h"
 
 #include <errno.h>
 #include <fcgiapp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -60,6 +64,9 @@
 /* Upper bound on the slot table, whatever RLIMIT_NOFILE allows. */
 #define MAX_SLOTS 65536u
 
+/* The Prometheus text exposition format, version 0.0.4. */
+#define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+
 /* Tags of the epoll entries that are not connections. */
 #define TAG_LISTEN UINT64_MAX
 #define TAG_STOP   (UINT64_MAX - 1)
@@ -74,15 +81,23 @@ enum conn_state {
 
 struct conn {
 	FCGX_Request req;
-	enum conn_state state;
+	/* The state in the low 32 bits, the arm count in the high ones: one
+	 * word, so the common step (an idle connection's event taken by one
+	 * thread) is a compare-and-swap, not a lock. */
+	_Atomic uint64_t st;
 	uint32_t index;
-	uint32_t arm;
 	struct conn *next; /* free list, held list, or a list being answered */
 	struct conn *prev; /* held list */
 	/* While a request is held: */
 	uint64_t deadline_ms; /* CLOCK_MONOTONIC */
 	uint64_t seen_change; /* srv->changes when its answer was computed */
 	bool was_held;
+	/* Held because its request has not fully arrived: looked at again by
+	 * the timer, after partial_wait_ms, until partial_since + IO_TIMEOUT. */
+	bool partial;
+	uint64_t partial_since_ms;
+	unsigned partial_wait_ms;
+	enum metrics_route route;
 	char room[CHAT_ROOM_MAX + 1];
 	char *body;
 	size_t body_len;
@@ -96,8 +111,13 @@ struct server {
 	int timer_fd; /* held deadlines and the store check */
 	atomic_bool stopping;
 	atomic_ulong served;
+	atomic_uint connections;
+	/* Bumped whenever entries may have been added to some room: a request
+	 * whose answer was computed before the last bump is not held but looked
+	 * at again, so no post between its query and its hold is missed. */
+	_Atomic uint64_t changes;
 
-	pthread_mutex_t lock; /* everything below, and each conn's state and arm */
+	pthread_mutex_t lock; /* everything below, and the state of held conns */
 	pthread_cond_t done;
 	unsigned running;
 	struct conn *slots;
@@ -105,11 +125,7 @@ struct server {
 	struct conn *free_slots;
 	bool listen_paused; /* every slot taken: the listening socket waits */
 	struct conn *held;  /* doubly linked */
-	unsigned nheld;
-	/* Bumped whenever entries may have been added to some room: a request
-	 * whose answer was computed before the last bump is not held but looked
-	 * at again, so no post between its query and its hold is missed. */
-	uint64_t changes;
+	unsigned nheld;     /* long-polls among them (not partial requests) */
 	uint64_t store_version;
 	uint64_t timer_due_ms; /* 0: not set */
 };
@@ -136,6 +152,12 @@ static const char *status_text(int status)
 		return "Content Too Large";
 	case 415:
 		return "Unsupported Media Type";
+	case 403:
+		return "Forbidden";
+	case 429:
+		return "Too Many Requests";
+	case 500:
+		return "Internal Server Error";
 	case 503:
 		return "Service Unavailable";
 	default:
@@ -211,12 +233,13 @@ static int write_response(FCGX_Stream *out, const struct chat_response *res)
 	char head[256];
 	int n = snprintf(head, sizeof head,
 			 "Status: %d %s\r\n"
-			 "Content-Type: " CHAT_CONTENT_TYPE "\r\n"
+			 "Content-Type: %s\r\n"
 			 "Content-Length: %zu\r\n"
 			 "Cache-Control: no-store\r\n"
 			 "%s%s%s"
 			 "\r\n",
-			 res->status, status_text(res->status), res->body_len,
+			 res->status, status_text(res->status),
+			 res->content_type ? res->content_type : CHAT_CONTENT_TYPE, res->body_len,
 			 res->allow ? "Allow: " : "", res->allow ? res->allow : "",
 			 res->allow ? "\r\n" : "");
 	if (n < 0 || (size_t)n >= sizeof head)
@@ -242,21 +265,46 @@ static void log_request(FCGX_Request *req, const struct chat_response *res,
 	enum log_level level = res->status == 200 ? LOG_DEBUG : LOG_NOTICE;
 	if (!log_enabled(level))
 		return;
-	char method[16], uri[256];
+	char method[16], uri[256], id[40];
 	log_clean(method, sizeof method, FCGX_GetParam("REQUEST_METHOD", req->envp));
 	log_clean(uri, sizeof uri, FCGX_GetParam("REQUEST_URI", req->envp));
-	log_msg(level, "%d %s %s %.2f ms%s%s", res->status, method, uri, ms_since(t0),
-		res->reason ? ": " : "", res->reason ? res->reason : "");
+	log_clean(id, sizeof id, FCGX_GetParam("REQUEST_ID", req->envp));
+	/* The id is nginx's $request_id, in its access log too. */
+	log_msg(level, "%d %s %s %.2f ms id=%s%s%s", res->status, method, uri, ms_since(t0),
+		id[0] ? id : "-", res->reason ? ": " : "", res->reason ? res->reason : "");
 }
 
-/* --- slots and arming; callers hold srv->lock ------------------------- */
-
-static int arm(struct server *srv, struct conn *c, int op)
+static uint64_t st_make(uint32_t arm_count, enum conn_state state)
 {
-	c->arm++;
+	return (uint64_t)arm_count << 32 | (uint32_t)state;
+}
+
+static uint32_t st_arm(uint64_t st)
+{
+	return (uint32_t)(st >> 32);
+}
+
+static enum conn_state st_state(uint64_t st)
+{
+	return (enum conn_state)(uint32_t)st;
+}
+
+/* Only the thread that owns c (or holds the lock, for held ones) calls it. */
+static void set_state(struct conn *c, enum conn_state state)
+{
+	atomic_store(&c->st, st_make(st_arm(atomic_load(&c->st)), state));
+}
+
+/* --- slots and arming ---------------------------------------------------- */
+
+/* Puts c in state and arms it; older events for it turn stale. */
+static int arm(struct server *srv, struct conn *c, int op, enum conn_state state)
+{
+	uint32_t count = st_arm(atomic_load(&c->st)) + 1;
+	atomic_store(&c->st, st_make(count, state));
 	struct epoll_event ev = {
 	    .events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT,
-	    .data.u64 = (uint64_t)c->arm << 32 | c->index,
+	    .data.u64 = (uint64_t)count << 32 | c->index,
 	};
 	return epoll_ctl(srv->ep, op, c->req.ipcFd, &ev);
 }
@@ -271,10 +319,12 @@ static void arm_listener(struct server *srv)
 		log_msg(LOG_ERROR, "cannot watch the listening socket: %s", strerror(errno));
 }
 
+/* Callers hold srv->lock. */
 static void release_slot(struct server *srv, struct conn *c)
 {
-	c->state = CONN_FREE;
-	c->arm++; /* whatever event is still in flight for it is stale now */
+	/* Whatever event is still in flight for it is stale now. */
+	atomic_store(&c->st, st_make(st_arm(atomic_load(&c->st)) + 1, CONN_FREE));
+	atomic_fetch_sub(&srv->connections, 1);
 	c->next = srv->free_slots;
 	srv->free_slots = c;
 	if (srv->listen_paused && !atomic_load(&srv->stopping)) {
@@ -290,7 +340,8 @@ static void held_insert(struct server *srv, struct conn *c)
 	if (srv->held)
 		srv->held->prev = c;
 	srv->held = c;
-	srv->nheld++;
+	if (!c->partial)
+		srv->nheld++;
 }
 
 static void held_remove(struct server *srv, struct conn *c)
@@ -302,7 +353,8 @@ static void held_remove(struct server *srv, struct conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	c->next = c->prev = NULL;
-	srv->nheld--;
+	if (!c->partial)
+		srv->nheld--;
 }
 
 /* Makes the timer fire by due_ms at the latest. */
@@ -332,6 +384,7 @@ static void conn_close(struct server *srv, struct conn *c)
 	FCGX_Free(&c->req, 1);
 	free(c->body);
 	c->body = NULL;
+	c->partial = false;
 	pthread_mutex_lock(&srv->lock);
 	release_slot(srv, c);
 	pthread_mutex_unlock(&srv->lock);
@@ -353,17 +406,12 @@ static void conn_finish(struct server *srv, struct conn *c)
 		pthread_mutex_unlock(&srv->lock);
 		return;
 	}
-	pthread_mutex_lock(&srv->lock);
 	bool ok = !atomic_load(&srv->stopping);
-	if (ok) {
-		c->state = CONN_IDLE;
-		if (arm(srv, c, EPOLL_CTL_MOD) != 0) {
-			log_msg(LOG_ERROR, "cannot watch a connection: %s", strerror(errno));
-			c->state = CONN_BUSY;
-			ok = false;
-		}
+	if (ok && arm(srv, c, EPOLL_CTL_MOD, CONN_IDLE) != 0) {
+		log_msg(LOG_ERROR, "cannot watch a connection: %s", strerror(errno));
+		set_state(c, CONN_BUSY);
+		ok = false;
 	}
-	pthread_mutex_unlock(&srv->lock);
 	if (!ok)
 		conn_close(srv, c);
 }
@@ -421,7 +469,7 @@ static void answer(struct server *srv, struct conn *c, struct chat_request *creq
 		if (res->hold.ms == 0 || round > 100 || atomic_load(&srv->stopping) ||
 		    now >= c->deadline_ms) {
 			mode = CHAT_HOLD_OVER;
-		} else if (c->seen_change != srv->changes) {
+		} else if (c->seen_change != atomic_load(&srv->changes)) {
 			mode = CHAT_HOLD_ALLOWED; /* something changed meanwhile */
 		} else if (srv->nheld >= srv->cfg.max_held) {
 			mode = CHAT_HOLD_FULL;
@@ -429,14 +477,13 @@ static void answer(struct server *srv, struct conn *c, struct chat_request *creq
 			memcpy(c->room, res->hold.room, sizeof c->room);
 			c->room[sizeof c->room - 1] = '\0';
 			c->was_held = true;
-			c->state = CONN_HELD;
 			held_insert(srv, c);
 			/* Armed so that nginx giving up on the request is seen. */
-			if (arm(srv, c, EPOLL_CTL_MOD) != 0) {
+			if (arm(srv, c, EPOLL_CTL_MOD, CONN_HELD) != 0) {
 				log_msg(LOG_ERROR, "cannot watch a held request: %s",
 					strerror(errno));
 				held_remove(srv, c);
-				c->state = CONN_BUSY;
+				set_state(c, CONN_BUSY);
 				mode = CHAT_HOLD_OVER;
 			} else {
 				uint64_t due = c->deadline_ms;
@@ -448,7 +495,7 @@ static void answer(struct server *srv, struct conn *c, struct chat_request *creq
 				return;
 			}
 		}
-		c->seen_change = srv->changes;
+		c->seen_change = atomic_load(&srv->changes);
 		pthread_mutex_unlock(&srv->lock);
 		chat_response_free(res);
 		creq->hold_mode = mode;
@@ -462,6 +509,9 @@ static void answer(struct server *srv, struct conn *c, struct chat_request *creq
 	if (write_response(c->req.out, res) != 0)
 		log_msg(LOG_DEBUG, "could not send the answer: the connection is gone");
 	log_request(&c->req, res, &c->t0);
+	if (res->store_error)
+		metrics_store_error();
+	metrics_request_done(c->route, res->status, (uint64_t)(ms_since(&c->t0) * 1000.0));
 	char room[sizeof res->changed_room];
 	memcpy(room, res->changed_room, sizeof room);
 	room[sizeof room - 1] = '\0';
@@ -484,9 +534,7 @@ static void answer_again(struct server *srv, struct conn *list, bool over)
 		struct chat_response res;
 		build_request(c, &creq, path, sizeof path);
 		creq.hold_mode = over ? CHAT_HOLD_OVER : CHAT_HOLD_ALLOWED;
-		pthread_mutex_lock(&srv->lock);
-		c->seen_change = srv->changes;
-		pthread_mutex_unlock(&srv->lock);
+		c->seen_change = atomic_load(&srv->changes);
 		chat_respond(&creq, &srv->cfg.limits, &res);
 		answer(srv, c, &creq, &res);
 	}
@@ -496,19 +544,79 @@ static void answer_again(struct server *srv, struct conn *list, bool over)
 static void wake_room(struct server *srv, const char *room)
 {
 	struct conn *list = NULL;
+	atomic_fetch_add(&srv->changes, 1);
 	pthread_mutex_lock(&srv->lock);
-	srv->changes++;
 	for (struct conn *c = srv->held, *next; c; c = next) {
 		next = c->next;
-		if (strcmp(c->room, room) == 0) {
+		if (!c->partial && strcmp(c->room, room) == 0) {
 			held_remove(srv, c);
-			c->state = CONN_BUSY;
+			set_state(c, CONN_BUSY);
 			c->next = list;
 			list = c;
 		}
 	}
 	pthread_mutex_unlock(&srv->lock);
 	answer_again(srv, list, false);
+}
+
+static void set_body(struct chat_response *res, int status, const char *body, const char *reason)
+{
+	*res = (struct chat_response){.status = status, .reason = reason};
+	res->body = (char *)body;
+	res->body_len = strlen(body);
+}
+
+/* GET /chat/health and GET /chat/metrics: about the server, not the chat. */
+static void service_answer(struct server *srv, struct conn *c, const struct chat_request *creq,
+			   struct chat_response *res)
+{
+	bool head = creq->method && strcmp(creq->method, "HEAD") == 0;
+	if (!creq->method || (strcmp(creq->method, "GET") != 0 && !head)) {
+		set_body(res, 405, "{\"error\":\"Only GET and HEAD are allowed here.\"}",
+			 "method not allowed");
+		res->allow = "GET, HEAD";
+		return;
+	}
+	if (c->route == ROUTE_HEALTH) {
+		char why[256] = "";
+		if (!srv->cfg.store_check ||
+		    srv->cfg.store_check(srv->cfg.store_ctx, why, sizeof why) == 0) {
+			set_body(res, 200, "{\"status\":\"ok\"}", NULL);
+			return;
+		}
+		static const char pre[] = "{\"status\":\"error\",\"error\":\"";
+		static const char post[] = "\"}";
+		size_t wlen = strnlen(why, sizeof why);
+		char *body = malloc(sizeof pre + reply_escaped_len(why, wlen) + sizeof post);
+		if (!body) {
+			chat_out_of_memory(res, "out of memory");
+			return;
+		}
+		memcpy(body, pre, sizeof pre - 1);
+		char *end = reply_escape(body + sizeof pre - 1, why, wlen);
+		memcpy(end, post, sizeof post);
+		*res = (struct chat_response){.status = 503, .reason = "the store failed"};
+		res->body = body;
+		res->body_len = (size_t)(end - body) + sizeof post - 1;
+		res->body_owned = true;
+		return;
+	}
+	pthread_mutex_lock(&srv->lock);
+	struct metrics_gauges g = {
+	    .held = srv->nheld,
+	    .connections = atomic_load(&srv->connections),
+	    .threads = srv->cfg.threads,
+	};
+	pthread_mutex_unlock(&srv->lock);
+	size_t len;
+	char *text = metrics_render(&g, &len);
+	if (!text) {
+		chat_out_of_memory(res, "out of memory");
+		return;
+	}
+	*res = (struct chat_response){.status = 200, .body = text, .body_len = len};
+	res->body_owned = true;
+	res->content_type = METRICS_CONTENT_TYPE;
 }
 
 /* Reads the request waiting on c and answers it. */
@@ -523,16 +631,23 @@ static void serve(struct server *srv, struct conn *c)
 	}
 	clock_gettime(CLOCK_MONOTONIC, &c->t0);
 	c->was_held = false;
-	pthread_mutex_lock(&srv->lock);
-	c->seen_change = srv->changes;
-	pthread_mutex_unlock(&srv->lock);
+	c->seen_change = atomic_load(&srv->changes);
 
 	char path[64];
 	struct chat_request creq;
 	struct chat_response res;
 	size_t announced;
 	build_request(c, &creq, path, sizeof path);
+	metrics_request_started();
+	c->route = metrics_route_of(creq.path);
 
+	if (c->route == ROUTE_HEALTH || c->route == ROUTE_METRICS) {
+		if (!drain_body(c->req.in))
+			c->req.keepConnection = 0;
+		service_answer(srv, c, &creq, &res);
+		answer(srv, c, &creq, &res);
+		return;
+	}
 	if (chat_check_head(&creq, &srv->cfg.limits, &res, &announced) == CHAT_HEAD_REJECTED) {
 		if (!drain_body(c->req.in))
 			c->req.keepConnection = 0;
@@ -547,7 +662,11 @@ static void serve(struct server *srv, struct conn *c)
 		log_clean(u, sizeof u, FCGX_GetParam("REQUEST_URI", c->req.envp));
 		log_msg(LOG_NOTICE, "client went away mid-body (%zu bytes announced) on %s",
 			announced, u);
-		conn_close(srv, c);
+		metrics_request_done(c->route, 400, (uint64_t)(ms_since(&c->t0) * 1000.0));
+		/* Finishing still ends the request in the protocol (END_REQUEST),
+		 * then closes: the rest of the stream cannot be trusted. */
+		c->req.keepConnection = 0;
+		conn_finish(srv, c);
 		return;
 	}
 	if (oom) {
@@ -586,6 +705,96 @@ static void held_event(struct server *srv, struct conn *c)
 	conn_close(srv, c);
 }
 
+/* Leaves c, whose request is still arriving, to the timer: arming it in
+ * epoll would report the bytes already there at once, again and again. */
+static void park_partial(struct server *srv, struct conn *c)
+{
+	uint64_t now = now_ms();
+	if (!c->partial) {
+		c->partial = true;
+		c->partial_since_ms = now;
+		c->partial_wait_ms = 1;
+	} else if (c->partial_wait_ms < 256) {
+		c->partial_wait_ms *= 2;
+	}
+	if (now - c->partial_since_ms >= (uint64_t)IO_TIMEOUT_S * 1000) {
+		log_msg(LOG_NOTICE,
+			"a request did not arrive whole within %d s; "
+			"connection closed",
+			IO_TIMEOUT_S);
+		conn_close(srv, c);
+		return;
+	}
+	pthread_mutex_lock(&srv->lock);
+	if (atomic_load(&srv->stopping)) {
+		pthread_mutex_unlock(&srv->lock);
+		conn_close(srv, c);
+		return;
+	}
+	c->deadline_ms = now + c->partial_wait_ms;
+	held_insert(srv, c);
+	atomic_store(&c->st, st_make(st_arm(atomic_load(&c->st)) + 1, CONN_HELD));
+	timer_by(srv, c->deadline_ms);
+	pthread_mutex_unlock(&srv->lock);
+}
+
+/*
+ * Peeks at the request waiting on c (which the caller owns): true when
+ * libfcgi may read it. Otherwise c has been closed (broken or gone),
+ * parked (still arriving) or armed again (nothing there after all).
+ */
+static bool head_ready(struct server *srv, struct conn *c)
+{
+	static _Thread_local unsigned char big[FCGI_HEAD_PEEK_MAX];
+	unsigned char small[4096];
+	int fd = c->req.ipcFd;
+	ssize_t n = recv(fd, small, sizeof small, MSG_PEEK | MSG_DONTWAIT);
+	enum fcgi_head v = FCGI_HEAD_BAD;
+	if (n > 0) {
+		v = fcgi_head_check(small, (size_t)n);
+		if (v == FCGI_HEAD_PARTIAL && (size_t)n == sizeof small) {
+			n = recv(fd, big, sizeof big, MSG_PEEK | MSG_DONTWAIT);
+			v = n > 0 ? fcgi_head_check(big, (size_t)n) : FCGI_HEAD_BAD;
+		}
+	} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+		if (c->partial) {
+			park_partial(srv, c);
+			return false;
+		}
+		/* A stale wake-up: wait for the request. */
+		if (!atomic_load(&srv->stopping) && arm(srv, c, EPOLL_CTL_MOD, CONN_IDLE) == 0)
+			return false;
+		set_state(c, CONN_BUSY);
+		conn_close(srv, c);
+		return false;
+	}
+	if (v == FCGI_HEAD_PARTIAL) {
+		/* Cut short by the peer: it can never be whole. libfcgi may read
+		 * what there is (management records get their answer) without
+		 * blocking, since the end follows. */
+		struct pollfd pfd = {.fd = fd, .events = POLLRDHUP};
+		if (poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+			v = FCGI_HEAD_READY;
+	}
+	switch (v) {
+	case FCGI_HEAD_READY:
+		c->partial = false;
+		return true;
+	case FCGI_HEAD_PARTIAL:
+		park_partial(srv, c);
+		return false;
+	case FCGI_HEAD_BAD:
+		break;
+	}
+	if (n > 0)
+		log_msg(LOG_NOTICE,
+			"a peer sent a request libfcgi cannot safely read "
+			"(parameters broken or over %zu bytes); connection closed",
+			FCGI_HEAD_MAX_PARAMS);
+	conn_close(srv, c);
+	return false;
+}
+
 static void conn_event(struct server *srv, uint64_t tag)
 {
 	uint32_t index = (uint32_t)tag;
@@ -593,20 +802,23 @@ static void conn_event(struct server *srv, uint64_t tag)
 	if (index >= srv->nslots)
 		return;
 	struct conn *c = &srv->slots[index];
-	pthread_mutex_lock(&srv->lock);
-	enum conn_state was = c->state;
-	if (c->arm != armed || (was != CONN_IDLE && was != CONN_HELD)) {
-		pthread_mutex_unlock(&srv->lock);
-		return; /* stale: the connection moved on since it was armed */
+	uint64_t idle = st_make(armed, CONN_IDLE);
+	if (atomic_compare_exchange_strong(&c->st, &idle, st_make(armed, CONN_BUSY))) {
+		if (head_ready(srv, c))
+			serve(srv, c);
+		return;
 	}
-	if (was == CONN_HELD)
+	/* Not idle with this arm count: held (the lock guards the list), or
+	 * stale because the connection moved on since it was armed. */
+	pthread_mutex_lock(&srv->lock);
+	bool held = atomic_load(&c->st) == st_make(armed, CONN_HELD);
+	if (held) {
 		held_remove(srv, c);
-	c->state = CONN_BUSY;
+		set_state(c, CONN_BUSY);
+	}
 	pthread_mutex_unlock(&srv->lock);
-	if (was == CONN_HELD)
+	if (held)
 		held_event(srv, c);
-	else
-		serve(srv, c);
 }
 
 /* Deadlines of held requests, and posts other processes made. */
@@ -631,14 +843,26 @@ static void timer_event(struct server *srv)
 	struct conn *over = NULL, *woken = NULL;
 	pthread_mutex_lock(&srv->lock);
 	if (changed)
-		srv->changes++;
+		atomic_fetch_add(&srv->changes, 1);
 	uint64_t now = now_ms();
 	uint64_t next = 0;
+	struct conn *partial = NULL;
 	for (struct conn *c = srv->held, *n; c; c = n) {
 		n = c->next;
+		if (c->partial) {
+			if (c->deadline_ms <= now) {
+				held_remove(srv, c);
+				set_state(c, CONN_BUSY);
+				c->next = partial;
+				partial = c;
+			} else if (next == 0 || c->deadline_ms < next) {
+				next = c->deadline_ms;
+			}
+			continue;
+		}
 		if (c->deadline_ms <= now || changed) {
 			held_remove(srv, c);
-			c->state = CONN_BUSY;
+			set_state(c, CONN_BUSY);
 			if (c->deadline_ms <= now) {
 				c->next = over;
 				over = c;
@@ -663,6 +887,13 @@ static void timer_event(struct server *srv)
 
 	answer_again(srv, over, true);
 	answer_again(srv, woken, false);
+	while (partial) {
+		struct conn *c = partial;
+		partial = c->next;
+		c->next = NULL;
+		if (head_ready(srv, c))
+			serve(srv, c);
+	}
 }
 
 static void set_timeouts(int fd)
@@ -709,8 +940,8 @@ static void accept_event(struct server *srv)
 		/* FCGX_Accept_r first finishes the previous request; this keeps
 		 * it from closing the connection it has just been handed. */
 		c->req.keepConnection = 1;
-		c->state = CONN_IDLE;
-		if (arm(srv, c, EPOLL_CTL_ADD) != 0) {
+		atomic_fetch_add(&srv->connections, 1);
+		if (arm(srv, c, EPOLL_CTL_ADD, CONN_IDLE) != 0) {
 			log_msg(LOG_ERROR, "cannot watch a connection: %s", strerror(errno));
 			close(fd);
 			c->req.ipcFd = -1;
@@ -787,7 +1018,7 @@ static void server_free(struct server *srv)
 		close(srv->timer_fd);
 	for (uint32_t i = 0; srv->slots && i < srv->nslots; i++) {
 		struct conn *c = &srv->slots[i];
-		if (c->state != CONN_FREE) {
+		if (st_state(atomic_load(&c->st)) != CONN_FREE) {
 			c->req.detached = 1;
 			FCGX_Free(&c->req, 1);
 			free(c->body);
@@ -875,31 +1106,42 @@ unsigned long server_stop(struct server *srv, unsigned grace_ms)
 
 	/* Long-polls answer now, with what they have; idle kept connections
 	 * are closed, or served first if nginx has just sent on one. */
-	struct conn *held = NULL, *idle = NULL;
+	struct conn *held = NULL, *idle = NULL, *partial = NULL;
 	pthread_mutex_lock(&srv->lock);
 	while (srv->held) {
 		struct conn *c = srv->held;
 		held_remove(srv, c);
-		c->state = CONN_BUSY;
-		c->next = held;
-		held = c;
+		set_state(c, CONN_BUSY);
+		if (c->partial) {
+			c->next = partial;
+			partial = c;
+		} else {
+			c->next = held;
+			held = c;
+		}
 	}
 	for (uint32_t i = 0; i < srv->nslots; i++) {
 		struct conn *c = &srv->slots[i];
-		if (c->state == CONN_IDLE) {
-			c->state = CONN_BUSY;
-			c->arm++;
+		uint64_t st = atomic_load(&c->st);
+		if (st_state(st) == CONN_IDLE &&
+		    atomic_compare_exchange_strong(&c->st, &st,
+						   st_make(st_arm(st) + 1, CONN_BUSY))) {
 			c->next = idle;
 			idle = c;
 		}
 	}
 	pthread_mutex_unlock(&srv->lock);
 	answer_again(srv, held, true);
+	while (partial) {
+		struct conn *c = partial;
+		partial = c->next;
+		conn_close(srv, c);
+	}
 	while (idle) {
 		struct conn *c = idle;
 		idle = c->next;
 		char b;
-		if (recv(c->req.ipcFd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 1)
+		if (recv(c->req.ipcFd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 1 && head_ready(srv, c))
 			serve(srv, c);
 		else
 			conn_close(srv, c);

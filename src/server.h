@@ -18,6 +18,9 @@ struct server_config {
 	 * to the shared store, so held requests there are looked at again.
 	 * Returns 0 on success. Called from one thread at a time. */
 	int (*store_version)(void *ctx, uint64_t *version);
+	/* Optional: 0 when the store works, else -1 with a sentence in why;
+	 * GET /chat/health answers 503 with it. */
+	int (*store_check)(void *ctx, char *why, size_t why_size);
 	void *store_ctx;
 };
 

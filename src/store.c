@@ -29,6 +29,14 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     "CREATE INDEX posts_by_seq ON posts(room, seq);",
 };
 
+/* Page cache per connection, in KiB (SQLite's default is 2 MiB): there is
+ * a connection per busy thread, and reads touch few pages. */
+#define STORE_CACHE_KIB "512"
+/* WAL frames after which the checkpoint thread is woken early; it also
+ * runs every STORE_CHECKPOINT_MS. */
+#define STORE_CHECKPOINT_FRAMES 1000
+#define STORE_CHECKPOINT_MS     1000
+
 enum stmt_id {
 	ST_BEGIN_WRITE,
 	ST_BEGIN_READ,
@@ -81,6 +89,16 @@ struct store {
 	pthread_mutex_t write_lock;
 	pthread_mutex_t version_lock;
 	sqlite3 *version_db; /* for store_data_version only */
+
+	/* Checkpoints run on a thread of their own: with synchronous=NORMAL a
+	 * checkpoint is the one step that fsyncs, and in the committing
+	 * request (SQLite's default) it made every few hundredth post wait. */
+	pthread_t checkpointer;
+	bool checkpointer_started;
+	pthread_mutex_t checkpoint_lock;
+	pthread_cond_t checkpoint_due;
+	bool checkpoint_wanted, stopping; /* under checkpoint_lock */
+	sqlite3 *checkpoint_db;
 };
 
 /* A static sentence for the log, by SQLite's primary result code. */
@@ -150,8 +168,49 @@ static int busy_wait(void *arg, int count)
 	return 1;
 }
 
-static int conn_setup(struct conn *c, const struct store_options *opt)
+/* Called after each commit with the WAL's size in frames. */
+static int wal_grew(void *arg, sqlite3 *db, const char *name, int frames)
 {
+	(void)db;
+	(void)name;
+	struct store *st = arg;
+	if (frames >= STORE_CHECKPOINT_FRAMES) {
+		pthread_mutex_lock(&st->checkpoint_lock);
+		st->checkpoint_wanted = true;
+		pthread_cond_signal(&st->checkpoint_due);
+		pthread_mutex_unlock(&st->checkpoint_lock);
+	}
+	return SQLITE_OK;
+}
+
+static void *checkpoint_loop(void *arg)
+{
+	struct store *st = arg;
+	pthread_mutex_lock(&st->checkpoint_lock);
+	while (!st->stopping) {
+		if (!st->checkpoint_wanted) {
+			struct timespec until;
+			clock_gettime(CLOCK_REALTIME, &until);
+			until.tv_sec += STORE_CHECKPOINT_MS / 1000;
+			pthread_cond_timedwait(&st->checkpoint_due, &st->checkpoint_lock, &until);
+			if (st->stopping)
+				break;
+		}
+		st->checkpoint_wanted = false;
+		pthread_mutex_unlock(&st->checkpoint_lock);
+		/* PASSIVE: copies what no reader still needs, never waits for
+		 * writers or readers. A failure is tried again next round. */
+		sqlite3_wal_checkpoint_v2(st->checkpoint_db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL,
+					  NULL);
+		pthread_mutex_lock(&st->checkpoint_lock);
+	}
+	pthread_mutex_unlock(&st->checkpoint_lock);
+	return NULL;
+}
+
+static int conn_setup(struct store *st, struct conn *c)
+{
+	const struct store_options *opt = &st->opt;
 	sqlite3 *db = c->db;
 	int rc = sqlite3_busy_handler(db, busy_wait, c);
 	if (rc == SQLITE_OK)
@@ -159,6 +218,11 @@ static int conn_setup(struct conn *c, const struct store_options *opt)
 				  opt->sync_full ? "PRAGMA synchronous = FULL"
 						 : "PRAGMA synchronous = NORMAL",
 				  NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, "PRAGMA cache_size = -" STORE_CACHE_KIB, NULL, NULL, NULL);
+	/* Replaces SQLite's checkpoint-on-commit (sqlite3_wal_autocheckpoint). */
+	if (rc == SQLITE_OK)
+		sqlite3_wal_hook(db, wal_grew, st);
 	return rc;
 }
 
@@ -170,7 +234,7 @@ static int conn_open(struct store *st, int flags, struct conn **out)
 		return SQLITE_NOMEM;
 	int rc = sqlite3_open_v2(st->path, &c->db, flags | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc == SQLITE_OK)
-		rc = conn_setup(c, &st->opt);
+		rc = conn_setup(st, c);
 	if (rc != SQLITE_OK) {
 		if (c->db)
 			rc = sqlite3_extended_errcode(c->db) ? sqlite3_extended_errcode(c->db) : rc;
@@ -539,6 +603,22 @@ int store_data_version(struct store *st, uint64_t *out)
 	return rc == SQLITE_ROW ? 0 : -1;
 }
 
+static int conn_setup_checkpointer(struct store *st)
+{
+	int rc = sqlite3_busy_timeout(st->checkpoint_db, STORE_BUSY_TIMEOUT_MS);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(st->checkpoint_db,
+				  st->opt.sync_full ? "PRAGMA synchronous = FULL"
+						    : "PRAGMA synchronous = NORMAL",
+				  NULL, NULL, NULL);
+	if (rc == SQLITE_OK) {
+		if (pthread_create(&st->checkpointer, NULL, checkpoint_loop, st) != 0)
+			return SQLITE_NOMEM;
+		st->checkpointer_started = true;
+	}
+	return rc;
+}
+
 /* Checks the directory the database lives in, for a clear first error:
  * SQLite says only "unable to open database file". */
 static int check_directory(const char *path, char *err, size_t err_size)
@@ -569,20 +649,34 @@ static int check_directory(const char *path, char *err, size_t err_size)
 	return r;
 }
 
+static int schema_version(sqlite3 *db, int *version)
+{
+	sqlite3_stmt *s = NULL;
+	int rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL);
+	if (rc == SQLITE_OK) {
+		rc = sqlite3_step(s);
+		if (rc == SQLITE_ROW) {
+			*version = sqlite3_column_int(s, 0);
+			rc = SQLITE_OK;
+		}
+	}
+	sqlite3_finalize(s);
+	return rc;
+}
+
 /* Brings the file's schema up to STORE_SCHEMA_VERSION in one transaction,
- * so that processes starting together migrate it once. */
+ * so that processes starting together migrate it once. A file already up
+ * to date is only read: starting takes no write lock. */
 static int migrate(struct store *st, sqlite3 *db, char *err, size_t err_size)
 {
-	int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-	sqlite3_stmt *s = NULL;
 	int version = -1;
+	int rc = schema_version(db, &version);
+	if (rc == SQLITE_OK && version == STORE_SCHEMA_VERSION)
+		return 0;
 	if (rc == SQLITE_OK)
-		rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL);
-	if (rc == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
-		version = sqlite3_column_int(s, 0);
-	else if (rc == SQLITE_OK)
-		rc = sqlite3_errcode(db);
-	sqlite3_finalize(s);
+		rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = schema_version(db, &version);
 	if (rc != SQLITE_OK) {
 		snprintf(err, err_size, "cannot read the schema version of %s: %s", st->path,
 			 sqlite3_errmsg(db));
@@ -634,6 +728,8 @@ int store_open(struct store **out, const char *path, const struct store_options 
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_mutex_init(&st->write_lock, NULL);
 	pthread_mutex_init(&st->version_lock, NULL);
+	pthread_mutex_init(&st->checkpoint_lock, NULL);
+	pthread_cond_init(&st->checkpoint_due, NULL);
 
 	struct conn *first = NULL;
 	int rc = conn_open(st, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &first);
@@ -666,6 +762,15 @@ int store_open(struct store **out, const char *path, const struct store_options 
 			 sqlite3_errmsg(st->version_db));
 		goto fail;
 	}
+	rc = sqlite3_open_v2(path, &st->checkpoint_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+			     NULL);
+	if (rc == SQLITE_OK)
+		rc = conn_setup_checkpointer(st);
+	if (rc != SQLITE_OK) {
+		snprintf(err, err_size, "cannot open the store %s: %s", path,
+			 sqlite3_errmsg(st->checkpoint_db));
+		goto fail;
+	}
 	st->idle = first;
 	*out = st;
 	return 0;
@@ -679,6 +784,16 @@ void store_close(struct store *st)
 {
 	if (!st)
 		return;
+	if (st->checkpointer_started) {
+		pthread_mutex_lock(&st->checkpoint_lock);
+		st->stopping = true;
+		pthread_cond_signal(&st->checkpoint_due);
+		pthread_mutex_unlock(&st->checkpoint_lock);
+		pthread_join(st->checkpointer, NULL);
+	}
+	sqlite3_close(st->checkpoint_db);
+	pthread_cond_destroy(&st->checkpoint_due);
+	pthread_mutex_destroy(&st->checkpoint_lock);
 	while (st->idle) {
 		struct conn *c = st->idle;
 		st->idle = c->next;

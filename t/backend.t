@@ -328,7 +328,7 @@ like(ChatTest::read_file("$dir/a.log"), qr/exiting after 1 requests/, 'one line 
 	stop($pid);
 	my $log = ChatTest::read_file("$dir/normal.log");
 	unlike($log, qr{ 200 POST}, 'by default a success is not logged');
-	like($log, qr{^chat-fcgi: 400 POST /chat/ [\d.]+ ms: The "message" member must be a string\.$}m,
+	like($log, qr{^chat-fcgi: 400 POST /chat/ [\d.]+ ms id=-: The "message" member must be a string\.$}m,
 		'a failed request is logged with status and reason');
 
 	$pid = start('quiet', '--listen', "unix:$sock", '--quiet');

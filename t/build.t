@@ -1,6 +1,8 @@
 #!/usr/bin/perl
 # The autotools build: configure names the Debian package to install when a
-# library is missing, and make install / uninstall honour DESTDIR.
+# library is missing, and make install / uninstall honour DESTDIR. The
+# installed systemd units pass systemd-analyze verify and score well in
+# systemd-analyze security.
 
 use strict;
 use warnings;
@@ -91,6 +93,67 @@ http {
 CONF
 	my $t = `"$nginx" -t -p "$run/" -c "$run/nginx.conf" -e "$run/error.log" 2>&1`;
 	is($?, 0, 'nginx -t accepts a server that includes the installed snippet') or diag($t);
+}
+
+my ($man) = grep { m{/man/man8/chat-fcgi\.8$} } keys %found;
+ok($man, 'the man page is installed into $(mandir)/man8');
+my ($defaults) = grep { m{/default/chat-fcgi$} } keys %found;
+ok($defaults, 'the options file is installed into $(sysconfdir)/default');
+like(ChatTest::read_file("$dest$defaults"), qr/^CHAT_FCGI_OPTS=""$/m, '... setting CHAT_FCGI_OPTS')
+	if $defaults;
+my ($sysusers) = grep { m{/lib/sysusers\.d/chat-fcgi\.conf$} } keys %found;
+ok($sysusers, 'the sysusers.d file is installed');
+like(ChatTest::read_file("$dest$sysusers"), qr/^u chat-fcgi /m, '... making the user chat-fcgi')
+	if $sysusers;
+my ($socket_unit) = grep { m{/systemd/system/chat-fcgi\.socket$} } keys %found;
+my ($service_unit) = grep { m{/systemd/system/chat-fcgi\.service$} } keys %found;
+ok($socket_unit && $service_unit, 'the systemd units are installed') or diag(join "\n", sort keys %found);
+
+SKIP: {
+	skip 'no units installed', 16 unless $socket_unit && $service_unit && $bin && $defaults;
+	my $socket = ChatTest::read_file("$dest$socket_unit");
+	my $service = ChatTest::read_file("$dest$service_unit");
+	unlike($socket . $service, qr/@[A-Z_]+@/, 'the units have no placeholders left');
+	my ($sock_path) = $socket =~ /^ListenStream=(\S+)$/m;
+	my ($http_conf) = $http_snippet ? ChatTest::read_file("$dest$http_snippet") : '';
+	like($http_conf, qr{server unix:\Q$sock_path\E;}, 'the socket unit listens where nginx connects')
+		if $sock_path;
+	like($socket, qr/^SocketUser=www-data$/m, 'the socket belongs to nginx\'s user');
+	like($socket, qr/^SocketMode=0660$/m, '... mode 0660');
+	like($socket, qr/^WantedBy=sockets\.target$/m, 'enabling the socket starts it at boot');
+	like($service, qr/^ExecStart=\Q$bin\E \$CHAT_FCGI_OPTS$/m, 'the service runs the installed binary');
+	like($service, qr/^EnvironmentFile=-\Q$defaults\E$/m, '... with the installed options file');
+	like($service, qr/^Restart=on-failure$/m, '... restarts it on failure');
+	like($service, qr/^StateDirectory=chat-fcgi$/m, '... gives it /var/lib/chat-fcgi');
+
+	my $sa = ChatTest::which('systemd-analyze', '/usr/bin', '/bin');
+	skip 'systemd-analyze not installed', 7 unless $sa;
+	# verify checks that ExecStart exists on this machine: check copies whose
+	# ExecStart names the binary under DESTDIR, and nothing else changed.
+	my $units = "$tmp/units";
+	make_path($units);
+	(my $local = $service) =~ s{^ExecStart=\Q$bin\E}{ExecStart=$dest$bin}m;
+	ChatTest::write_file("$units/chat-fcgi.service", $local);
+	ChatTest::write_file("$units/chat-fcgi.socket", $socket);
+	(my $mandir = "$dest$man") =~ s{/man8/chat-fcgi\.8$}{};
+	# Documentation=man:chat-fcgi(8) is checked too: MANPATH finds the page.
+	my $v = `cd "$units" && MANPATH="$mandir" SYSTEMD_LOG_COLOR=0 "$sa" verify ./chat-fcgi.socket ./chat-fcgi.service 2>&1`;
+	is($?, 0, 'systemd-analyze verify passes on the units');
+	is($v, '', '... with nothing to say') or diag($v);
+
+	# The check that it would catch a mistake.
+	ChatTest::write_file("$units/chat-fcgi.service", "$local\nProtectSytem=strict\n");
+	$v = `cd "$units" && MANPATH="$mandir" "$sa" verify ./chat-fcgi.service 2>&1`;
+	like($v, qr/Unknown key 'ProtectSytem'/, '... and it would report a misspelt setting');
+	ChatTest::write_file("$units/chat-fcgi.service", $local);
+
+	my $sec = `cd "$units" && SYSTEMD_COLORS=0 "$sa" security --offline=true --no-pager ./chat-fcgi.service 2>&1`;
+	is($?, 0, 'systemd-analyze security --offline runs') or diag($sec);
+	my ($exposure, $verdict) = $sec =~ /Overall exposure level for chat-fcgi\.service: ([\d.]+) (\w+)/;
+	ok(defined $exposure, '... and gives an exposure level') or diag($sec);
+	diag("systemd-analyze security: exposure $exposure $verdict") if defined $exposure;
+	cmp_ok($exposure // 10, '<=', 1.5, 'the sandbox scores 1.5 or better (out of 10, lower is safer)');
+	is($verdict // '', 'SAFE', '... which systemd calls SAFE');
 }
 
 $out = `make -s -C "$build" uninstall DESTDIR="$dest" 2>&1`;

@@ -381,6 +381,8 @@ $t->done;
 	is_error($l, $r, 503, 'a post while another process holds the write lock');
 	my ($g, $j) = messages($l, 'room=locked');
 	is($g->{status}, 200, '... reads go on meanwhile');
+	like($l->request(path => '/chat/metrics')->{body}, qr/^chat_fcgi_store_errors_total 1$/m,
+		'... and /chat/metrics counts the store error');
 	close($lock);
 	$r = post_room($l, 'locked', 'after');
 	is($r->{status}, 200, 'once the lock is gone, posts work again');

@@ -11,9 +11,12 @@ package ChatTest;
 #   $t->done;    # stops everything and checks the logs for alerts
 #
 # Options of new: backend_args => [...], spawn => 1 (start the backend under
-# spawn-fcgi), server_extra / http_extra => nginx directives for those blocks,
-# no_backend => 1, no_nginx => 1. The backend keeps its rooms in
-# $t->store_path (chat.db in the temp dir) unless backend_args has --store.
+# spawn-fcgi), supervise => 1 (under conf/chat-fcgi-supervise, which restarts
+# it when it dies: backend_pid is then the supervisor's, supervised_pid the
+# running chat-fcgi's), server_extra / http_extra => nginx directives for
+# those blocks, no_backend => 1, no_nginx => 1. The backend keeps its
+# rooms in $t->store_path (chat.db in the temp dir) unless backend_args has
+# --store.
 #
 # Environment: CHAT_FCGI (the backend binary), CHAT_SRCDIR (the source
 # tree), CHAT_NGINX, CHAT_SPAWN_FCGI, CHAT_KEEP=1 keeps the temp dir, CHAT_VERBOSE=1
@@ -61,7 +64,7 @@ sub new {
 	# Skips only for a missing tool; CI installs them all.
 	plan(skip_all => 'nginx not installed') unless $self->{nginx} && -x $self->{nginx};
 	plan(skip_all => 'spawn-fcgi not installed')
-		if $opt{spawn} && !($self->{spawn} && -x $self->{spawn});
+		if ($opt{spawn} || $opt{supervise}) && !($self->{spawn} && -x $self->{spawn});
 	BAIL_OUT("no chat-fcgi binary at $self->{bin}: run make first") unless -x $self->{bin};
 
 	$self->{dir} = tempdir('chat-fcgi-t-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{CHAT_KEEP});
@@ -124,9 +127,11 @@ sub start_backend {
 	my ($self, @args) = @_;
 	@args = @{ $self->{opt}{backend_args} // [] } unless @args;
 	push @args, '--store', "sqlite:" . $self->store_path unless grep { /^--store(=|$)/ } @args;
-	my @cmd = $self->{opt}{spawn}
-		? ($self->{spawn}, '-n', '-s', $self->{socket}, '-M', '0600', '--', $self->{bin}, @args)
+	my @spawn = ('-s', $self->{socket}, '-M', '0600', '--', $self->{bin}, @args);
+	my @cmd = $self->{opt}{supervise} ? ("$self->{src}/conf/chat-fcgi-supervise", @spawn)
+		: $self->{opt}{spawn} ? ($self->{spawn}, '-n', @spawn)
 		: ($self->{bin}, '--listen', "unix:$self->{socket}", '--socket-mode', '0600', @args);
+	local $ENV{SPAWN_FCGI} = $self->{spawn} if $self->{opt}{supervise};
 	my $pid = $self->spawn_logged("$self->{dir}/backend.log", @cmd);
 	$self->{backend} = $pid;
 	$self->wait_for_socket($pid) or BAIL_OUT("chat-fcgi did not start:\n" . $self->backend_log);
@@ -159,6 +164,27 @@ sub wait_for_socket {
 
 sub backend_pid { $_[0]{backend} }
 sub store_path  { "$_[0]{dir}/chat.db" }
+
+# The processes whose parent is $pid (from /proc: Linux only).
+sub children_of {
+	my ($pid) = @_;
+	my @kids;
+	for my $stat (glob '/proc/[0-9]*/stat') {
+		my $line = read_file($stat);
+		# pid (comm) state ppid: comm may hold spaces and parentheses.
+		push @kids, $1 if $line =~ /^(\d+) \(.*\) \S+ (\d+) / && $2 == $pid;
+	}
+	return @kids;
+}
+
+# Under supervise => 1: the chat-fcgi the supervisor runs now (undef while
+# it is between two runs).
+sub supervised_pid {
+	my ($self) = @_;
+	my $sup = $self->{backend} or return;
+	my ($kid) = children_of($sup);
+	return $kid;
+}
 
 # Sends a signal to the backend and waits for it to exit; returns its exit
 # status (as $?) and the seconds it took, or undef if it outlived timeout.

@@ -23,6 +23,8 @@ use constant {
 	FCGI_STDIN    => 5,
 	FCGI_STDOUT   => 6,
 	FCGI_STDERR   => 7,
+	UNKNOWN_TYPE  => 11,
+	CANT_MPX_CONN => 1,
 	RESPONDER     => 1,
 	KEEP_CONN     => 1,
 };
@@ -36,6 +38,14 @@ sub record {
 sub nv_length {
 	my ($n) = @_;
 	return $n < 128 ? pack('C', $n) : pack('N', $n | 0x80000000);
+}
+
+# A name-value pair with the lengths given as they go on the wire: each one
+# 4 bytes with the high bit set, whatever the data that follows (for
+# lengths that lie).
+sub name_value_lengths {
+	my ($name_len, $value_len, $data) = @_;
+	return pack('NN', $name_len | 0x80000000, $value_len | 0x80000000) . ($data // '');
 }
 
 sub name_value {
@@ -102,6 +112,30 @@ sub connect_tcp {
 	binmode $s;
 	$s->autoflush(1);
 	return $s;
+}
+
+# Reads whatever records come until EOF or the timeout. Returns
+# {records => [[type, id, content], ...], eof => 1 if the peer closed}.
+sub read_records {
+	my ($s, $timeout) = @_;
+	my $deadline = time + ($timeout // 5);
+	my ($buf, $eof, @records) = ('', 0);
+	my $rin = '';
+	vec($rin, fileno($s), 1) = 1;
+	while (time < $deadline) {
+		my $left = $deadline - time;
+		next unless select(my $rout = $rin, undef, undef, $left > 0.2 ? 0.2 : $left);
+		my $n = sysread($s, my $chunk, 65536);
+		if (!$n) { $eof = 1; last }
+		$buf .= $chunk;
+		while (length($buf) >= 8) {
+			my ($v, $type, $id, $len, $pad) = unpack('CCnnC', $buf);
+			last if length($buf) < 8 + $len + $pad;
+			push @records, [$type, $id, substr($buf, 8, $len)];
+			substr($buf, 0, 8 + $len + $pad, '');
+		}
+	}
+	return {records => \@records, eof => $eof};
 }
 
 # Reads records until END_REQUEST, EOF or the timeout. Returns

@@ -439,6 +439,7 @@ static void test_store_failure(const char *path)
 	is_bad(&res, 503, "a post while the database stays locked");
 	ok(res.reason && strstr(res.reason, "locked"), "... the log says why: %s",
 	   res.reason ? res.reason : "");
+	ok(res.store_error, "... and it counts as a store error in the metrics");
 	chat_response_free(&res);
 	sqlite3_exec(holder, "ROLLBACK", NULL, NULL, NULL);
 	sqlite3_close(holder);

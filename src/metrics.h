@@ -1,0 +1,38 @@
+/* Counters for GET /chat/metrics, in the Prometheus text format. Updated
+ * with atomics from every thread; no locks. */
+#ifndef METRICS_H
+#define METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum metrics_route {
+	ROUTE_CHAT,     /* POST /chat/ */
+	ROUTE_MESSAGES, /* GET /chat/messages */
+	ROUTE_HEALTH,   /* GET /chat/health */
+	ROUTE_METRICS,  /* GET /chat/metrics */
+	ROUTE_OTHER,
+	ROUTE_COUNT
+};
+
+/* The route a request path belongs to (NULL: other). */
+enum metrics_route metrics_route_of(const char *path);
+
+void metrics_request_started(void);
+/* Counts an answered request and its time from being read to answered. */
+void metrics_request_done(enum metrics_route route, int status, uint64_t micros);
+void metrics_store_error(void);
+
+/* The gauges that the server knows at render time. */
+struct metrics_gauges {
+	unsigned held;        /* long-polls held now */
+	unsigned streams;     /* event streams open now */
+	unsigned connections; /* connections from nginx open now */
+	unsigned threads;
+};
+
+/* The whole exposition. Returns a malloc'd text (*len bytes, NUL-ended),
+ * or NULL when out of memory. */
+char *metrics_render(const struct metrics_gauges *g, size_t *len);
+
+#endif

@@ -1,0 +1,241 @@
+#!/usr/bin/perl
+# The FastCGI socket itself, without nginx: malformed and hostile records
+# written straight to chat-fcgi (t/lib/FastCGI.pm). After each one the
+# backend is the same process and serves the next normal request. nginx
+# never sends these; anything else that can reach the socket might.
+
+use strict;
+use warnings;
+
+use POSIX qw(WNOHANG);
+use Test::More;
+use Time::HiRes qw(sleep time);
+
+use ChatTest;
+use FastCGI;
+
+$| = 1;
+
+my $t = ChatTest->new(no_nginx => 1, backend_args => ['--threads', '4']);
+my $pid = $t->backend_pid;
+
+sub connect_backend {
+	my ($tt) = @_;
+	return FastCGI::connect_unix(($tt // $t)->socket) // die "connect: $!";
+}
+
+# A normal request on a connection of its own, answered within $timeout.
+sub served {
+	my ($tt, $name, $timeout) = @_;
+	my $s = connect_backend($tt);
+	print $s FastCGI::request(FastCGI::chat_params(), '{"message":"next"}');
+	my $r = FastCGI::read_response($s, $timeout // 5);
+	close $s;
+	return is($r->{body}, '{"message":"received next"}', "$name: the next normal request is served");
+}
+
+sub still_serving {
+	my ($name) = @_;
+	ok(kill(0, $pid) && waitpid($pid, WNOHANG) == 0, "$name: the backend is the same running process");
+	served($t, $name);
+}
+
+# Sends $bytes on a new connection and reads what comes back (until the
+# backend closes, or $wait seconds).
+sub exchange {
+	my ($bytes, %o) = @_;
+	my $s = connect_backend();
+	print $s $bytes;
+	shutdown($s, 1) if $o{half_close};
+	my $got = FastCGI::read_records($s, $o{wait} // 3);
+	close $s;
+	return $got;
+}
+
+sub types { join ' ', map { $_->[0] } @{ $_[0]{records} } }
+
+# What a request's stdout says: the status and the JSON body.
+sub stdout_of {
+	my ($got) = @_;
+	my $out = join '', map { $_->[2] } grep { $_->[0] == FastCGI::FCGI_STDOUT } @{ $got->{records} };
+	my ($head, $body) = split /\r\n\r\n/, $out, 2;
+	my ($status) = ($head // '') =~ /^Status: (\d+)/m;
+	return ($status // 0, $body // '', $head // '');
+}
+
+my $body = '{"message":"abc"}';
+my $good = FastCGI::chat_params(CONTENT_LENGTH => length $body);
+
+## A wrong protocol version
+
+{
+	my $begin_v2 = FastCGI::record(FastCGI::BEGIN_REQUEST, 1, pack('nCx5', FastCGI::RESPONDER, 0), version => 2);
+	my $got = exchange($begin_v2 . FastCGI::params(1, $good) . FastCGI::stdin(1, $body));
+	ok($got->{eof} && !@{ $got->{records} }, 'version 2: the connection is closed, nothing answered');
+	still_serving('version 2');
+
+	$got = exchange(FastCGI::record(FastCGI::BEGIN_REQUEST, 1, pack('nCx5', FastCGI::RESPONDER, 0), version => 0));
+	ok($got->{eof} && !@{ $got->{records} }, 'version 0: the connection is closed, nothing answered');
+	still_serving('version 0');
+}
+
+## Unknown record types
+
+{
+	my $got = exchange(FastCGI::record(99, 0, 'xyz'), half_close => 1);
+	my ($unknown) = grep { $_->[0] == FastCGI::UNKNOWN_TYPE } @{ $got->{records} };
+	ok($unknown, 'an unknown management record (type 99, id 0): FCGI_UNKNOWN_TYPE comes back');
+	is($unknown && unpack('C', $unknown->[2]), 99, '... naming type 99');
+	still_serving('unknown management record');
+
+	$got = exchange(FastCGI::record(99, 1, 'xyz') . FastCGI::request($good, $body));
+	ok($got->{eof}, 'an unknown record type before the request: the connection is closed');
+	still_serving('unknown type before a request');
+
+	$got = exchange(FastCGI::begin_request(1) . FastCGI::params(1, $good) . FastCGI::record(99, 1, 'abc')
+			. FastCGI::stdin(1, $body));
+	like(types($got), qr/\b${\ FastCGI::END_REQUEST}$/, 'an unknown record type mid-request: the request is ended');
+	my ($status) = stdout_of($got);
+	is($status, 0, '... without an answer (libfcgi reports a protocol error, like a client gone away)');
+	still_serving('unknown type mid-request');
+}
+
+## Parameter lengths near 2^31 (the CVE-2025-23016 class)
+
+for my $case (['name 0x7fffffff', 0x7fffffff, 1], ['value 0x7fffffff', 1, 0x7fffffff],
+	['name 0x7fffffff, value 0x7fffffff', 0x7fffffff, 0x7fffffff],
+	['name 0x7ffffff0', 0x7ffffff0, 0], ['name 256 MiB', 0x10000000, 0])
+{
+	my ($name, $nl, $vl) = @$case;
+	my $params = FastCGI::record(FastCGI::PARAMS, 1, FastCGI::name_value_lengths($nl, $vl, 'AB'))
+		. FastCGI::record(FastCGI::PARAMS, 1, '');
+	my $got = exchange(FastCGI::begin_request(1) . $params . FastCGI::stdin(1, ''), half_close => 1);
+	ok($got->{eof}, "param length $name in a 10-byte record: the connection is closed");
+	my ($status) = stdout_of($got);
+	is($status, 0, "... and no request is served from it");
+	still_serving("param length $name");
+}
+
+## FCGI_ABORT_REQUEST
+
+for my $case (['before the body', ''], ['mid-body', FastCGI::stdin(1, '{"mes', 0)]) {
+	my ($when, $part) = @$case;
+	my $got = exchange(FastCGI::begin_request(1) . FastCGI::params(1, $good) . $part
+			. FastCGI::record(FastCGI::ABORT_REQUEST, 1, ''));
+	like(types($got), qr/\b${\ FastCGI::END_REQUEST}$/, "FCGI_ABORT_REQUEST $when: the request is ended");
+	is((stdout_of($got))[0], 0, '... with no answer');
+	still_serving("FCGI_ABORT_REQUEST $when");
+}
+
+## Params without stdin
+
+{
+	my $s = connect_backend();
+	print $s FastCGI::begin_request(1) . FastCGI::params(1, $good);
+	my $got = FastCGI::read_records($s, 0.5);
+	ok(!$got->{eof} && !@{ $got->{records} }, 'params without stdin: the request waits for its body');
+	served($t, 'while it waits');
+	shutdown($s, 1);
+	$got = FastCGI::read_records($s, 3);
+	close $s;
+	like(types($got), qr/\b${\ FastCGI::END_REQUEST}$/, '... and ends when the client stops sending');
+	still_serving('params without stdin');
+}
+
+## Bodies that disagree with CONTENT_LENGTH
+
+for my $case (['larger than announced', 10, '{"message":"longer than ten"}'],
+	['smaller than announced', 100, '{"message":"x"}'])
+{
+	my ($name, $cl, $data) = @$case;
+	my $got = exchange(FastCGI::request(FastCGI::chat_params(CONTENT_LENGTH => $cl), $data));
+	my ($status, $json, $head) = stdout_of($got);
+	is($status, 400, "a stdin $name: 400");
+	like($head, qr{^Content-Type: application/json}m, '... as JSON');
+	like($json, qr/^\{"error":"[A-Z][^"]*\."\}$/, '... with an error sentence') or diag($json);
+	still_serving("stdin $name");
+}
+
+## A connection closed mid-record
+
+for my $case (['mid-header', substr(FastCGI::begin_request(1), 0, 4)],
+	['mid-content', substr(FastCGI::begin_request(1) . FastCGI::params(1, $good), 0, 30)],
+	['mid-body', FastCGI::begin_request(1) . FastCGI::params(1, $good) . substr(FastCGI::stdin(1, $body), 0, 12)])
+{
+	my ($where, $bytes) = @$case;
+	my $s = connect_backend();
+	print $s $bytes;
+	sleep 0.1;
+	close $s;
+	still_serving("closed $where");
+}
+
+## Two requests at once on one connection (libfcgi does not multiplex)
+
+{
+	my $got = exchange(FastCGI::begin_request(1) . FastCGI::begin_request(2) . FastCGI::params(1, $good)
+			. FastCGI::stdin(1, $body));
+	my ($refused) = grep { $_->[0] == FastCGI::END_REQUEST && $_->[1] == 2 } @{ $got->{records} };
+	ok($refused, 'a second FCGI_BEGIN_REQUEST on a busy connection is refused');
+	is($refused && unpack('x4C', $refused->[2]), FastCGI::CANT_MPX_CONN, '... with FCGI_CANT_MPX_CONN');
+	my ($status, $json) = stdout_of($got);
+	is("$status $json", '200 {"message":"received abc"}', '... and the first one is served');
+	still_serving('two requests on one connection');
+}
+
+$t->stop;
+like($t->backend_log, qr/exiting after \d+ requests/, 'the backend exited cleanly at the end');
+$t->done;
+
+## Connections that hold a thread
+
+{
+	# Connections that never send anything wait in epoll, not in a thread.
+	my $n = 2;
+	my $u = ChatTest->new(no_nginx => 1, backend_args => ['--threads', $n]);
+	my @idle = map { connect_backend($u) } 1 .. $n + 1;
+	sleep 0.2;
+	served($u, sprintf('%d silent connections, --threads %d', $n + 1, $n), 5);
+	close $_ for @idle;
+
+	# Connections that send one byte of a record header and stop: libfcgi
+	# would block a thread reading the rest, so the server only hands it a
+	# request whose parameters have all arrived (src/fcgi_head.c).
+	my @stalled = map { my $s = connect_backend($u); print $s "\x01"; $s } 1 .. $n + 1;
+	sleep 0.2;
+	served($u, sprintf('%d connections stalled mid-header, --threads %d', $n + 1, $n), 3);
+	close $_ for @stalled;
+	served($u, 'once the stalled clients close');
+	ok(kill(0, $u->backend_pid), '... by the same process');
+	$u->done;
+}
+
+## Parameter lengths whose sum overflows an int
+
+{
+	# libfcgi's ReadParams allocates nameLen + valueLen + 2 as an int: with
+	# 0x40000000 each that is negative, malloc fails, and libfcgi's Malloc
+	# asserts, which aborts the whole process. A 16-byte record would do it;
+	# the server checks the lengths before libfcgi sees them.
+	my $v = ChatTest->new(no_nginx => 1);
+	my $vpid = $v->backend_pid;
+	my $s = connect_backend($v);
+	print $s FastCGI::begin_request(1)
+		. FastCGI::record(FastCGI::PARAMS, 1, FastCGI::name_value_lengths(0x40000000, 0x40000000, 'AB'))
+		. FastCGI::record(FastCGI::PARAMS, 1, '');
+	shutdown($s, 1);
+	FastCGI::read_records($s, 1);
+	close $s;
+	ok(kill(0, $vpid) && waitpid($vpid, WNOHANG) == 0,
+		'param lengths 0x40000000 + 0x40000000: the backend is still running');
+	if (kill(0, $vpid) && waitpid($vpid, WNOHANG) == 0) {
+		served($v, 'after the overflowing lengths');
+		$v->done;
+	} else {
+		note('chat-fcgi died: ' . ($v->backend_log =~ /(fcgiapp\.c.*)/ ? $1 : 'no message'));
+		delete $v->{backend};
+		$v->stop;
+	}
+}
+
+done_testing;

@@ -1,0 +1,80 @@
+#!/usr/bin/perl
+# GET /chat/health and GET /chat/metrics through nginx, the loopback-only
+# rule for metrics, and nginx's request id in the backend's log lines.
+use strict;
+use warnings;
+use Test::More;
+use IO::Socket::INET;
+use ChatTest;
+
+my $t = ChatTest->new(backend_args => ['--verbose']);
+
+my $r = $t->request(method => 'GET', path => '/chat/health');
+is($r->{status}, 200, 'GET /chat/health: 200');
+like($r->{headers}{'content-type'}, qr{^application/json}, '... JSON');
+is($r->{body}, '{"status":"ok"}', '... {"status":"ok"}');
+is($t->request(method => 'HEAD', path => '/chat/health')->{status}, 200, 'HEAD /chat/health: 200');
+$r = $t->request(method => 'POST', path => '/chat/health', body => '{}',
+	headers => ['Content-Type' => 'application/json']);
+is($r->{status}, 405, 'POST /chat/health: 405');
+is($r->{headers}{allow}, 'GET, HEAD', '... Allow: GET, HEAD');
+is($t->json($r)->{error}, 'Only GET and HEAD are allowed here.', '... with a JSON error');
+
+# Some traffic to count.
+my @ids;
+for my $m (qw(one two three)) {
+	$r = $t->post(qq({"message":"$m"}));
+	is($r->{status}, 200, "POST $m: 200");
+}
+is($t->post('{"message":1}')->{status}, 400, 'a bad POST: 400');
+
+$r = $t->request(method => 'GET', path => '/chat/metrics');
+is($r->{status}, 200, 'GET /chat/metrics from 127.0.0.1: 200');
+like($r->{headers}{'content-type'}, qr{^text/plain; version=0\.0\.4}, '... in the Prometheus text format');
+my $m = $r->{body};
+like($m, qr/^chat_fcgi_requests_total\{route="chat",status="200"\} 3$/m, '... 3 chat posts answered 200');
+like($m, qr/^chat_fcgi_requests_total\{route="chat",status="400"\} 1$/m, '... 1 answered 400');
+like($m, qr/^chat_fcgi_requests_total\{route="health",status="405"\} 1$/m, '... health 405 counted');
+like($m, qr/^chat_fcgi_request_duration_seconds_count\{route="chat"\} 4$/m, '... a latency histogram');
+like($m, qr/^chat_fcgi_request_duration_seconds_bucket\{route="chat",le="\+Inf"\} 4$/m, '... with +Inf');
+like($m, qr/^chat_fcgi_requests_in_flight 1$/m, '... the metrics request itself in flight');
+like($m, qr/^chat_fcgi_held_waits 0$/m, '... no waits held');
+like($m, qr/^chat_fcgi_streams 0$/m, '... no streams');
+like($m, qr/^chat_fcgi_store_errors_total 0$/m, '... no store errors');
+like($m, qr/^chat_fcgi_connections \d+$/m, '... open connections');
+like($m, qr/^chat_fcgi_build_info\{version="\d+\.\d+\.\d+",json_c="[\d.]+"\} 1$/m, '... build info');
+for my $line (grep { !/^#/ } split /\n/, $m) {
+	like($line, qr/^[a-z_]+(\{[a-z_]+="[^"\\\n]*"(,[a-z_]+="[^"\\\n]*")*\})? [0-9.e+-]+$/,
+		"a well-formed sample: $line") or last;
+}
+
+# The same request from an address that is not loopback's 127.0.0.1: 403.
+{
+	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $t->port,
+		LocalAddr => '127.0.0.2', Proto => 'tcp', Timeout => 5);
+	ok($s, 'connected from 127.0.0.2') or BAIL_OUT("connect: $!");
+	print $s "GET /chat/metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+	local $/;
+	my $raw = <$s>;
+	my $other = ChatTest::parse_response($raw);
+	is($other->{status}, 403, 'GET /chat/metrics from another address: 403');
+	like($other->{headers}{'content-type'}, qr{^application/json}, '... as JSON');
+	unlike($other->{body}, qr/chat_fcgi_/, '... and no metrics in it');
+	$s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $t->port,
+		LocalAddr => '127.0.0.2', Proto => 'tcp', Timeout => 5) or die "connect: $!";
+	print $s "GET /chat/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+	$raw = <$s>;
+	is(ChatTest::parse_response($raw)->{status}, 200, '... while /chat/health is open to all');
+}
+
+# nginx's $request_id reaches the backend's log line of the same request.
+$r = $t->post('{"message":"follow me"}');
+is($r->{status}, 200, 'one more post');
+$t->stop;
+my ($id) = $t->access_log =~ /^HTTP POST \/chat\/ 200 .* ([0-9a-f]{32})$/m;
+ok($id, 'the access log has a request id');
+my @lines = grep { /id=\Q$id\E/ } split /\n/, $t->backend_log;
+is(scalar @lines, 1, '... and exactly one backend log line carries it') or diag($t->backend_log);
+like($lines[0] // '', qr{^chat-fcgi: 200 POST /chat/ [\d.]+ ms id=\Q$id\E$}, '... the line of that request');
+$t->done;
+done_testing;
