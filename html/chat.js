@@ -19,6 +19,9 @@
  *
  * Rooms: ?room=NAME joins NAME; a plain /chat/ joins a private room whose
  * random name is kept in localStorage, so a reload finds it again.
+ * localStorage also keeps, per room, the messages not yet stored (the
+ * outbox) and the newest entries seen (shown at once on a reload, then
+ * replaced by the server's).
  *
  * Stable hooks for tests (keep them when restyling):
  *   #chat             the form; #message its text input
@@ -60,6 +63,7 @@
   var KEY_PRIVATE_ROOM = 'chat-fcgi.private-room';
   var KEY_AUTHOR = 'chat-fcgi.author';
   var KEY_OUTBOX = 'chat-fcgi.outbox.'; // + room: messages not yet stored
+  var KEY_HISTORY = 'chat-fcgi.history.'; // + room: the newest entries seen
 
   var NO_SERVER = 'The server could not be reached.';
   var TOO_SLOW = 'The server did not answer in time.';
@@ -145,12 +149,15 @@
 
     var room = chooseRoom();
     var outboxKey = KEY_OUTBOX + room;
+    var historyKey = KEY_HISTORY + room;
     var mode = 'connecting'; // until the server says whether it keeps history
     var cursor = null;       // the seq to poll after; null: history not loaded
     var bySeq = new Map();   // seq -> .msg shown for it
     var byClient = new Map(); // client_id -> {user: .msg, bot: .msg}
     var outbox = [];         // {id, text, error?}: ours, not yet stored, in order
     var done = new Set();    // outbox ids this tab saw stored
+    var recent = new Map();  // seq -> entry shown, to keep the newest for a reload
+    var unconfirmed = new Set(); // seqs shown from the saved history only
     var trouble = { poll: false, send: false };
     var pollBackoff = new Backoff();
     var sendBackoff = new Backoff();
@@ -162,6 +169,7 @@
     setConnection();
     showRoom();
     keepNewestInView();
+    restoreHistory();
     restoreOutbox();
     poll();
     pump();
@@ -342,6 +350,7 @@
         var wasDown = trouble.poll;
         setTrouble('poll', false);
         if (wasDown) retryNow(); // the server is back: send what waits now
+        if (first) forgetUnconfirmed(data.entries);
         showEntries(data.entries, first);
         if (first) {
           log.removeAttribute('aria-busy');
@@ -368,7 +377,46 @@
         if (li) newest = li;
       });
       trimLog();
+      if (newest) saveHistory();
       if (newest && !quietly && atEnd) reveal(log.lastElementChild);
+    }
+
+    // The saved history lets a reload without a server still show the
+    // conversation; the server's answer replaces it once it comes.
+    function restoreHistory() {
+      var saved = load(historyKey);
+      if (!Array.isArray(saved)) return;
+      showEntries(saved.filter(function (e) {
+        return e && Number.isSafeInteger(e.seq);
+      }), true);
+      saved.forEach(function (e) { if (bySeq.has(e.seq)) unconfirmed.add(e.seq); });
+      log.scrollTop = log.scrollHeight;
+    }
+
+    function saveHistory() {
+      var seqs = Array.from(recent.keys()).sort(function (x, y) { return x - y; });
+      store(historyKey, seqs.slice(-HISTORY_LIMIT).map(function (seq) { return recent.get(seq); }));
+    }
+
+    // The server's newest entries are the truth: a saved entry not among
+    // them was pushed out by newer ones, or the store lost it.
+    function forgetUnconfirmed(entries) {
+      entries.forEach(function (e) { if (e) unconfirmed.delete(e.seq); });
+      unconfirmed.forEach(function (seq) { forget(bySeq.get(seq)); });
+      unconfirmed.clear();
+    }
+
+    function forget(li) {
+      if (!li) return;
+      var seq = Number(li.dataset.seq);
+      bySeq.delete(seq);
+      recent.delete(seq);
+      var seen = li.dataset.clientId && byClient.get(li.dataset.clientId);
+      if (seen) {
+        ['user', 'bot'].forEach(function (role) { if (seen[role] === li) delete seen[role]; });
+        if (!seen.user && !seen.bot) byClient.delete(li.dataset.clientId);
+      }
+      li.remove();
     }
 
     // Shows one stored entry once: a seq already shown is skipped, and an
@@ -398,6 +446,7 @@
       li.dataset.seq = String(e.seq);
       if (typeof e.time === 'string') li.title = new Date(e.time).toLocaleString();
       bySeq.set(e.seq, li);
+      recent.set(e.seq, { seq: e.seq, role: e.role, text: e.text, time: e.time, client_id: id });
       placeBySeq(li, e.seq);
       return li;
     }
@@ -415,10 +464,7 @@
 
     function trimLog() {
       while (log.children.length > LOG_MAX && log.firstElementChild.dataset.seq !== undefined) {
-        var old = log.firstElementChild;
-        bySeq.delete(Number(old.dataset.seq));
-        if (old.dataset.clientId) byClient.delete(old.dataset.clientId);
-        old.remove();
+        forget(log.firstElementChild);
       }
     }
 
@@ -539,6 +585,7 @@
       clearTimeout(sendTimer);
       pollTimer = sendTimer = null;
       log.removeAttribute('aria-busy');
+      forgetUnconfirmed([]); // a saved room history; this server keeps none
       // What waited in the outbox is sent the stateless way, once each.
       var waiting = outbox;
       outbox = [];
