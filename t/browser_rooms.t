@@ -321,6 +321,26 @@ $_->get($t->url("/chat/?room=$room")) for $wa, $wb;
 ok(room_mode($wa) && room_mode($wb), 'both windows back in the first room');
 $full->done;
 
+# --- Two tabs of one browser -------------------------------------------------------
+
+# Tabs share the browser's identity: what one sends shows as ours in the other.
+my $first_tab = $wa->tab;
+my $second_tab = $wa->new_tab;
+$wa->switch_to($second_tab);
+$wa->get($t->url("/chat/?room=$room"));
+ok(room_mode($wa), 'a second tab of A joins the room');
+$wa->switch_to($first_tab);
+say_in($wa, 'from the first tab');
+ok(wait_log_ends_with($wa, [user => 'from the first tab'], [bot => 'received from the first tab']),
+	'the first tab sends');
+$wa->switch_to($second_tab);
+ok(wait_log_ends_with($wa, [user => 'from the first tab'], [bot => 'received from the first tab']),
+	'the second tab shows it as ours too');
+is(scalar(grep { $_->{text} eq 'from the first tab' } @{ messages($wa) }), 1, 'once');
+is(data_attr($wa, 'chatErrors'), '[]', 'second tab: no CSP violation or script error');
+$wa->close_tab;
+$wa->switch_to($first_tab);
+
 # --- No problems recorded ---------------------------------------------------------
 
 for ([A => $wa], [B => $wb]) {
