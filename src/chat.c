@@ -270,13 +270,12 @@ void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 
 	struct room_fields rf;
 	rc = read_room_fields(is_json, root, body, req->body_len, &rf, &why);
-	if (rc != 0) {
+	if (rc != 0)
 		set_error_text(res, rc == -2 ? 503 : 400, why);
-	} else if (rf.room) {
+	else if (rf.room)
 		rooms_post(lim, rf.room, rf.client_id, rf.client_id_len, text, len, res);
-	}
+	room_fields_free(&rf);
 	if (rc != 0 || rf.room) {
-		room_fields_free(&rf);
 		json_object_put(root);
 		free(decoded);
 		return;

@@ -24,6 +24,12 @@ static int store_version(void *ctx, uint64_t *version)
 	return store_data_version(ctx, version);
 }
 
+/* GET /chat/health asks this. */
+static int store_health(void *ctx, char *why, size_t why_size)
+{
+	return store_check(ctx, why, why_size);
+}
+
 int main(int argc, char **argv)
 {
 	struct options opt;
@@ -49,22 +55,23 @@ int main(int argc, char **argv)
 	}
 
 	char err[512];
+	struct listener l;
+	if (listener_open(&l, opt.listen, opt.socket_mode, err, sizeof err) != 0) {
+		log_msg(LOG_ERROR, "%s", err);
+		return 1;
+	}
+	/* After the socket: a bad socket is reported first, as before rooms. */
 	struct store *store = NULL;
 	if (opt.store_path) {
 		struct store_options so = {.history = opt.room_history,
 					   .sync_full = opt.store_sync_full};
 		if (store_open(&store, opt.store_path, &so, err, sizeof err) != 0) {
 			log_msg(LOG_ERROR, "%s", err);
+			listener_close(&l);
 			return 1;
 		}
 	}
 
-	struct listener l;
-	if (listener_open(&l, opt.listen, opt.socket_mode, err, sizeof err) != 0) {
-		log_msg(LOG_ERROR, "%s", err);
-		store_close(store);
-		return 1;
-	}
 	if (FCGX_Init() != 0) {
 		log_msg(LOG_ERROR, "libfcgi failed to initialise");
 		listener_close(&l);
@@ -78,6 +85,7 @@ int main(int argc, char **argv)
 	    .max_held = opt.max_waits,
 	    .limits = {.max_body = opt.max_body, .store = store},
 	    .store_version = store ? store_version : NULL,
+	    .store_check = store ? store_health : NULL,
 	    .store_ctx = store,
 	};
 	struct server *srv = server_start(&cfg);

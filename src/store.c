@@ -712,6 +712,19 @@ static int migrate(struct store *st, sqlite3 *db, char *err, size_t err_size)
 	return 0;
 }
 
+int store_check(struct store *st, char *why, size_t why_size)
+{
+	pthread_mutex_lock(&st->version_lock);
+	int version = -1;
+	int rc = schema_version(st->version_db, &version);
+	if (rc == SQLITE_OK && version != STORE_SCHEMA_VERSION)
+		snprintf(why, why_size, "store: the schema version changed to %d", version);
+	else if (rc != SQLITE_OK)
+		snprintf(why, why_size, "%s", failure(rc));
+	pthread_mutex_unlock(&st->version_lock);
+	return rc == SQLITE_OK && version == STORE_SCHEMA_VERSION ? 0 : -1;
+}
+
 int store_open(struct store **out, const char *path, const struct store_options *opt, char *err,
 	       size_t err_size)
 {

@@ -98,4 +98,11 @@ enum store_result store_read(struct store *st, const char *room, int64_t after, 
  */
 int store_data_version(struct store *st, uint64_t *out);
 
+/*
+ * Is the database usable? Reads its schema version on a connection of its
+ * own: 0, or -1 with a sentence in why (the file is gone, unreadable,
+ * corrupt). For GET /chat/health.
+ */
+int store_check(struct store *st, char *why, size_t why_size);
+
 #endif

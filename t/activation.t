@@ -49,7 +49,8 @@ sub start {
 		for my $k (keys %$env) {
 			$ENV{$k} = $env->{$k} eq 'self' ? $$ : $env->{$k};
 		}
-		exec($bin, @args) or POSIX::_exit(127);
+		# No history: the default store's directory need not exist here.
+		exec($bin, '--store', 'none', @args) or POSIX::_exit(127);
 	}
 	return $pid;
 }

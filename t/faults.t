@@ -185,12 +185,12 @@ sub median {
 		return ($? >> 8, ChatTest::read_file($out));
 	};
 
-	my ($code, $out) = $run->(cmd => [$bin, '--listen', "unix:$dir/missing/chat.sock"]);
+	my ($code, $out) = $run->(cmd => [$bin, '--store', 'none', '--listen', "unix:$dir/missing/chat.sock"]);
 	is($code, 1, '--listen in a directory that does not exist: exit 1');
 	like($out, qr{^chat-fcgi: cannot bind \Q$dir\E/missing/chat\.sock: No such file or directory$}m,
 		'... saying which path and why');
 
-	($code, $out) = $run->(cmd => [$bin, '--listen', "unix:/dev/null/chat.sock"]);
+	($code, $out) = $run->(cmd => [$bin, '--store', 'none', '--listen', "unix:/dev/null/chat.sock"]);
 	is($code, 1, '--listen under a file that is not a directory: exit 1');
 	like($out, qr{^chat-fcgi: cannot inspect /dev/null/chat\.sock: Not a directory$}m, '... saying why');
 
@@ -210,7 +210,7 @@ sub median {
 	} else {
 		chmod 0555, $ro;
 	}
-	($code, $out) = $run->(cmd => [$bin, '--listen', "unix:$ro/chat.sock"], @as);
+	($code, $out) = $run->(cmd => [$bin, '--store', 'none', '--listen', "unix:$ro/chat.sock"], @as);
 	is($code, 1, '--listen in a directory it may not write: exit 1');
 	like($out, qr{^chat-fcgi: cannot bind \Q$ro\E/chat\.sock: Permission denied$}m, '... saying which path and why');
 	ok(!-e "$ro/chat.sock", '... leaving nothing behind');
@@ -225,7 +225,8 @@ sub median {
 		open(STDIN, '<', '/dev/null');
 		open(STDOUT, '>', '/dev/full');
 		open(STDERR, '>', '/dev/full');
-		exec($t->bin, '--listen', 'unix:' . $t->socket, '--socket-mode', '0600', '--verbose')
+		exec($t->bin, '--listen', 'unix:' . $t->socket, '--socket-mode', '0600', '--verbose',
+			'--store', 'sqlite:' . $t->store_path)
 			or POSIX::_exit(127);
 	}
 	$t->{backend} = $pid;

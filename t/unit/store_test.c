@@ -368,6 +368,11 @@ static void test_data_version(void)
 	free(post(a, "r", NULL, "y", NULL));
 	store_data_version(a, &v3);
 	ok(v3 != v1, "... and when this store's own posts commit");
+	char why[256] = "";
+	is_int(store_check(a, why, sizeof why), 0, "store_check: a sound store is healthy");
+	sql_exec(path, "PRAGMA user_version = 99");
+	is_int(store_check(a, why, sizeof why), -1, "a file changed under it is reported");
+	ok(strstr(why, "99") != NULL, "... saying how: %s", why);
 	store_close(a);
 	store_close(b);
 }
