@@ -46,7 +46,7 @@ static char *take_line(const uint8_t **p, size_t *n)
 
 static bool documented_status(int status)
 {
-	static const int statuses[] = {200, 400, 404, 405, 413, 415, 503};
+	static const int statuses[] = {200, 400, 403, 404, 405, 413, 415, 503};
 	for (size_t i = 0; i < sizeof statuses / sizeof statuses[0]; i++)
 		if (status == statuses[i])
 			return true;
