@@ -123,6 +123,9 @@ struct server {
 	struct conn *slots;
 	uint32_t nslots;
 	struct conn *free_slots;
+	/* Slots [0, used) have been handed out at least once; the rest are
+	 * never touched, so an idle backend keeps only the pages it used. */
+	uint32_t used;
 	bool listen_paused; /* every slot taken: the listening socket waits */
 	struct conn *held;  /* doubly linked */
 	unsigned nheld;     /* long-polls among them (not partial requests) */
@@ -912,7 +915,7 @@ static void accept_event(struct server *srv)
 {
 	for (unsigned i = 0; i < ACCEPT_BATCH; i++) {
 		pthread_mutex_lock(&srv->lock);
-		bool full = srv->free_slots == NULL;
+		bool full = srv->free_slots == NULL && srv->used == srv->nslots;
 		if (full)
 			srv->listen_paused = true; /* release_slot arms it again */
 		pthread_mutex_unlock(&srv->lock);
@@ -937,7 +940,12 @@ static void accept_event(struct server *srv)
 		set_timeouts(fd);
 		pthread_mutex_lock(&srv->lock);
 		struct conn *c = srv->free_slots;
-		srv->free_slots = c->next;
+		if (c) {
+			srv->free_slots = c->next;
+		} else {
+			c = &srv->slots[srv->used];
+			c->index = srv->used++;
+		}
 		c->next = NULL;
 		FCGX_InitRequest(&c->req, -1, 0);
 		c->req.ipcFd = fd;
@@ -1020,7 +1028,7 @@ static void server_free(struct server *srv)
 		close(srv->stop_fd);
 	if (srv->timer_fd >= 0)
 		close(srv->timer_fd);
-	for (uint32_t i = 0; srv->slots && i < srv->nslots; i++) {
+	for (uint32_t i = 0; srv->slots && i < srv->used; i++) {
 		struct conn *c = &srv->slots[i];
 		if (st_state(atomic_load(&c->st)) != CONN_FREE) {
 			c->req.detached = 1;
@@ -1052,12 +1060,6 @@ struct server *server_start(const struct server_config *cfg)
 		log_msg(LOG_ERROR, "out of memory for %u connection slots", srv->nslots);
 		server_free(srv);
 		return NULL;
-	}
-	for (uint32_t i = srv->nslots; i-- > 0;) {
-		srv->slots[i].index = i;
-		srv->slots[i].req.ipcFd = -1;
-		srv->slots[i].next = srv->free_slots;
-		srv->free_slots = &srv->slots[i];
 	}
 	if (cfg->store_version && cfg->store_version(cfg->store_ctx, &srv->store_version) != 0)
 		srv->store_version = 0;
@@ -1124,7 +1126,7 @@ unsigned long server_stop(struct server *srv, unsigned grace_ms)
 			held = c;
 		}
 	}
-	for (uint32_t i = 0; i < srv->nslots; i++) {
+	for (uint32_t i = 0; i < srv->used; i++) {
 		struct conn *c = &srv->slots[i];
 		uint64_t st = atomic_load(&c->st);
 		if (st_state(st) == CONN_IDLE &&
