@@ -67,6 +67,24 @@ for my $line (grep { !/^#/ } split /\n/, $m) {
 	is(ChatTest::parse_response($raw)->{status}, 200, '... while /chat/health is open to all');
 }
 
+# The store failing: here, a database whose schema another program changed.
+{
+	my $sqlite3 = ChatTest::which('sqlite3', '/usr/bin') or BAIL_OUT('sqlite3 is not installed');
+	my $db = $t->store_path;
+	chomp(my $version = `$sqlite3 '$db' 'PRAGMA user_version;'`);
+	like($version, qr/^\d+$/, "the store's schema version is $version");
+	system($sqlite3, $db, 'PRAGMA user_version = 99;') == 0 or die "sqlite3: $?";
+	$r = $t->request(method => 'GET', path => '/chat/health');
+	is($r->{status}, 503, 'GET /chat/health with a broken store: 503');
+	is($t->json($r)->{status}, 'error', '... status "error"');
+	like($t->json($r)->{error} // '', qr/schema version changed to 99/, '... with the reason');
+	like($t->request(method => 'GET', path => '/chat/metrics')->{body},
+		qr/^chat_fcgi_requests_total\{route="health",status="503"\} 1$/m, '... counted in the metrics');
+	system($sqlite3, $db, "PRAGMA user_version = $version;") == 0 or die "sqlite3: $?";
+	is($t->request(method => 'GET', path => '/chat/health')->{status}, 200,
+		'... and 200 again once the store is whole');
+}
+
 # nginx's $request_id reaches the backend's log line of the same request.
 $r = $t->post('{"message":"follow me"}');
 is($r->{status}, 200, 'one more post');
