@@ -19,7 +19,9 @@
 enum fcgi_head {
 	FCGI_HEAD_READY,   /* the parameters are complete: libfcgi may read */
 	FCGI_HEAD_PARTIAL, /* not all there yet */
-	FCGI_HEAD_BAD      /* not FastCGI as libfcgi can safely read it: close */
+	FCGI_HEAD_BAD      /* not FastCGI as libfcgi can safely read it (broken,
+			      too large, or a management record other than
+			      GET_VALUES, on which libfcgi leaks): close */
 };
 
 /* Judges the first len bytes waiting on a connection. */

@@ -1,9 +1,10 @@
 #!/usr/bin/perl
 
 # The chat page in a real browser (headless Chromium over WebDriver), through
-# nginx and chat-fcgi: sending, replies, HTML shown as text, empty input,
-# history after a reload, the backend going away and Retry, phone width,
-# and no CSP violation or script error on the way.
+# nginx and a chat-fcgi that keeps no history (--store none): the page falls
+# back, quietly, to the stateless chat. Sending, replies, HTML shown as text,
+# empty input, the backend going away and Retry, a 413, phone width, and no
+# CSP violation or script error on the way. Rooms: t/browser_rooms.t.
 
 use strict;
 use warnings;
@@ -28,7 +29,7 @@ binmode Test::More->builder->$_, ':encoding(UTF-8)' for qw(output failure_output
 my $ENTER = $WebDriver::ENTER;
 my $WAIT  = 10;    # seconds: a deadline, not an expectation
 
-my $t  = ChatTest->new();
+my $t  = ChatTest->new(backend_args => ['--store', 'none']);
 my $wd = WebDriver->new(dir => $t->dir);
 
 # The log as the page shows it: one hash per .msg, in order.
@@ -90,6 +91,11 @@ is($wd->execute('return document.activeElement && document.activeElement.id'), '
 	'the input has focus on load');
 is($wd->execute('return document.getElementById("log").getAttribute("aria-live")'), 'polite',
 	'the log is announced to screen readers');
+ok($wd->wait_for('document.documentElement.dataset.chatMode === "stateless"', $WAIT),
+	'without history on the server, the page runs the stateless chat');
+ok($wd->execute('return document.getElementById("room").hidden && document.getElementById("notice").hidden'
+	. ' && document.getElementById("connection").hidden'),
+	'quietly: no room, no notice, no "reconnecting"');
 
 # --- Send and reply ---------------------------------------------------------
 
@@ -129,12 +135,14 @@ sleep 0.2;    # a sent message would show at once: submit adds it synchronously
 is(scalar @{ messages() }, $count, 'whitespace-only input is not sent');
 $wd->clear($wd->find('#message'));
 
-# --- History after a reload ---------------------------------------------------
+# --- No history to show after a reload ----------------------------------------
 
-my @before = map { [$_->{who}, $_->{text}] } @{ messages() };
 $wd->refresh;
-is_deeply([map { [$_->{who}, $_->{text}] } @{ messages() }], \@before,
-	'a reload shows the same conversation');
+ok($wd->wait_for('document.documentElement.dataset.chatMode === "stateless"', $WAIT),
+	'after a reload, still the stateless chat');
+is_deeply(messages(), [], 'which has no history to show');
+type_into_message("django$ENTER");
+ok(wait_log_ends_with([user => 'django'], [bot => 'received django']), 'and goes on working');
 
 # --- The backend goes away: the message stays, marked, with Retry ------------
 
@@ -158,11 +166,6 @@ if (defined $said) {
 	like($failed && $failed->{error}, qr/\S/, 'and the error is explained');
 }
 note('error shown: ' . ($failed ? $failed->{error} : '(none)'));
-
-$wd->refresh;
-my ($last) = reverse @{ messages() };
-ok($last && $last->{text} eq 'hello' && $last->{state} eq 'failed' && $last->{retry} == 1,
-	'after a reload the failed message is still there, with Retry');
 
 $t->start_backend;
 $wd->click($wd->find('#log .msg.failed button.retry'));
@@ -231,9 +234,10 @@ note('screenshots in ' . $t->dir);
 # --- No problems recorded ----------------------------------------------------
 
 is(page_problems(), '[]', 'no CSP violation or script error in the whole run');
-# The console also shows what happened before chat.js ran. The 502 while the
-# backend was down and the 413 of the oversized message are expected there.
-my @severe = grep { $_->{level} eq 'SEVERE' && $_->{message} !~ /status of (502|413)/ }
+# The console also shows what happened before chat.js ran. The 404 of the
+# history the server does not keep, the 502 while the backend was down and
+# the 413 of the oversized message are expected there.
+my @severe = grep { $_->{level} eq 'SEVERE' && $_->{message} !~ /status of (404|502|413)/ }
   $wd->browser_log;
 is_deeply([map { $_->{message} } @severe], [], 'no errors in the browser console');
 

@@ -82,10 +82,11 @@ my $good = FastCGI::chat_params(CONTENT_LENGTH => length $body);
 ## Unknown record types
 
 {
+	# libfcgi would answer FCGI_UNKNOWN_TYPE but leak 48 bytes each time
+	# (valgrind shows it), so the server closes such a connection unread.
 	my $got = exchange(FastCGI::record(99, 0, 'xyz'), half_close => 1);
-	my ($unknown) = grep { $_->[0] == FastCGI::UNKNOWN_TYPE } @{ $got->{records} };
-	ok($unknown, 'an unknown management record (type 99, id 0): FCGI_UNKNOWN_TYPE comes back');
-	is($unknown && unpack('C', $unknown->[2]), 99, '... naming type 99');
+	ok($got->{eof}, 'an unknown management record (type 99, id 0): the connection is closed');
+	is(scalar @{ $got->{records} }, 0, '... with nothing answered');
 	still_serving('unknown management record');
 
 	$got = exchange(FastCGI::record(99, 1, 'xyz') . FastCGI::request($good, $body));

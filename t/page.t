@@ -83,6 +83,10 @@ sub has_page_headers {
 	$r = $t->request(method => 'GET', path => '/chat/?from=link');
 	is($r->{status}, 200, 'GET /chat/ with a query string still serves the page');
 	is($r->{body}, $index, 'GET /chat/?from=link: the same page');
+
+	$r = $t->request(method => 'GET', path => '/chat/?room=lobby');
+	is($r->{status}, 200, 'GET /chat/?room=lobby (a room\'s share link) serves the page');
+	is($r->{body}, $index, 'GET /chat/?room=lobby: the same page; chat.js joins the room');
 }
 
 # --- the page's assets -------------------------------------------------------
@@ -139,8 +143,18 @@ for my $name (sort keys %asset) {
 	unlike($html, qr{https?://}i, 'index.html: no http:// or https:// anywhere in its markup');
 }
 
+# The elements chat.js fills in: the room, its share link, the connection
+# state (announced politely) and the notice for a bad room name.
+for my $id (qw(room room-name room-link room-copy connection notice)) {
+	like($html, qr{<[a-z]+\b[^>]*\bid="\Q$id\E"}, "index.html has #$id");
+}
+like($html, qr{<[a-z]+\b(?=[^>]*\bid="connection")(?=[^>]*\brole="status")}, '#connection is a status region');
+
 {
 	my $js = ChatTest::read_file("$src/html/chat.js");
+	unlike($js, qr{\b(innerHTML|outerHTML|insertAdjacentHTML|document\.write)\b},
+		'chat.js never turns text into markup (textContent only)');
+	like($js, qr{crypto\.getRandomValues}, 'room names and client ids come from crypto.getRandomValues');
 	unlike($js, qr{https?://}i, 'chat.js names no http:// or https:// URL');
 	unlike($js, qr{["'`]\s*//[a-z0-9.-]}i, 'chat.js has no protocol-relative //host string');
 	unlike($js, qr{\bimportScripts\s*\(|\bimport\s*\(\s*["'`](?!\.)}, 'chat.js imports nothing from elsewhere');

@@ -22,7 +22,8 @@ package ChatTest;
 #
 # Environment: CHAT_FCGI (the backend binary), CHAT_SRCDIR (the source
 # tree), CHAT_NGINX, CHAT_SPAWN_FCGI, CHAT_KEEP=1 keeps the temp dir, CHAT_VERBOSE=1
-# prints the logs at the end.
+# prints the logs at the end. CHAT_VALGRIND=1 runs every backend under
+# valgrind memcheck (backend_command), and done fails on any error it logs.
 
 use strict;
 use warnings;
@@ -46,6 +47,46 @@ sub which {
 		return "$d/$name" if -x "$d/$name";
 	}
 	return undef;
+}
+
+# How much longer than usual things may take: valgrind runs the backend
+# some twenty times slower.
+sub slack { return $ENV{CHAT_VALGRIND} ? 6 : 1 }
+
+# The command that runs the backend: as is, or under valgrind memcheck when
+# CHAT_VALGRIND=1, logging to $dir/valgrind-PID.log. Errors and "definitely
+# lost" leaks make the exit status 99 and are found by valgrind_problems.
+sub backend_command {
+	my ($dir, @cmd) = @_;
+	return @cmd unless $ENV{CHAT_VALGRIND};
+	my $valgrind = which('valgrind', '/usr/bin') or BAIL_OUT('CHAT_VALGRIND=1 but no valgrind');
+	return ($valgrind, '--error-exitcode=99', '--leak-check=full',
+		'--errors-for-leak-kinds=definite', '--show-leak-kinds=definite',
+		'--track-fds=no', "--log-file=$dir/valgrind-%p.log", @cmd,
+		# valgrind does not know the seccomp call, so no sandbox under it.
+		'--no-sandbox');
+}
+
+# The valgrind logs under $dir that report an error or a definite leak,
+# with their text; '' when there are none (or valgrind was not used).
+sub valgrind_problems {
+	my ($dir) = @_;
+	my $bad = '';
+	for my $log (sort glob("$dir/valgrind-*.log")) {
+		my $text = read_file($log);
+		# Definite leaks count as errors; a process killed by SIGKILL
+		# leaves no summary, and nothing to judge.
+		$bad .= "$log:\n$text"
+			if $text =~ /ERROR SUMMARY: [1-9]|definitely lost: [1-9]/;
+	}
+	return $bad;
+}
+
+# Sanitizer reports (AddressSanitizer, LeakSanitizer, UndefinedBehaviorSanitizer)
+# in a log; a sanitized backend writes them to its stderr.
+sub sanitizer_report {
+	my ($text) = @_;
+	return $text =~ /AddressSanitizer|LeakSanitizer|runtime error:|UndefinedBehaviorSanitizer/;
 }
 
 sub srcdir {
@@ -132,10 +173,11 @@ sub start_backend {
 	my ($self, @args) = @_;
 	@args = @{ $self->{opt}{backend_args} // [] } unless @args;
 	push @args, '--store', "sqlite:" . $self->store_path unless grep { /^--store(=|$)/ } @args;
-	my @spawn = ('-s', $self->{socket}, '-M', '0600', '--', $self->{bin}, @args);
+	my @backend = backend_command($self->{dir}, $self->{bin});
+	my @spawn = ('-s', $self->{socket}, '-M', '0600', '--', @backend, @args);
 	my @cmd = $self->{opt}{supervise} ? ("$self->{src}/conf/chat-fcgi-supervise", @spawn)
 		: $self->{opt}{spawn} ? ($self->{spawn}, '-n', @spawn)
-		: ($self->{bin}, '--listen', "unix:$self->{socket}", '--socket-mode', '0600', @args);
+		: (@backend, '--listen', "unix:$self->{socket}", '--socket-mode', '0600', @args);
 	local $ENV{SPAWN_FCGI} = $self->{spawn} if $self->{opt}{supervise};
 	my $pid = $self->spawn_logged("$self->{dir}/backend.log", @cmd);
 	$self->{backend} = $pid;
@@ -157,7 +199,7 @@ sub spawn_logged {
 
 sub wait_for_socket {
 	my ($self, $pid) = @_;
-	my $deadline = time + 5;
+	my $deadline = time + 5 * slack();
 	while (time < $deadline) {
 		return 0 if waitpid($pid, WNOHANG) == $pid;
 		my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM, Peer => $self->{socket});
@@ -198,7 +240,7 @@ sub signal_backend {
 	my $pid = $self->{backend} or return;
 	kill($sig, $pid);
 	my $t0 = time;
-	while (time - $t0 < ($timeout // 10)) {
+	while (time - $t0 < ($timeout // 10 * slack())) {
 		if (waitpid($pid, WNOHANG) == $pid) {
 			delete $self->{backend};
 			return wantarray ? ($?, time - $t0) : $?;
@@ -398,8 +440,12 @@ sub done {
 		if $o{backend_was_down};
 	unlike($log, qr/\[(alert|emerg|crit)\]/, 'no alerts in the nginx error log')
 		or diag($log);
-	unlike($self->backend_log, qr/AddressSanitizer|runtime error|LeakSanitizer/,
-		'no sanitizer report from chat-fcgi');
+	ok(!sanitizer_report($self->backend_log), 'no sanitizer report from chat-fcgi')
+		or diag($self->backend_log);
+	if ($ENV{CHAT_VALGRIND}) {
+		my $bad = valgrind_problems($self->{dir});
+		is($bad, '', 'no valgrind error or definite leak in chat-fcgi') or diag($bad);
+	}
 }
 
 END {

@@ -246,6 +246,28 @@ sub screenshot {
 	return $file;
 }
 
+# Tabs of this session: new_tab opens one and returns its handle (without
+# switching to it); switch_to($handle) makes it the one commands go to;
+# close_tab closes the current one.
+sub new_tab { $_[0]->_session_call(POST => '/window/new', { type => 'tab' })->{handle} }
+
+sub tab { $_[0]->_session_call(GET => '/window') }
+
+sub switch_to {
+	my ($self, $handle) = @_;
+	$self->_session_call(POST => '/window', { handle => $handle });
+	return;
+}
+
+sub close_tab { $_[0]->_session_call(DELETE => '/window'); return }
+
+# cdp($command, \%params): a Chrome DevTools Protocol command, through
+# ChromeDriver's extension to W3C (e.g. Emulation.setEmulatedMedia).
+sub cdp {
+	my ($self, $cmd, $params) = @_;
+	return $self->_session_call(POST => '/goog/cdp/execute', { cmd => $cmd, params => $params // {} });
+}
+
 # Browser console entries since the last call ({level, message, ...}).
 # A ChromeDriver extension to W3C; returns () where it is not supported.
 sub browser_log {

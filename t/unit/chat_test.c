@@ -984,11 +984,56 @@ static void test_nulls(void)
 	ok(1, "chat_response_free is safe on a zeroed response");
 }
 
+/* json-c 0.16 on its own turns these pairs into U+FFFD: every code point
+ * whose low 16 bits fall in D800..DFFF (found by the roundtrip fuzzer). */
+static void test_surrogate_pairs(void)
+{
+	J_OK("{\"message\":\"\\ud836\\udc00\"}", "\xF0\x9D\xA0\x80",
+	     "echo: U+1D800 (SignWriting) as \\ud836\\udc00");
+	J_OK("{\"message\":\"\\ud876\\udc00\"}", "\xF0\xAD\xA0\x80",
+	     "echo: U+2D800 (CJK Extension F) as \\ud876\\udc00");
+	J_OK("{\"message\":\"\\ud8b7\\udf7d\"}", "\xF0\xBD\xBD\xBD",
+	     "echo: U+3DF7D as \\ud8b7\\udf7d");
+	J_OK("{\"message\":\"a\\\\ud836\\n\\u00e9\\uDBFF\\uDFFF\"}",
+	     "a\\ud836\n\xC3\xA9\xF4\x8F\xBF\xBF",
+	     "echo: an escaped backslash before \"ud836\" stays text, next to real pairs");
+	J_OK("{\"\\ud836\\udc00\":\"\\ud836\\udc00\",\"message\":\"\\ud836\\udc01\"}",
+	     "\xF0\x9D\xA0\x81", "echo: such pairs in a key and another member too");
+
+	/* Every high surrogate with the first, a middle and the last low one. */
+	static const unsigned lows[] = {0xDC00, 0xDE55, 0xDFFF};
+	unsigned tried = 0, failed = 0;
+	for (unsigned hi = 0xD800; hi <= 0xDBFF && !failed; hi++) {
+		for (size_t k = 0; k < sizeof lows / sizeof lows[0]; k++) {
+			char body[64], want[4], clen[32];
+			int n = snprintf(body, sizeof body, "{\"message\":\"\\u%04x\\u%04X\"}", hi,
+					 lows[k]);
+			unsigned long cp =
+			    0x10000 + ((unsigned long)(hi - 0xD800) << 10) + (lows[k] - 0xDC00);
+			want[0] = (char)(0xF0 | cp >> 18);
+			want[1] = (char)(0x80 | (cp >> 12 & 0x3F));
+			want[2] = (char)(0x80 | (cp >> 6 & 0x3F));
+			want[3] = (char)(0x80 | (cp & 0x3F));
+			struct chat_request req = post(JSON, body, (size_t)n, clen);
+			struct chat_response res;
+			respond(&req, &lim_default, &res);
+			tried++;
+			if (!is_message(&res, want, sizeof want)) {
+				diag("for U+%05lX", cp);
+				failed++;
+			}
+			chat_response_free(&res);
+		}
+	}
+	ok(!failed, "echo: every surrogate pair comes back as its code point (%u pairs)", tried);
+}
+
 int main(void)
 {
 	test_success();
 	test_content_types();
 	test_echo();
+	test_surrogate_pairs();
 	test_members();
 	test_whitespace();
 	test_strings();

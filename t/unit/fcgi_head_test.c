@@ -123,5 +123,13 @@ int main(void)
 	record(&o, 1, 4, NULL, 0, 0);
 	is_int(fcgi_head_check(o.b, o.n), FCGI_HEAD_READY, "other records first: still ready");
 	is_int(fcgi_head_check(o.b, 0), FCGI_HEAD_PARTIAL, "nothing yet: partial");
+
+	/* A management record of an unknown type: libfcgi leaks on it. */
+	o.n = 0;
+	unsigned char unknown[8] = {1, 99, 0, 0, 0, 3, 0, 0};
+	memcpy(o.b, unknown, 8);
+	memcpy(o.b + 8, "xyz", 3);
+	o.n = 11;
+	is_int(fcgi_head_check(o.b, o.n), FCGI_HEAD_BAD, "an unknown management record: bad");
 	return done_testing();
 }

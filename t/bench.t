@@ -1,0 +1,55 @@
+#!/usr/bin/perl
+# bench/run --smoke: the benchmark runs end to end (wrk against nginx's own
+# answer and against chat-fcgi, the 64 KiB round, the callgrind counts) and
+# counts no error. No figure is judged here: the machine may be busy.
+
+use strict;
+use warnings;
+
+use File::Temp qw(tempdir);
+use Test::More;
+use ChatTest;
+
+my $src = ChatTest::srcdir();
+my $build = $ENV{CHAT_BUILDDIR} // $src;
+my $backend = $ENV{CHAT_FCGI} // "$build/src/chat-fcgi";
+my $driver = "$build/bench/request_cost";
+for my $tool (qw(wrk valgrind nginx spawn-fcgi)) {
+	plan(skip_all => "$tool not installed")
+		unless ChatTest::which($tool, '/usr/sbin', '/sbin', '/usr/bin');
+}
+BAIL_OUT("no $driver: run make first") unless -x $driver;
+# A failed run keeps its directory for a look: keep it inside ours.
+$ENV{TMPDIR} = tempdir('chat-fcgi-t-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{CHAT_KEEP});
+
+# The test build stands in for the release one, which bench/run would
+# otherwise build into the source tree (read-only under distcheck).
+sub bench {
+	my (@args) = @_;
+	my $out = `"$^X" "$src/bench/run" --smoke --backend "$backend" --driver "$driver" @args 2>&1`;
+	return ($? >> 8, $out);
+}
+
+my ($status, $out) = bench();
+is($status, 0, 'bench/run --smoke exits 0: everything ran, no error counted') or diag($out);
+for my $title ('POST {"message":"hello"}', 'A 64 KiB message', 'Instructions per request') {
+	like($out, qr/^### \Q$title\E/m, "the report has the table: $title");
+}
+# Each load row: target, load, conns, req/s, p50, p99, p99/p50, errors 0, ...
+my $num = qr/\d+(?:\.\d+)?/;
+for my $target ('reference', 'chat-fcgi') {
+	like($out, qr/^\| \Q$target\E \| round 1 \| 8 \| [1-9]\d* \| $num \| $num \| $num \| 0 \|/m,
+		"$target served requests with no error");
+}
+like($out, qr/^\| chat-fcgi \| round 1 \| 8 \|(?: [^|]+ \|){8} $num \| $num \| $num \|$/m,
+	'the backend row has a ratio to the reference');
+like($out, qr/^\| chat-fcgi \| 64 KiB \| 8 \| [1-9]\d* \|/m, 'the 64 KiB round served requests');
+like($out, qr/^\| 64 KiB message \| 65536 \| [1-9]\d* \| $num \|/m,
+	'the 64 KiB callgrind count, with instructions per byte');
+
+# A backend that cannot answer the benchmark's bodies makes the run fail
+# before any figure is taken, and says why.
+($status, $out) = bench('--backend-arg=--max-body=1000');
+is($status, 1, 'a backend answering 413 fails the run');
+like($out, qr/backend answered 64K with 413/, '... and the reason is shown');
+done_testing;
