@@ -109,10 +109,10 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	log_msg(LOG_NOTICE,
-		"chat-fcgi %s listening on %s with %u threads, max body %zu bytes, sandbox %s, "
-		"store %s%s",
-		VERSION_STRING, l.name, opt.threads, opt.max_body, confined,
-		store ? "sqlite:" : "none", store ? opt.store_path : "");
+		"chat-fcgi %s listening on %s with %u threads, max body %zu bytes, store %s%s, "
+		"sandbox %s",
+		VERSION_STRING, l.name, opt.threads, opt.max_body, store ? "sqlite:" : "none",
+		store ? opt.store_path : "", confined);
 
 	int sig = 0;
 	if (sigwait(&stop, &sig) != 0)

@@ -87,7 +87,7 @@ my $www_gid = $id{'www-data'}[1];
 	my $sock = $t->dir . '/spawned.sock';
 	my $pid = $t->spawn_logged($t->dir . '/backend.log', $t->{spawn}, '-n', '-s', $sock,
 		'-M', '0660', '-U', 'daemon', '-G', 'www-data', '-u', 'daemon', '-g', 'daemon',
-		'--', $bin);
+		'--', $bin, '--store', 'none');    # sockets only: no history
 	ok(wait_socket($sock, $pid), 'spawn-fcgi started chat-fcgi') or diag($t->backend_log);
 	my @st = stat $sock;
 	is(sprintf('%04o', ($st[2] // 0) & 07777), '0660', 'the socket is rw for owner and group only');
@@ -106,8 +106,8 @@ my $www_gid = $id{'www-data'}[1];
 	chown($id{daemon}[0], $id{daemon}[1], $run) or die "chown: $!";
 	my $sock = "$run/own.sock";
 	my $pid = $t->spawn_logged($t->dir . '/backend.log', 'setpriv', '--reuid=daemon',
-		"--regid=$www_gid", '--clear-groups', '--', $bin, '--listen', "unix:$sock",
-		'--socket-mode', '0660');
+		"--regid=$www_gid", '--clear-groups', '--', $bin, '--store', 'none', '--listen',
+		"unix:$sock", '--socket-mode', '0660');
 	ok(wait_socket($sock, $pid), 'chat-fcgi --listen started as daemon:www-data')
 		or diag($t->backend_log);
 	is(sprintf('%04o', (stat $sock)[2] & 07777), '0660', '--socket-mode 0660 is applied');
