@@ -8,6 +8,8 @@ use warnings;
 
 use File::Temp qw(tempdir);
 use Test::More;
+
+plan(skip_all => "a benchmark of a sanitized build measures the sanitizers; the plain and distcheck passes run this") if $ENV{CHAT_SANITIZED};
 use ChatTest;
 
 my $src = ChatTest::srcdir();
