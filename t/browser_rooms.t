@@ -219,7 +219,10 @@ JS
 my @gaps = map { ($polls->[$_] - $polls->[$_ - 1]) / 1000 } 1 .. $#$polls;
 note('seconds between polls while down: ' . join(' ', map { sprintf '%.2f', $_ } @gaps));
 cmp_ok(scalar @$polls, '<=', 8, 'in 8 s down, the reloaded page polled a few times, not in a loop');
-ok(@gaps >= 2 && $gaps[-1] >= 2, q{and waits longer: the last wait was seconds})
+# The backoff doubles with a jitter of 25%: each wait is at least
+# 2 x 0.75 / 1.25 = 1.2 times the one before, and the third is over 1.5 s.
+my $growing = @gaps >= 2 && !grep { $gaps[$_] < 1.15 * $gaps[$_ - 1] } 1 .. $#gaps;
+ok($growing && $gaps[-1] >= 1.4, q{and waits longer each time, up to seconds})
 	or diag explain \@gaps;
 ok($wb->wait_for(sub { (data_attr($wb, 'chatConnection') // '') eq 'reconnecting' }, $WAIT),
 	'the other window says it is reconnecting too');
