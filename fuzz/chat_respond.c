@@ -9,6 +9,7 @@
  * say so) "content length\n", then the body.
  */
 #include "chat.h"
+#include "rooms.h"
 #include "fuzz.h"
 #include "json_strict.h"
 #include "utf8.h"
@@ -142,7 +143,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check_body(&head);
 	} else {
 		FUZZ_CHECK(announced <= lim.max_body, "announced %zu over the limit", announced);
-		FUZZ_CHECK(res.status != 404 && res.status != 405 && res.status != 415,
+		/* The one 404 after the head: a post with a room to a server
+		 * without a store (this harness has none). */
+		bool history_off = res.status == 404 && res.body_len == strlen(ROOMS_OFF_BODY) &&
+				   memcmp(res.body, ROOMS_OFF_BODY, res.body_len) == 0;
+		FUZZ_CHECK((res.status != 404 || history_off) && res.status != 405 &&
+			       res.status != 415,
 			   "head passed, the request got %d", res.status);
 	}
 
