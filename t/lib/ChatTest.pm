@@ -182,6 +182,10 @@ sub start_backend {
 	my $pid = $self->spawn_logged("$self->{dir}/backend.log", @cmd);
 	$self->{backend} = $pid;
 	$self->wait_for_socket($pid) or BAIL_OUT("chat-fcgi did not start:\n" . $self->backend_log);
+	# Under spawn-fcgi the socket is there before chat-fcgi even runs: its
+	# start line is what says it is confined, threaded and serving.
+	$self->wait_for_log(qr/ listening on /)
+		or BAIL_OUT("chat-fcgi never logged its start line:\n" . $self->backend_log);
 	return $pid;
 }
 
@@ -204,6 +208,16 @@ sub wait_for_socket {
 		return 0 if waitpid($pid, WNOHANG) == $pid;
 		my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM, Peer => $self->{socket});
 		if ($s) { close $s; return 1 }
+		sleep 0.02;
+	}
+	return 0;
+}
+
+sub wait_for_log {
+	my ($self, $re) = @_;
+	my $deadline = time + 5 * slack();
+	while (time < $deadline) {
+		return 1 if $self->backend_log =~ $re;
 		sleep 0.02;
 	}
 	return 0;
