@@ -87,7 +87,8 @@ int main(int argc, char **argv)
 		confined = "off (--no-sandbox)";
 	} else if (sandbox_support() == SANDBOX_UNSUPPORTED_SANITIZER) {
 		confined = "off (sanitizer build)";
-	} else if (sandbox_enter(err, sizeof err) != 0) {
+	} else if (sandbox_enter_with(store && store_is_postgresql(opt.store_path), err,
+				      sizeof err) != 0) {
 		log_msg(LOG_ERROR, "%s (--no-sandbox runs without it)", err);
 		listener_close(&l);
 		return 1;
@@ -108,11 +109,14 @@ int main(int argc, char **argv)
 		store_close(store);
 		return 1;
 	}
+	/* A PostgreSQL URI may hold a password: it is not logged. */
+	bool pg = store && store_is_postgresql(opt.store_path);
 	log_msg(LOG_NOTICE,
 		"chat-fcgi %s listening on %s with %u threads, max body %zu bytes, store %s%s, "
 		"sandbox %s",
-		VERSION_STRING, l.name, opt.threads, opt.max_body, store ? "sqlite:" : "none",
-		store ? opt.store_path : "", confined);
+		VERSION_STRING, l.name, opt.threads, opt.max_body,
+		pg ? "postgresql" : store ? "sqlite:" : "none",
+		store && !pg ? opt.store_path : "", confined);
 
 	int sig = 0;
 	if (sigwait(&stop, &sig) != 0)

@@ -13,7 +13,8 @@ static void usage(FILE *out)
 {
 	fprintf(out, "usage: chat-fcgi [--listen unix:PATH|HOST:PORT] [--socket-mode MODE]\n"
 		     "                 [--threads N] [--max-waits N] [--max-body BYTES]\n"
-		     "                 [--store sqlite:PATH|none] [--room-history N]\n"
+		     "                 [--store sqlite:PATH|postgresql://...|none]\n"
+		     "                 [--room-history N]\n"
 		     "                 [--store-sync normal|full] [--no-sandbox]\n"
 		     "                 [--quiet|--verbose] [--help] [--version]\n");
 }
@@ -35,7 +36,9 @@ static void help(void)
 	       "  -b, --max-body BYTES   largest request body; K or M suffix allowed\n"
 	       "                         (default 64K, as nginx's client_max_body_size)\n"
 	       "  -s, --store SPEC       the rooms' history: sqlite:PATH (created if\n"
-	       "                         missing; its directory must exist) or none\n"
+	       "                         missing; its directory must exist),\n"
+	       "                         postgresql://... (a libpq URI; several nodes\n"
+	       "                         may share the database) or none\n"
 	       "                         (default %s)\n"
 	       "  -r, --room-history N   entries kept per room (default %u)\n"
 	       "      --store-sync MODE  normal: an answered post survives a crash of\n"
@@ -169,9 +172,12 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 				opt->store_path = NULL;
 			} else if (strncmp(optarg, "sqlite:", 7) == 0 && optarg[7]) {
 				opt->store_path = optarg + 7;
+			} else if (store_is_postgresql(optarg)) {
+				opt->store_path = optarg; /* store_open tells them apart */
 			} else {
 				fprintf(stderr,
-					"chat-fcgi: --store takes sqlite:PATH or none, not '%s'\n",
+					"chat-fcgi: --store takes sqlite:PATH, postgresql://... or "
+					"none, not '%s'\n",
 					optarg);
 				goto bad;
 			}

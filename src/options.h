@@ -25,7 +25,7 @@ struct options {
 	unsigned max_waits;
 	size_t max_body;
 	int verbosity;          /* 0 --quiet, 1 default, 2 --verbose */
-	const char *store_path; /* the SQLite file; NULL: --store none */
+	const char *store_path; /* the SQLite file or a postgresql:// URI; NULL: none */
 	unsigned room_history;  /* entries kept per room */
 	bool store_sync_full;   /* --store-sync full */
 	bool sandbox;           /* confine with seccomp once started; --no-sandbox clears it */

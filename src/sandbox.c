@@ -30,7 +30,7 @@
  * Calls allowed with any arguments. Generous on purpose: what the server
  * does now and what it is growing into (an epoll loop, held requests, a
  * SQLite store in WAL mode). Missing from it, so fatal: execve, fork,
- * ptrace, connect, bind, listen, kill, mount, chroot, setuid and
+ * ptrace, connect (unless the store is PostgreSQL), bind, listen, kill, mount, chroot, setuid and
  * the rest of what an intruder would want next.
  */
 static const char *const allowed[] = {
@@ -77,7 +77,7 @@ static int add(scmp_filter_ctx ctx, uint32_t action, const char *name, unsigned 
 	return 0;
 }
 
-static int add_rules(scmp_filter_ctx ctx, char *err, size_t err_size)
+static int add_rules(scmp_filter_ctx ctx, bool connect_out, char *err, size_t err_size)
 {
 	for (size_t i = 0; i < sizeof allowed / sizeof allowed[0]; i++)
 		if (add(ctx, SCMP_ACT_ALLOW, allowed[i], 0, NULL, err, err_size) != 0)
@@ -103,6 +103,19 @@ static int add_rules(scmp_filter_ctx ctx, char *err, size_t err_size)
 	const struct scmp_arg_cmp local = SCMP_A0(SCMP_CMP_EQ, AF_UNIX);
 	if (add(ctx, SCMP_ACT_ALLOW, "socket", 1, &local, err, err_size) != 0)
 		return -1;
+
+	/* A PostgreSQL store connects again after the server restarts, over
+	 * TCP or a unix socket (and resolves the host's name). */
+	if (connect_out) {
+		static const int families[] = {AF_INET, AF_INET6};
+		for (size_t i = 0; i < sizeof families / sizeof families[0]; i++) {
+			const struct scmp_arg_cmp fam = SCMP_A0(SCMP_CMP_EQ, families[i]);
+			if (add(ctx, SCMP_ACT_ALLOW, "socket", 1, &fam, err, err_size) != 0)
+				return -1;
+		}
+		if (add(ctx, SCMP_ACT_ALLOW, "connect", 0, NULL, err, err_size) != 0)
+			return -1;
+	}
 
 	/* Signals to its own threads only (abort, pthread_kill), never to
 	 * another process. */
@@ -145,6 +158,11 @@ enum sandbox_support sandbox_support(void)
 
 int sandbox_enter(char *err, size_t err_size)
 {
+	return sandbox_enter_with(false, err, err_size);
+}
+
+int sandbox_enter_with(bool connect_out, char *err, size_t err_size)
+{
 	if (sandbox_support() != SANDBOX_SUPPORTED) {
 		snprintf(err, err_size, "sandbox: a sanitizer build cannot be confined");
 		return -1;
@@ -164,7 +182,7 @@ int sandbox_enter(char *err, size_t err_size)
 		seccomp_release(ctx);
 		return -1;
 	}
-	if (add_rules(ctx, err, err_size) != 0) {
+	if (add_rules(ctx, connect_out, err, err_size) != 0) {
 		seccomp_release(ctx);
 		return -1;
 	}

@@ -6,6 +6,7 @@
 #ifndef SANDBOX_H
 #define SANDBOX_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Whether this build can confine itself at all. Sanitizer builds cannot:
@@ -18,5 +19,9 @@ enum sandbox_support sandbox_support(void);
  * started later. Irreversible. On failure returns -1 with a sentence in err.
  */
 int sandbox_enter(char *err, size_t err_size);
+
+/* The same, and with connect_out also new sockets (unix, IPv4, IPv6) and
+ * connect: what a PostgreSQL store needs to reconnect. */
+int sandbox_enter_with(bool connect_out, char *err, size_t err_size);
 
 #endif

@@ -1,8 +1,9 @@
 /*
- * The room history, kept in SQLite: entries per room with gapless sequence
- * numbers, the newest N kept, and the first answer to each (room, client id)
- * kept for idempotent retries. Safe to use from many threads at once, and
- * from several processes sharing one file.
+ * The room history, kept in SQLite or PostgreSQL: entries per room with
+ * gapless sequence numbers, the newest N kept, and the first answer to each
+ * (room, client id) kept for idempotent retries. Safe to use from many
+ * threads at once, and from several processes (or machines, on PostgreSQL)
+ * sharing one database.
  */
 #ifndef STORE_H
 #define STORE_H
@@ -11,8 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The schema version this binary writes; older files are migrated forward
- * on open, newer ones refused. */
+/* The schema version this binary writes, in SQLite and PostgreSQL alike;
+ * older databases are migrated forward on open, newer ones refused. */
 #define STORE_SCHEMA_VERSION 2
 
 /* How long a write waits for another writer (thread or process) before the
@@ -50,13 +51,22 @@ enum store_result {
 	STORE_NOMEM = -2   /* out of memory */
 };
 
+/* PostgreSQL's connections: at most this many per process, shared by its
+ * threads; and how long a connection attempt may take. */
+#define STORE_PG_POOL             4
+#define STORE_PG_CONNECT_TIMEOUT_S 2
+
+/* Does spec name PostgreSQL (a postgresql:// or postgres:// URI)? */
+bool store_is_postgresql(const char *spec);
+
 /*
- * Opens (creating if needed) the database at path, in WAL mode, migrating
- * its schema forward. Returns 0, or -1 with a sentence in err (the
- * directory is missing or unwritable, the file is not a database, or its
- * schema is newer than this binary).
+ * Opens the store spec names: a libpq connection URI (postgresql://...) or
+ * else the path of a SQLite file, created if needed, in WAL mode. The
+ * schema is migrated forward. Returns 0, or -1 with a sentence in err (the
+ * directory is missing or unwritable, the file is not a database, the
+ * server cannot be reached, or the schema is newer than this binary).
  */
-int store_open(struct store **out, const char *path, const struct store_options *opt, char *err,
+int store_open(struct store **out, const char *spec, const struct store_options *opt, char *err,
 	       size_t err_size);
 void store_close(struct store *st);
 
@@ -93,15 +103,18 @@ enum store_result store_read(struct store *st, const char *room, int64_t after, 
 
 /*
  * A number that changes whenever another connection, in this process or
- * another, commits to the database (PRAGMA data_version on a connection of
- * its own). Cheap: the server polls it to wake held requests.
+ * another, commits to the database (SQLite: PRAGMA data_version on a
+ * connection of its own; PostgreSQL: a counter of the notifications posts
+ * send, bumped too whenever the listening connection was lost, as posts
+ * may have been missed). Cheap and never blocks: the server polls it to
+ * wake held requests.
  */
 int store_data_version(struct store *st, uint64_t *out);
 
 /*
- * Is the database usable? Reads its schema version on a connection of its
- * own: 0, or -1 with a sentence in why (the file is gone, unreadable,
- * corrupt). For GET /chat/health.
+ * Is the database usable? Reads its schema version: 0, or -1 with a
+ * sentence in why (the file is gone, unreadable, corrupt; the server is
+ * down). For GET /chat/health.
  */
 int store_check(struct store *st, char *why, size_t why_size);
 

@@ -1,7 +1,14 @@
-/* The SQLite store: ordering, idempotency, retention, migration, refusal of
- * a newer schema, locking, and several processes sharing one file. */
+/* The store: ordering, idempotency, retention, migration, refusal of a
+ * newer schema, locking, and several processes sharing one database. On
+ * SQLite files by default; on PostgreSQL when CHAT_TEST_PG_HOST and
+ * CHAT_TEST_PG_PORT name a server (t/store_pg.t starts one), a fresh
+ * database per case. */
 #include "store.h"
 #include "tap.h"
+
+#ifdef CHAT_POSTGRESQL
+#include <libpq-fe.h>
+#endif
 
 #include <errno.h>
 #include <inttypes.h>
@@ -16,11 +23,90 @@
 #include <unistd.h>
 
 static char dir[4096];
+static const char *pg_host, *pg_port; /* set: the run is on PostgreSQL */
 
-/* A fresh path in the test's directory. */
+#ifdef CHAT_POSTGRESQL
+/* Database name for a case's file name: "order.db" -> "order_db". */
+static void pg_name(char *out, size_t size, const char *name)
+{
+	snprintf(out, size, "%s", name);
+	for (char *p = out; *p; p++)
+		if (*p == '.' || *p == '/')
+			*p = '_';
+}
+
+static void quiet(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;
+}
+
+static PGconn *pg_admin(const char *db)
+{
+	const char *const keys[] = {"host", "port", "user", "dbname", NULL};
+	const char *const vals[] = {pg_host, pg_port, "postgres", db, NULL};
+	PGconn *pq = PQconnectdbParams(keys, vals, 0);
+	if (PQstatus(pq) != CONNECTION_OK) {
+		diag("connect to %s: %s", db, PQerrorMessage(pq));
+		PQfinish(pq);
+		return NULL;
+	}
+	PQsetNoticeProcessor(pq, quiet, NULL);
+	return pq;
+}
+
+static int pg_exec(const char *db, const char *sql)
+{
+	PGconn *pq = pg_admin(db);
+	if (!pq)
+		return -1;
+	PGresult *r = PQexec(pq, sql);
+	int rc = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK
+		     ? 0
+		     : -1;
+	if (rc)
+		diag("%s: %s", sql, PQerrorMessage(pq));
+	PQclear(r);
+	PQfinish(pq);
+	return rc;
+}
+#endif
+
+/* The store spec of a case: a path in the test's directory, or the URI of
+ * a fresh (empty) PostgreSQL database. */
 static const char *db_path(const char *name)
 {
 	static char path[4200];
+#ifdef CHAT_POSTGRESQL
+	if (pg_host) {
+		char db[128], sql[256];
+		pg_name(db, sizeof db, name);
+		snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS \"%s\"", db);
+		pg_exec("postgres", sql);
+		snprintf(sql, sizeof sql, "CREATE DATABASE \"%s\"", db);
+		pg_exec("postgres", sql);
+		snprintf(path, sizeof path, "postgresql://postgres@/%s?host=%s&port=%s", db,
+			 pg_host, pg_port);
+		return path;
+	}
+#endif
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	return path;
+}
+
+/* The same spec again, without making anything. */
+static const char *db_again(const char *name)
+{
+	static char path[4200];
+#ifdef CHAT_POSTGRESQL
+	if (pg_host) {
+		char db[128];
+		pg_name(db, sizeof db, name);
+		snprintf(path, sizeof path, "postgresql://postgres@/%s?host=%s&port=%s", db,
+			 pg_host, pg_port);
+		return path;
+	}
+#endif
 	snprintf(path, sizeof path, "%s/%s", dir, name);
 	return path;
 }
@@ -106,8 +192,25 @@ static enum store_result read_room(struct store *st, const char *room, int64_t a
 	return r;
 }
 
-static int sql_int(const char *path, const char *sql)
+static int sql_int(const char *name, const char *sql)
 {
+#ifdef CHAT_POSTGRESQL
+	if (pg_host) {
+		char dbn[128];
+		pg_name(dbn, sizeof dbn, name);
+		PGconn *pq = pg_admin(dbn);
+		if (!pq)
+			return -1;
+		PGresult *r = PQexec(pq, sql);
+		int v = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1
+			    ? atoi(PQgetvalue(r, 0, 0))
+			    : -1;
+		PQclear(r);
+		PQfinish(pq);
+		return v;
+	}
+#endif
+	const char *path = db_again(name);
 	sqlite3 *db;
 	sqlite3_stmt *s;
 	int v = -1;
@@ -121,8 +224,16 @@ static int sql_int(const char *path, const char *sql)
 	return v;
 }
 
-static int sql_exec(const char *path, const char *sql)
+static int sql_exec(const char *name, const char *sql)
 {
+#ifdef CHAT_POSTGRESQL
+	if (pg_host) {
+		char dbn[128];
+		pg_name(dbn, sizeof dbn, name);
+		return pg_exec(dbn, sql) == 0 ? SQLITE_OK : SQLITE_ERROR;
+	}
+#endif
+	const char *path = db_again(name);
 	sqlite3 *db;
 	int rc = sqlite3_open(path, &db);
 	if (rc == SQLITE_OK)
@@ -131,16 +242,22 @@ static int sql_exec(const char *path, const char *sql)
 	return rc;
 }
 
+/* The schema version the database records. */
+static int schema_version(const char *name)
+{
+	return sql_int(name, pg_host ? "SELECT version FROM chat_fcgi_schema" : "PRAGMA user_version");
+}
+
 static void test_order_and_idempotency(void)
 {
-	const char *path = db_path("order.db");
-	struct store *st = open_store(path, 1000);
+	struct store *st = open_store(db_path("order.db"), 1000);
 	if (!ok(st, "a new database is created"))
 		return;
-	is_int(sql_int(path, "PRAGMA user_version"), STORE_SCHEMA_VERSION,
-	       "the new file has the current schema version");
-	is_int(sql_int(path, "SELECT journal_mode = 'wal' FROM pragma_journal_mode"), 1,
-	       "the file is in WAL mode");
+	is_int(schema_version("order.db"), STORE_SCHEMA_VERSION,
+	       "the new database has the current schema version");
+	if (!pg_host)
+		is_int(sql_int("order.db", "SELECT journal_mode = 'wal' FROM pragma_journal_mode"),
+		       1, "the file is in WAL mode");
 
 	bool replayed = true;
 	char *a = post(st, "lobby", "c-1", "hi", &replayed);
@@ -226,7 +343,7 @@ static void test_retention(void)
 	read_room(st, "r", 0, 500, &s, &last);
 	ok(s.n == 10 && s.seq[0] == 31 && s.seq[9] == 40 && last == 40,
 	   "--room-history 10: the newest 10 of 40 entries are kept (31..40)");
-	is_int(sql_int(db_path("keep.db"), "SELECT count(*) FROM posts"), 5,
+	is_int(sql_int("keep.db", "SELECT count(*) FROM posts"), 5,
 	       "the stored answers of posts whose entries fell out are dropped too");
 	bool replayed = false;
 	char *a = post(st, "r", "c19", "again", &replayed);
@@ -241,8 +358,19 @@ static void test_retention(void)
 static void test_migration(void)
 {
 	const char *path = db_path("v1.db");
-	int rc = sql_exec(
-	    path, "PRAGMA journal_mode = WAL;"
+	int rc = pg_host ? sql_exec("v1.db",
+			   "CREATE TABLE chat_fcgi_schema(version integer NOT NULL);"
+			   "INSERT INTO chat_fcgi_schema VALUES(1);"
+			   "CREATE TABLE rooms(name text PRIMARY KEY, last_seq bigint NOT NULL);"
+			   "CREATE TABLE entries(room text NOT NULL, seq bigint NOT NULL,"
+			   " role smallint NOT NULL, text bytea NOT NULL, time_ms bigint NOT NULL,"
+			   " client_id text, PRIMARY KEY(room, seq));"
+			   "INSERT INTO rooms VALUES('old', 2);"
+			   "INSERT INTO entries VALUES('old', 1, 0, 'before', 1700000000000, NULL);"
+			   "INSERT INTO entries VALUES('old', 2, 1, 'received before',"
+			   " 1700000000000, NULL);")
+		 : sql_exec(
+	    "v1.db", "PRAGMA journal_mode = WAL;"
 		  "CREATE TABLE rooms(name TEXT PRIMARY KEY NOT NULL, last_seq INTEGER NOT "
 		  "NULL);"
 		  "CREATE TABLE entries(room TEXT NOT NULL, seq INTEGER NOT NULL, role "
@@ -257,8 +385,8 @@ static void test_migration(void)
 	struct store *st = open_store(path, 1000);
 	if (!ok(st, "a version-1 database opens"))
 		return;
-	is_int(sql_int(path, "PRAGMA user_version"), STORE_SCHEMA_VERSION,
-	       "... and is migrated to version %d", STORE_SCHEMA_VERSION);
+	is_int(schema_version("v1.db"), STORE_SCHEMA_VERSION, "... and is migrated to version %d",
+	       STORE_SCHEMA_VERSION);
 	struct seen s;
 	int64_t last;
 	read_room(st, "old", 0, 10, &s, &last);
@@ -280,14 +408,32 @@ static void test_migration(void)
 static void test_refusals(void)
 {
 	const char *path = db_path("future.db");
-	sql_exec(path, "PRAGMA user_version = 99");
+	sql_exec("future.db", pg_host ? "CREATE TABLE chat_fcgi_schema(version integer NOT NULL);"
+					"INSERT INTO chat_fcgi_schema VALUES(99)"
+				      : "PRAGMA user_version = 99");
 	struct store *st = NULL;
 	char err[512] = "";
 	struct store_options o = {.history = 10};
 	is_int(store_open(&st, path, &o, err, sizeof err), -1,
 	       "a database newer than this binary is refused");
 	ok(strstr(err, "schema version 99") && strstr(err, "newer"), "... saying so: %s", err);
-	is_int(sql_int(path, "PRAGMA user_version"), 99, "... and left as it was");
+	is_int(schema_version("future.db"), 99, "... and left as it was");
+
+	if (pg_host) {
+		/* A port nobody listens on (the server's, plus one). */
+		char uri[512];
+		snprintf(uri, sizeof uri, "postgresql://postgres@/x?host=%s&port=%d", pg_host,
+			 atoi(pg_port) + 1);
+		err[0] = '\0';
+		struct timespec t0, t1;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		is_int(store_open(&st, uri, &o, err, sizeof err), -1,
+		       "an unreachable PostgreSQL is refused");
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		ok(strstr(err, "cannot connect"), "... saying so: %s", err);
+		ok(t1.tv_sec - t0.tv_sec < 10, "... at once");
+		return;
+	}
 
 	err[0] = '\0';
 	is_int(store_open(&st, db_path("no/such/dir/chat.db"), &o, err, sizeof err), -1,
@@ -320,10 +466,22 @@ static void test_locked(void)
 	struct store *st = open_store(path, 100);
 	if (!st)
 		return;
-	sqlite3 *holder;
-	sqlite3_open(path, &holder);
-	is_int(sqlite3_exec(holder, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK,
-	       "another connection takes the write lock");
+	sqlite3 *holder = NULL;
+#ifdef CHAT_POSTGRESQL
+	PGconn *pg_holder = NULL;
+	if (pg_host) {
+		/* A post to room x waits for this uncommitted row of x. */
+		pg_holder = pg_admin("locked_db");
+		PGresult *res = PQexec(pg_holder, "BEGIN; INSERT INTO rooms VALUES('x', 0)");
+		is_int(PQresultStatus(res), PGRES_COMMAND_OK, "another connection locks room x");
+		PQclear(res);
+	}
+#endif
+	if (!pg_host) {
+		sqlite3_open(path, &holder);
+		is_int(sqlite3_exec(holder, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK,
+		       "another connection takes the write lock");
+	}
 	char *a;
 	size_t len;
 	bool r;
@@ -339,13 +497,37 @@ static void test_locked(void)
 	ok(secs < 30, "... without hanging (%.1f s)", secs);
 	struct seen s;
 	int64_t last;
-	is_int(read_room(st, "x", 0, 10, &s, &last), STORE_OK, "reads go on during the lock (WAL)");
-	sqlite3_exec(holder, "ROLLBACK", NULL, NULL, NULL);
-	sqlite3_close(holder);
+	is_int(read_room(st, "x", 0, 10, &s, &last), STORE_OK, "reads go on during the lock");
+	if (holder) {
+		sqlite3_exec(holder, "ROLLBACK", NULL, NULL, NULL);
+		sqlite3_close(holder);
+	}
+#ifdef CHAT_POSTGRESQL
+	if (pg_holder) {
+		PQclear(PQexec(pg_holder, "ROLLBACK"));
+		PQfinish(pg_holder);
+	}
+#endif
 	a = post(st, "x", NULL, "m", NULL);
 	is_str(a, "answer 1 2", "once the lock is gone, posts work again");
 	free(a);
 	store_close(st);
+}
+
+/* Waits up to 2 s for the store's data version to move from was; the
+ * milliseconds it took. */
+static double version_changes(struct store *st, uint64_t was, uint64_t *now)
+{
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (int i = 0; i < 400; i++) {
+		if (store_data_version(st, now) == 0 && *now != was)
+			break;
+		struct timespec pause = {0, 5 * 1000000L};
+		nanosleep(&pause, NULL);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
 }
 
 static void test_data_version(void)
@@ -362,15 +544,18 @@ static void test_data_version(void)
 	store_data_version(a, &v2);
 	ok(v1 == v2, "it is stable while nothing is written");
 	free(post(b, "r", NULL, "x", NULL));
-	store_data_version(a, &v3);
-	ok(v3 != v2, "it changes when another store on the file commits");
+	/* On PostgreSQL the change arrives as a notification: soon. */
+	double waited = version_changes(a, v2, &v3);
+	ok(v3 != v2, "it changes when another store on the database commits (%.0f ms)", waited);
+	ok(waited < 500, "... within 500 ms");
 	v1 = v3;
 	free(post(a, "r", NULL, "y", NULL));
-	store_data_version(a, &v3);
+	version_changes(a, v1, &v3);
 	ok(v3 != v1, "... and when this store's own posts commit");
 	char why[256] = "";
 	is_int(store_check(a, why, sizeof why), 0, "store_check: a sound store is healthy");
-	sql_exec(path, "PRAGMA user_version = 99");
+	sql_exec("version.db", pg_host ? "UPDATE chat_fcgi_schema SET version = 99"
+				       : "PRAGMA user_version = 99");
 	is_int(store_check(a, why, sizeof why), -1, "a file changed under it is reported");
 	ok(strstr(why, "99") != NULL, "... saying how: %s", why);
 	store_close(a);
@@ -410,6 +595,11 @@ static void test_processes(void)
 	/* The children fork before this process opens the file: a store has a
 	 * thread, and fork copies only the calling one. */
 	const char *path = db_path("shared.db");
+	if (pg_host) {
+		/* Made before the children start, so they open, not create, it. */
+		struct store *first = open_store(path, 1000000);
+		store_close(first);
+	}
 	pid_t pids[PROCS];
 	for (int i = 0; i < PROCS; i++) {
 		pids[i] = fork();
@@ -474,6 +664,19 @@ static void test_processes(void)
 
 int main(void)
 {
+	pg_host = getenv("CHAT_TEST_PG_HOST");
+	pg_port = getenv("CHAT_TEST_PG_PORT");
+	if (!pg_host || !*pg_host || !pg_port || !*pg_port)
+		pg_host = pg_port = NULL;
+#ifndef CHAT_POSTGRESQL
+	if (pg_host) {
+		printf("1..0 # SKIP built without PostgreSQL\n");
+		return 0;
+	}
+#else
+	if (pg_host)
+		diag("on PostgreSQL at %s, port %s", pg_host, pg_port);
+#endif
 	const char *tmp = getenv("TMPDIR");
 	snprintf(dir, sizeof dir, "%s/store_test.XXXXXX", tmp && *tmp ? tmp : ".");
 	if (!mkdtemp(dir)) {

@@ -1,0 +1,834 @@
+/*
+ * The store on PostgreSQL (libpq), for several nodes sharing one database.
+ * The same tables as the SQLite store; a post locks its room's row, which
+ * serialises posts to one room across every node, so sequence numbers stay
+ * gapless. Posts NOTIFY in their transaction; a thread per process LISTENs
+ * and counts what arrives, which store_data_version returns.
+ */
+#include "store_pg.h"
+
+#include <stdio.h>
+
+#ifndef CHAT_POSTGRESQL
+
+int store_pg_open(struct store_pg **out, const char *uri, const struct store_options *opt,
+		  char *err, size_t err_size)
+{
+	(void)uri;
+	(void)opt;
+	*out = NULL;
+	snprintf(err, err_size,
+		 "this chat-fcgi was built without PostgreSQL (configure --without-postgresql): "
+		 "use --store sqlite:PATH");
+	return -1;
+}
+
+void store_pg_close(struct store_pg *st)
+{
+	(void)st;
+}
+
+enum store_result store_pg_post(struct store_pg *st, const char *room, const char *client_id,
+				size_t client_id_len, const char *text, size_t text_len,
+				const char *reply, size_t reply_len, store_answer_fn build,
+				void *ctx, char **answer, size_t *answer_len, bool *replayed,
+				const char **why)
+{
+	(void)st, (void)room, (void)client_id, (void)client_id_len, (void)text, (void)text_len;
+	(void)reply, (void)reply_len, (void)build, (void)ctx, (void)answer_len, (void)replayed;
+	*answer = NULL;
+	*why = "store: built without PostgreSQL";
+	return STORE_FAILED;
+}
+
+enum store_result store_pg_read(struct store_pg *st, const char *room, int64_t after,
+				unsigned limit, store_entry_fn each, void *ctx, int64_t *last,
+				const char **why)
+{
+	(void)st, (void)room, (void)after, (void)limit, (void)each, (void)ctx;
+	*last = 0;
+	*why = "store: built without PostgreSQL";
+	return STORE_FAILED;
+}
+
+int store_pg_data_version(struct store_pg *st, uint64_t *out)
+{
+	(void)st;
+	*out = 0;
+	return -1;
+}
+
+int store_pg_check(struct store_pg *st, char *why, size_t why_size)
+{
+	(void)st;
+	snprintf(why, why_size, "store: built without PostgreSQL");
+	return -1;
+}
+
+#else
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Step i brings a database from version i to i + 1; never edited once
+ * released. The version lives in a table of its own. */
+static const char *const migrations[STORE_SCHEMA_VERSION] = {
+    /* 1: rooms and their entries */
+    "CREATE TABLE rooms(name text PRIMARY KEY, last_seq bigint NOT NULL);"
+    "CREATE TABLE entries(room text NOT NULL, seq bigint NOT NULL, role smallint NOT NULL,"
+    " text bytea NOT NULL, time_ms bigint NOT NULL, client_id text, PRIMARY KEY(room, seq));",
+    /* 2: the first answer to each (room, client id), for idempotent retries */
+    "CREATE TABLE posts(room text NOT NULL, client_id text NOT NULL, seq bigint NOT NULL,"
+    " answer bytea NOT NULL, PRIMARY KEY(room, client_id));"
+    "CREATE INDEX posts_by_seq ON posts(room, seq);",
+};
+
+/* Taken while migrating, so that nodes starting together migrate once. */
+#define MIGRATION_LOCK "7419230461"
+#define CHANNEL        "chat_fcgi"
+/* After a failed connection attempt, requests fail at once for this long
+ * rather than each trying again. */
+#define RETRY_MS 250
+/* No statement may hold a thread longer than this. */
+#define STORE_PG_STATEMENT_TIMEOUT_MS 5000
+/* The listening connection, when lost, is tried again this often. */
+#define LISTEN_RETRY_MS 200
+
+#define STR_(x) #x
+#define STR(x)  STR_(x)
+
+/*
+ * The post, in three statements after BEGIN. The first reserves two
+ * sequence numbers and locks the room's row until the end: posts to one
+ * room take turns on every node, and a rollback gives the numbers back.
+ */
+static const char reserve_sql[] =
+    "INSERT INTO rooms(name, last_seq) VALUES($1::text, 2) ON CONFLICT(name)"
+    " DO UPDATE SET last_seq = rooms.last_seq + 2 RETURNING last_seq";
+/* A statement of its own, after the lock: it sees what the previous holder
+ * committed (READ COMMITTED takes a snapshot per statement). */
+static const char find_post_sql[] =
+    "SELECT answer FROM posts WHERE room = $1::text AND client_id = $2::text";
+static const char store_sql[] =
+    "WITH e AS (INSERT INTO entries(room, seq, role, text, time_ms, client_id)"
+    "  VALUES($1::text, $2::bigint, 0, $3::bytea, $5::bigint, $6::text),"
+    "   ($1::text, $2::bigint + 1, 1, $4::bytea, $5::bigint, $6::text)),"
+    " d AS (DELETE FROM entries WHERE room = $1::text AND seq <= $7::bigint),"
+    " p AS (DELETE FROM posts WHERE room = $1::text AND seq <= $7::bigint),"
+    " a AS (INSERT INTO posts(room, client_id, seq, answer)"
+    "  SELECT $1::text, $6::text, $2::bigint, $8::bytea WHERE $6::text IS NOT NULL)"
+    " SELECT pg_notify('" CHANNEL "', $1::text)";
+/* One statement, so one snapshot: the entries and the room's last seq
+ * agree. Sequence numbers have no gaps and retention drops only the
+ * oldest, so the newest limit entries are those above last - limit. */
+static const char read_sql[] =
+    "SELECT l.last, e.seq, e.role, e.text, e.time_ms, e.client_id FROM"
+    " (SELECT coalesce((SELECT last_seq FROM rooms WHERE name = $1::text), 0) AS last) l"
+    " LEFT JOIN LATERAL (SELECT seq, role, text, time_ms, client_id FROM entries"
+    "  WHERE room = $1::text AND seq > CASE WHEN $2::bigint < 0"
+    "   THEN greatest(l.last - $3::bigint, 0) ELSE $2::bigint END"
+    "  ORDER BY seq LIMIT $3::bigint) e ON true"
+    " ORDER BY e.seq";
+
+struct conn {
+	PGconn *pq;
+	struct conn *next;
+};
+
+struct store_pg {
+	char *uri;
+	struct store_options opt;
+
+	pthread_mutex_t lock;  /* guards what follows, up to version */
+	pthread_cond_t freed;  /* a connection went idle or was closed */
+	struct conn *idle;     /* connections no thread is using */
+	unsigned open;         /* connections open or being opened */
+	uint64_t failed_ms;    /* when the last attempt failed; 0: it worked */
+	char last_error[256];  /* libpq's word on that attempt */
+
+	_Atomic uint64_t version; /* notifications seen, and listener losses */
+	pthread_t listener;
+	bool listener_started;
+	int wake[2]; /* written to stop the listener */
+	PGconn *listening; /* its first connection, until it starts */
+};
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	if (clock_gettime(CLOCK_REALTIME, &ts) != 0)
+		return 0;
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* libpq prints notices (CREATE ... IF NOT EXISTS) on stderr otherwise. */
+static void quiet(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;
+}
+
+/* The first line of libpq's message, which says what went wrong. */
+static void first_line(char *out, size_t size, const char *msg)
+{
+	size_t n = strcspn(msg, "\n");
+	if (n >= size)
+		n = size - 1;
+	memcpy(out, msg, n);
+	out[n] = '\0';
+}
+
+/*
+ * A new connection: short connect timeout and TCP keep-alives unless the
+ * URI says otherwise; UTF-8 and synchronous commit whatever it says, so an
+ * answered post is on the server's disk; and waits for locks and
+ * statements bounded, so that no request thread is held for long.
+ */
+static PGconn *pg_connect(const char *uri, char *err, size_t err_size)
+{
+	static const char *const keys[] = {
+	    "connect_timeout", "application_name", "keepalives_idle", "keepalives_interval",
+	    "keepalives_count", "gssencmode",      "dbname",          "client_encoding",
+	    NULL};
+	const char *const vals[] = {
+	    STR(STORE_PG_CONNECT_TIMEOUT_S), "chat-fcgi", "10", "5", "3", "disable", uri, "UTF8",
+	    NULL};
+	PGconn *pq = PQconnectdbParams(keys, vals, 1);
+	if (!pq) {
+		snprintf(err, err_size, "out of memory");
+		return NULL;
+	}
+	if (PQstatus(pq) != CONNECTION_OK) {
+		first_line(err, err_size, PQerrorMessage(pq));
+		PQfinish(pq);
+		return NULL;
+	}
+	PQsetNoticeProcessor(pq, quiet, NULL);
+	PGresult *r = PQexec(pq, "SET synchronous_commit = on;"
+				 "SET lock_timeout = " STR(STORE_BUSY_TIMEOUT_MS) ";"
+				 "SET statement_timeout = " STR(STORE_PG_STATEMENT_TIMEOUT_MS));
+	bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+	PQclear(r);
+	if (!ok) {
+		first_line(err, err_size, PQerrorMessage(pq));
+		PQfinish(pq);
+		return NULL;
+	}
+	return pq;
+}
+
+/* A connection for this thread: an idle one, or a new one while fewer
+ * than STORE_PG_POOL are open; else waits for one, a while. */
+static struct conn *conn_get(struct store_pg *st, const char **why)
+{
+	uint64_t until = mono_ms() + STORE_BUSY_TIMEOUT_MS;
+	pthread_mutex_lock(&st->lock);
+	while (!st->idle && st->open >= STORE_PG_POOL) {
+		uint64_t now = mono_ms();
+		if (now >= until) {
+			pthread_mutex_unlock(&st->lock);
+			*why = "store: every PostgreSQL connection stayed busy";
+			return NULL;
+		}
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		uint64_t left = until - now;
+		ts.tv_sec += (time_t)(left / 1000u);
+		ts.tv_nsec += (long)(left % 1000u) * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&st->freed, &st->lock, &ts);
+	}
+	struct conn *c = st->idle;
+	if (c) {
+		st->idle = c->next;
+		pthread_mutex_unlock(&st->lock);
+		c->next = NULL;
+		return c;
+	}
+	if (st->failed_ms && mono_ms() - st->failed_ms < RETRY_MS) {
+		pthread_mutex_unlock(&st->lock);
+		*why = "store: cannot connect to PostgreSQL";
+		return NULL;
+	}
+	st->open++;
+	pthread_mutex_unlock(&st->lock);
+
+	char err[sizeof st->last_error];
+	c = calloc(1, sizeof *c);
+	PGconn *pq = c ? pg_connect(st->uri, err, sizeof err) : NULL;
+	if (!c)
+		snprintf(err, sizeof err, "out of memory");
+	pthread_mutex_lock(&st->lock);
+	if (!pq) {
+		st->open--;
+		st->failed_ms = mono_ms();
+		memcpy(st->last_error, err, sizeof err);
+		pthread_cond_signal(&st->freed);
+	} else {
+		st->failed_ms = 0;
+	}
+	pthread_mutex_unlock(&st->lock);
+	if (!pq) {
+		free(c);
+		*why = "store: cannot connect to PostgreSQL";
+		return NULL;
+	}
+	c->pq = pq;
+	return c;
+}
+
+/* Back to the pool; a connection that is broken, or still inside a
+ * transaction it could not end, is closed instead. */
+static void conn_put(struct store_pg *st, struct conn *c)
+{
+	bool sound = PQstatus(c->pq) == CONNECTION_OK &&
+		     PQtransactionStatus(c->pq) == PQTRANS_IDLE;
+	if (!sound) {
+		PQfinish(c->pq);
+		free(c);
+	}
+	pthread_mutex_lock(&st->lock);
+	if (sound) {
+		c->next = st->idle;
+		st->idle = c;
+	} else {
+		st->open--;
+	}
+	pthread_cond_signal(&st->freed);
+	pthread_mutex_unlock(&st->lock);
+}
+
+static bool lost(PGconn *pq)
+{
+	return PQstatus(pq) != CONNECTION_OK;
+}
+
+/* A static sentence for the log, for a statement that failed. */
+static const char *failure(PGconn *pq, const PGresult *r)
+{
+	if (lost(pq))
+		return "store: the connection to PostgreSQL was lost";
+	const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+	if (state && (strcmp(state, "55P03") == 0 || strcmp(state, "57014") == 0))
+		return "store: the room stayed locked past the busy timeout";
+	if (state && strncmp(state, "53", 2) == 0)
+		return "store: PostgreSQL is out of disk, memory or connections";
+	if (state && strncmp(state, "57", 2) == 0)
+		return "store: PostgreSQL is shutting down or starting";
+	if (state && strncmp(state, "25006", 5) == 0)
+		return "store: PostgreSQL is read-only (a standby?)";
+	if (state && strncmp(state, "42", 2) == 0)
+		return "store: the PostgreSQL schema is not as expected";
+	return "store: PostgreSQL failed";
+}
+
+/* Runs a statement with parameters (text, or bytes where len is given)
+ * and binary results. NULL on failure, with *why set. */
+static PGresult *run(PGconn *pq, const char *sql, int n, const char *const *vals,
+		     const int *lens, const int *fmts, ExecStatusType want, const char **why)
+{
+	PGresult *r = PQexecParams(pq, sql, n, NULL, vals, lens, fmts, 1);
+	if (PQresultStatus(r) == want)
+		return r;
+	*why = r ? failure(pq, r) : "store: out of memory";
+	PQclear(r);
+	return NULL;
+}
+
+static bool run_plain(PGconn *pq, const char *sql, const char **why)
+{
+	PGresult *r = PQexec(pq, sql);
+	bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+	if (!ok)
+		*why = r ? failure(pq, r) : "store: out of memory";
+	PQclear(r);
+	return ok;
+}
+
+/* Ends a failed transaction; a connection that cannot is closed by
+ * conn_put, which sees it still inside one. */
+static void rollback(PGconn *pq)
+{
+	if (PQtransactionStatus(pq) == PQTRANS_IDLE || lost(pq))
+		return;
+	PGresult *r = PQexec(pq, "ROLLBACK");
+	PQclear(r);
+}
+
+static int64_t be64(const char *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | (unsigned char)p[i];
+	return (int64_t)v;
+}
+
+static int64_t int_field(const PGresult *r, int row, int col)
+{
+	const char *p = PQgetvalue(r, row, col);
+	switch (PQgetlength(r, row, col)) {
+	case 8:
+		return be64(p);
+	case 4:
+		return (int32_t)((uint32_t)(unsigned char)p[0] << 24 |
+				 (uint32_t)(unsigned char)p[1] << 16 |
+				 (uint32_t)(unsigned char)p[2] << 8 | (unsigned char)p[3]);
+	case 2:
+		return (int16_t)((uint16_t)((unsigned char)p[0] << 8 | (unsigned char)p[1]));
+	default:
+		return 0;
+	}
+}
+
+/* The transaction of a post, on a connection inside BEGIN. */
+static enum store_result post_tx(struct store_pg *st, PGconn *pq, const char *room,
+				 const char *client_id, size_t client_id_len, const char *text,
+				 size_t text_len, const char *reply, size_t reply_len,
+				 store_answer_fn build, void *ctx, char **answer, size_t *answer_len,
+				 bool *replayed, const char **why)
+{
+	if (text_len > INT32_MAX || reply_len > INT32_MAX || client_id_len > INT32_MAX) {
+		*why = "store: the message is too long";
+		return STORE_FAILED;
+	}
+	const char *room_p[] = {room};
+	PGresult *r = run(pq, reserve_sql, 1, room_p, NULL, NULL, PGRES_TUPLES_OK, why);
+	if (!r)
+		return STORE_FAILED;
+	int64_t bot_seq = PQntuples(r) == 1 ? int_field(r, 0, 0) : 0;
+	PQclear(r);
+	if (bot_seq < 2) {
+		*why = "store: the PostgreSQL schema is not as expected";
+		return STORE_FAILED;
+	}
+
+	if (client_id) {
+		const char *p[] = {room, client_id};
+		const int lens[] = {0, (int)client_id_len};
+		const int fmts[] = {0, 1};
+		r = run(pq, find_post_sql, 2, p, lens, fmts, PGRES_TUPLES_OK, why);
+		if (!r)
+			return STORE_FAILED;
+		if (PQntuples(r) == 1) {
+			size_t n = (size_t)PQgetlength(r, 0, 0);
+			char *copy = malloc(n + 1);
+			if (copy) {
+				memcpy(copy, PQgetvalue(r, 0, 0), n);
+				copy[n] = '\0';
+			}
+			PQclear(r);
+			if (!copy) {
+				*why = "store: out of memory";
+				return STORE_NOMEM;
+			}
+			/* Nothing to keep: the rollback returns the reserved
+			 * numbers. */
+			rollback(pq);
+			*answer = copy;
+			*answer_len = n;
+			*replayed = true;
+			return STORE_OK;
+		}
+		PQclear(r);
+	}
+
+	int64_t t = now_ms();
+	struct store_entry user = {.seq = bot_seq - 1,
+				   .role = STORE_USER,
+				   .text = text,
+				   .text_len = text_len,
+				   .time_ms = t,
+				   .client_id = client_id,
+				   .client_id_len = client_id_len};
+	struct store_entry bot = user;
+	bot.seq = bot_seq;
+	bot.role = STORE_BOT;
+	bot.text = reply;
+	bot.text_len = reply_len;
+	*answer = build(ctx, &user, &bot, answer_len);
+	if (!*answer) {
+		*why = "store: out of memory";
+		return STORE_NOMEM;
+	}
+	if (*answer_len > INT32_MAX) {
+		*why = "store: the answer is too long";
+		return STORE_FAILED;
+	}
+
+	/* Entries up to cutoff fall out of the history, and so do the stored
+	 * answers of the posts that made them. */
+	char seq_s[24], time_s[24], cutoff_s[24];
+	snprintf(seq_s, sizeof seq_s, "%lld", (long long)user.seq);
+	snprintf(time_s, sizeof time_s, "%lld", (long long)t);
+	snprintf(cutoff_s, sizeof cutoff_s, "%lld", (long long)(bot.seq - (int64_t)st->opt.history));
+	const char *p[] = {room, seq_s, text_len ? text : "", reply_len ? reply : "",
+			   time_s, client_id, cutoff_s, *answer};
+	const int lens[] = {0, 0, (int)text_len, (int)reply_len, 0, (int)client_id_len, 0,
+			    (int)*answer_len};
+	const int fmts[] = {0, 0, 1, 1, 0, 1, 0, 1};
+	r = run(pq, store_sql, 8, p, lens, fmts, PGRES_TUPLES_OK, why);
+	if (!r)
+		return STORE_FAILED;
+	PQclear(r);
+	if (!run_plain(pq, "COMMIT", why))
+		return STORE_FAILED;
+	return STORE_OK;
+}
+
+enum store_result store_pg_post(struct store_pg *st, const char *room, const char *client_id,
+				size_t client_id_len, const char *text, size_t text_len,
+				const char *reply, size_t reply_len, store_answer_fn build,
+				void *ctx, char **answer, size_t *answer_len, bool *replayed,
+				const char **why)
+{
+	*answer = NULL;
+	*replayed = false;
+	for (int attempt = 0;; attempt++) {
+		struct conn *c = conn_get(st, why);
+		if (!c)
+			return STORE_FAILED;
+		if (!run_plain(c->pq, "BEGIN ISOLATION LEVEL READ COMMITTED", why)) {
+			/* An idle connection the server dropped (a restart):
+			 * nothing was done, so once more on a new one. */
+			bool retry = lost(c->pq) && attempt == 0;
+			conn_put(st, c);
+			if (retry)
+				continue;
+			return STORE_FAILED;
+		}
+		enum store_result res =
+		    post_tx(st, c->pq, room, client_id, client_id_len, text, text_len, reply,
+			    reply_len, build, ctx, answer, answer_len, replayed, why);
+		if (res != STORE_OK) {
+			rollback(c->pq);
+			free(*answer);
+			*answer = NULL;
+		}
+		conn_put(st, c);
+		return res;
+	}
+}
+
+enum store_result store_pg_read(struct store_pg *st, const char *room, int64_t after,
+				unsigned limit, store_entry_fn each, void *ctx, int64_t *last,
+				const char **why)
+{
+	*last = 0;
+	char after_s[24], limit_s[24];
+	snprintf(after_s, sizeof after_s, "%lld", (long long)after);
+	snprintf(limit_s, sizeof limit_s, "%u", limit);
+	const char *p[] = {room, after_s, limit_s};
+	PGresult *r = NULL;
+	for (int attempt = 0; !r; attempt++) {
+		struct conn *c = conn_get(st, why);
+		if (!c)
+			return STORE_FAILED;
+		r = run(c->pq, read_sql, 3, p, NULL, NULL, PGRES_TUPLES_OK, why);
+		/* A read changes nothing: a connection lost since its last
+		 * use is worth one more try on a new one. */
+		bool retry = !r && lost(c->pq) && attempt == 0;
+		conn_put(st, c);
+		if (!r && !retry)
+			return STORE_FAILED;
+	}
+	enum store_result res = STORE_OK;
+	int rows = PQntuples(r);
+	if (rows > 0)
+		*last = int_field(r, 0, 0);
+	for (int i = 0; i < rows && res == STORE_OK; i++) {
+		if (PQgetisnull(r, i, 1))
+			continue; /* the room has no entries past after */
+		bool has_cid = !PQgetisnull(r, i, 5);
+		struct store_entry e = {
+		    .seq = int_field(r, i, 1),
+		    .role = int_field(r, i, 2) == STORE_BOT ? STORE_BOT : STORE_USER,
+		    .text = PQgetvalue(r, i, 3),
+		    .text_len = (size_t)PQgetlength(r, i, 3),
+		    .time_ms = int_field(r, i, 4),
+		    .client_id = has_cid ? PQgetvalue(r, i, 5) : NULL,
+		    .client_id_len = has_cid ? (size_t)PQgetlength(r, i, 5) : 0,
+		};
+		if (each(ctx, &e) != 0) {
+			*why = "store: out of memory";
+			res = STORE_NOMEM;
+		}
+	}
+	PQclear(r);
+	return res;
+}
+
+int store_pg_data_version(struct store_pg *st, uint64_t *out)
+{
+	*out = atomic_load(&st->version);
+	return 0;
+}
+
+/* The schema version, or -1 when the table is missing. */
+static bool read_version(PGconn *pq, int *version, const char **why)
+{
+	PGresult *r =
+	    run(pq, "SELECT coalesce(max(version), 0)::int4 FROM chat_fcgi_schema", 0, NULL, NULL,
+		NULL, PGRES_TUPLES_OK, why);
+	if (!r)
+		return false;
+	*version = PQntuples(r) == 1 ? (int)int_field(r, 0, 0) : 0;
+	PQclear(r);
+	return true;
+}
+
+int store_pg_check(struct store_pg *st, char *why, size_t why_size)
+{
+	const char *w = NULL;
+	int version = -1;
+	bool ok = false;
+	for (int attempt = 0; attempt < 2 && !ok; attempt++) {
+		struct conn *c = conn_get(st, &w);
+		if (!c) {
+			pthread_mutex_lock(&st->lock);
+			snprintf(why, why_size, "%s: %s", w, st->last_error);
+			pthread_mutex_unlock(&st->lock);
+			return -1;
+		}
+		ok = read_version(c->pq, &version, &w);
+		bool retry = !ok && lost(c->pq);
+		conn_put(st, c);
+		if (!ok && !retry)
+			break;
+	}
+	if (!ok) {
+		snprintf(why, why_size, "%s", w);
+		return -1;
+	}
+	if (version != STORE_SCHEMA_VERSION) {
+		snprintf(why, why_size, "store: the schema version changed to %d", version);
+		return -1;
+	}
+	return 0;
+}
+
+/* Brings the schema up to STORE_SCHEMA_VERSION in one transaction, under
+ * an advisory lock, so that nodes starting together migrate it once. */
+static int migrate(PGconn *pq, char *err, size_t err_size)
+{
+	const char *why = NULL;
+	int version = 0;
+	bool ok = run_plain(pq,
+			    "BEGIN ISOLATION LEVEL READ COMMITTED;"
+			    "SELECT pg_advisory_xact_lock(" MIGRATION_LOCK ");"
+			    "CREATE TABLE IF NOT EXISTS chat_fcgi_schema(version integer NOT NULL)",
+			    &why) &&
+		  read_version(pq, &version, &why);
+	if (!ok) {
+		snprintf(err, err_size, "cannot read the schema version: %s",
+			 PQerrorMessage(pq));
+		goto fail;
+	}
+	if (version > STORE_SCHEMA_VERSION || version < 0) {
+		snprintf(err, err_size,
+			 "the PostgreSQL database has schema version %d, newer than this chat-fcgi "
+			 "knows (%d): run a newer chat-fcgi, or use another database",
+			 version, STORE_SCHEMA_VERSION);
+		goto fail;
+	}
+	for (int v = version; v < STORE_SCHEMA_VERSION; v++) {
+		if (!run_plain(pq, migrations[v], &why)) {
+			snprintf(err, err_size, "cannot migrate to schema version %d: %s", v + 1,
+				 PQerrorMessage(pq));
+			goto fail;
+		}
+	}
+	if (version < STORE_SCHEMA_VERSION &&
+	    !run_plain(pq,
+		       "DELETE FROM chat_fcgi_schema;"
+		       "INSERT INTO chat_fcgi_schema VALUES(" STR(STORE_SCHEMA_VERSION) ")",
+		       &why)) {
+		snprintf(err, err_size, "cannot migrate: %s", PQerrorMessage(pq));
+		goto fail;
+	}
+	if (!run_plain(pq, "COMMIT", &why)) {
+		snprintf(err, err_size, "cannot migrate: %s", PQerrorMessage(pq));
+		goto fail;
+	}
+	return 0;
+fail:
+	err[strcspn(err, "\n")] = '\0';
+	rollback(pq);
+	return -1;
+}
+
+/* A connection that LISTENs for posts. */
+static PGconn *listen_connect(const char *uri, char *err, size_t err_size)
+{
+	PGconn *pq = pg_connect(uri, err, err_size);
+	if (!pq)
+		return NULL;
+	PGresult *r = PQexec(pq, "LISTEN " CHANNEL);
+	bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+	PQclear(r);
+	if (!ok || PQsetnonblocking(pq, 1) != 0) {
+		first_line(err, err_size, PQerrorMessage(pq));
+		PQfinish(pq);
+		return NULL;
+	}
+	return pq;
+}
+
+/* Sleeps ms, or less if woken to stop; true when stopping. */
+static bool nap(struct store_pg *st, int ms)
+{
+	struct pollfd p = {.fd = st->wake[0], .events = POLLIN};
+	return poll(&p, 1, ms) > 0;
+}
+
+/*
+ * LISTENs on a connection of its own and counts notifications. The count
+ * also moves whenever that connection is lost or made again: posts may
+ * have gone by unheard meanwhile, and held requests should look.
+ */
+static void *listen_loop(void *arg)
+{
+	struct store_pg *st = arg;
+	PGconn *pq = st->listening; /* made by store_pg_open */
+	st->listening = NULL;
+	for (;;) {
+		if (!pq) {
+			char err[256];
+			pq = listen_connect(st->uri, err, sizeof err);
+			if (!pq) {
+				if (nap(st, LISTEN_RETRY_MS))
+					break;
+				continue;
+			}
+			atomic_fetch_add(&st->version, 1);
+		}
+		struct pollfd p[2] = {{.fd = PQsocket(pq), .events = POLLIN},
+				      {.fd = st->wake[0], .events = POLLIN}};
+		if (poll(p, 2, -1) < 0 && errno != EINTR) {
+			if (nap(st, LISTEN_RETRY_MS))
+				break;
+			continue;
+		}
+		if (p[1].revents)
+			break;
+		if (PQconsumeInput(pq) == 0 || lost(pq)) {
+			PQfinish(pq);
+			pq = NULL;
+			atomic_fetch_add(&st->version, 1);
+			continue;
+		}
+		PGnotify *n;
+		while ((n = PQnotifies(pq)) != NULL) {
+			PQfreemem(n);
+			atomic_fetch_add(&st->version, 1);
+		}
+	}
+	PQfinish(pq);
+	return NULL;
+}
+
+int store_pg_open(struct store_pg **out, const char *uri, const struct store_options *opt,
+		  char *err, size_t err_size)
+{
+	*out = NULL;
+	struct store_pg *st = calloc(1, sizeof *st);
+	if (!st || !(st->uri = strdup(uri))) {
+		free(st);
+		snprintf(err, err_size, "out of memory");
+		return -1;
+	}
+	st->opt = *opt;
+	st->wake[0] = st->wake[1] = -1;
+	pthread_mutex_init(&st->lock, NULL);
+	pthread_cond_init(&st->freed, NULL);
+	atomic_init(&st->version, 1);
+
+	char why[256];
+	PGconn *pq = pg_connect(uri, why, sizeof why);
+	if (!pq) {
+		/* The URI may hold a password: name the server by libpq's
+		 * message only. */
+		snprintf(err, err_size, "cannot connect to the PostgreSQL store: %s", why);
+		goto fail;
+	}
+	if (migrate(pq, err, err_size) != 0) {
+		PQfinish(pq);
+		goto fail;
+	}
+	struct conn *c = calloc(1, sizeof *c);
+	if (!c) {
+		PQfinish(pq);
+		snprintf(err, err_size, "out of memory");
+		goto fail;
+	}
+	c->pq = pq;
+	st->idle = c;
+	st->open = 1;
+
+	if (pipe(st->wake) != 0 || fcntl(st->wake[0], F_SETFD, FD_CLOEXEC) != 0 ||
+	    fcntl(st->wake[1], F_SETFD, FD_CLOEXEC) != 0) {
+		snprintf(err, err_size, "cannot make a pipe: %s", strerror(errno));
+		goto fail;
+	}
+	st->listening = listen_connect(uri, why, sizeof why);
+	if (!st->listening) {
+		snprintf(err, err_size, "cannot listen for posts on PostgreSQL: %s", why);
+		goto fail;
+	}
+	if (pthread_create(&st->listener, NULL, listen_loop, st) != 0) {
+		snprintf(err, err_size, "cannot start the PostgreSQL listener thread");
+		goto fail;
+	}
+	st->listener_started = true;
+	*out = st;
+	return 0;
+fail:
+	store_pg_close(st);
+	return -1;
+}
+
+void store_pg_close(struct store_pg *st)
+{
+	if (!st)
+		return;
+	if (st->listener_started) {
+		ssize_t w;
+		do
+			w = write(st->wake[1], "x", 1);
+		while (w < 0 && errno == EINTR);
+		pthread_join(st->listener, NULL);
+	}
+	PQfinish(st->listening);
+	for (int i = 0; i < 2; i++)
+		if (st->wake[i] >= 0)
+			close(st->wake[i]);
+	while (st->idle) {
+		struct conn *c = st->idle;
+		st->idle = c->next;
+		PQfinish(c->pq);
+		free(c);
+	}
+	pthread_cond_destroy(&st->freed);
+	pthread_mutex_destroy(&st->lock);
+	free(st->uri);
+	free(st);
+}
+
+#endif

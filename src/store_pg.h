@@ -1,0 +1,25 @@
+/* The PostgreSQL store behind store.h (see there for what each call does). */
+#ifndef STORE_PG_H
+#define STORE_PG_H
+
+#include "store.h"
+
+struct store_pg;
+
+/* Without PostgreSQL support (configure --without-postgresql) this only
+ * fails, saying so. */
+int store_pg_open(struct store_pg **out, const char *uri, const struct store_options *opt,
+		  char *err, size_t err_size);
+void store_pg_close(struct store_pg *st);
+enum store_result store_pg_post(struct store_pg *st, const char *room, const char *client_id,
+				size_t client_id_len, const char *text, size_t text_len,
+				const char *reply, size_t reply_len, store_answer_fn build,
+				void *ctx, char **answer, size_t *answer_len, bool *replayed,
+				const char **why);
+enum store_result store_pg_read(struct store_pg *st, const char *room, int64_t after,
+				unsigned limit, store_entry_fn each, void *ctx, int64_t *last,
+				const char **why);
+int store_pg_data_version(struct store_pg *st, uint64_t *out);
+int store_pg_check(struct store_pg *st, char *why, size_t why_size);
+
+#endif

@@ -1,0 +1,821 @@
+#include "store_sqlite.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/*
+ * Schema history: step i brings a file from user_version i to i + 1. Steps
+ * are never edited once released; a change is a new step.
+ * Entries and posts are ordinary rowid tables: their rows hold whole
+ * messages (up to 64 KiB), which WITHOUT ROWID tables store badly.
+ */
+static const char *const migrations[STORE_SCHEMA_VERSION] = {
+    /* 1: rooms and their entries */
+    "CREATE TABLE rooms(name TEXT PRIMARY KEY NOT NULL, last_seq INTEGER NOT NULL);"
+    "CREATE TABLE entries(room TEXT NOT NULL, seq INTEGER NOT NULL, role INTEGER NOT NULL,"
+    " text BLOB NOT NULL, time_ms INTEGER NOT NULL, client_id TEXT,"
+    " PRIMARY KEY(room, seq));",
+    /* 2: the first answer to each (room, client id), for idempotent retries */
+    "CREATE TABLE posts(room TEXT NOT NULL, client_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+    " answer BLOB NOT NULL, PRIMARY KEY(room, client_id));"
+    "CREATE INDEX posts_by_seq ON posts(room, seq);",
+};
+
+/* Page cache per connection, in KiB (SQLite's default is 2 MiB): there is
+ * a connection per busy thread, and reads touch few pages. */
+#define STORE_CACHE_KIB "512"
+/* WAL frames after which the checkpoint thread is woken early; it also
+ * runs every STORE_CHECKPOINT_MS. */
+#define STORE_CHECKPOINT_FRAMES 1000
+#define STORE_CHECKPOINT_MS     1000
+
+enum stmt_id {
+	ST_BEGIN_WRITE,
+	ST_BEGIN_READ,
+	ST_COMMIT,
+	ST_ROLLBACK,
+	ST_FIND_POST,
+	ST_LAST_SEQ,
+	ST_ADD_ENTRY,
+	ST_SET_LAST_SEQ,
+	ST_TRIM_ENTRIES,
+	ST_ADD_POST,
+	ST_TRIM_POSTS,
+	ST_READ_AFTER,
+	ST_COUNT
+};
+
+static const char *const stmt_sql[ST_COUNT] = {
+    [ST_BEGIN_WRITE] = "BEGIN IMMEDIATE",
+    [ST_BEGIN_READ] = "BEGIN",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_FIND_POST] = "SELECT answer FROM posts WHERE room = ?1 AND client_id = ?2",
+    [ST_LAST_SEQ] = "SELECT last_seq FROM rooms WHERE name = ?1",
+    [ST_ADD_ENTRY] = "INSERT INTO entries(room, seq, role, text, time_ms, client_id)"
+		     " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+    [ST_SET_LAST_SEQ] = "INSERT INTO rooms(name, last_seq) VALUES(?1, ?2)"
+			" ON CONFLICT(name) DO UPDATE SET last_seq = excluded.last_seq",
+    [ST_TRIM_ENTRIES] = "DELETE FROM entries WHERE room = ?1 AND seq <= ?2",
+    [ST_ADD_POST] = "INSERT INTO posts(room, client_id, seq, answer) VALUES(?1, ?2, ?3, ?4)",
+    [ST_TRIM_POSTS] = "DELETE FROM posts WHERE room = ?1 AND seq <= ?2",
+    [ST_READ_AFTER] = "SELECT seq, role, text, time_ms, client_id FROM entries"
+		      " WHERE room = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+};
+
+/* One connection, used by one thread at a time (SQLITE_OPEN_NOMUTEX). */
+struct conn {
+	sqlite3 *db;
+	sqlite3_stmt *stmt[ST_COUNT];
+	struct timespec wait_start; /* when the current wait for a lock began */
+	struct conn *next;
+};
+
+struct store_sqlite {
+	char *path;
+	struct store_options opt;
+	pthread_mutex_t lock; /* guards idle */
+	struct conn *idle;    /* connections no thread is using */
+	/* Writers of this process take turns here rather than in SQLite's
+	 * busy handler, which sleeps for milliseconds between tries. */
+	pthread_mutex_t write_lock;
+	pthread_mutex_t version_lock;
+	sqlite3 *version_db; /* for store_data_version only */
+
+	/* Checkpoints run on a thread of their own: with synchronous=NORMAL a
+	 * checkpoint is the one step that fsyncs, and in the committing
+	 * request (SQLite's default) it made every few hundredth post wait. */
+	pthread_t checkpointer;
+	bool checkpointer_started;
+	pthread_mutex_t checkpoint_lock;
+	pthread_cond_t checkpoint_due;
+	bool checkpoint_wanted, stopping; /* under checkpoint_lock */
+	sqlite3 *checkpoint_db;
+};
+
+/* A static sentence for the log, by SQLite's primary result code. */
+static const char *failure(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return "store: the database stayed locked past the busy timeout";
+	case SQLITE_FULL:
+		return "store: the disk is full";
+	case SQLITE_READONLY:
+		return "store: the database is read-only";
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB:
+		return "store: the database file is corrupt";
+	case SQLITE_IOERR:
+		return "store: I/O error on the database";
+	case SQLITE_CANTOPEN:
+		return "store: cannot open the database file";
+	case SQLITE_PERM:
+	case SQLITE_AUTH:
+		return "store: no permission to write the database";
+	default:
+		return "store: SQLite failed";
+	}
+}
+
+/* Is a connection still sound after this error? Only waiting for a lock
+ * leaves it as it was; after anything else it is reopened, so that a
+ * database fixed from outside (made writable again, space freed) is seen. */
+static bool conn_survives(int rc)
+{
+	return (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
+}
+
+static void conn_close(struct conn *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; i < ST_COUNT; i++)
+		sqlite3_finalize(c->stmt[i]);
+	sqlite3_close(c->db);
+	free(c);
+}
+
+/*
+ * Waiting for another process's write lock: SQLite's own handler sleeps up
+ * to 100 ms between tries, far longer than a write takes, so writers of
+ * several processes would mostly sleep. This one retries after 0.1 ms,
+ * doubling up to 2 ms, until STORE_BUSY_TIMEOUT_MS have passed.
+ */
+static int busy_wait(void *arg, int count)
+{
+	struct conn *c = arg;
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (count == 0)
+		c->wait_start = now;
+	long long waited_ms = (long long)(now.tv_sec - c->wait_start.tv_sec) * 1000 +
+			      (now.tv_nsec - c->wait_start.tv_nsec) / 1000000;
+	if (waited_ms >= STORE_BUSY_TIMEOUT_MS)
+		return 0;
+	long us = count < 5 ? 100L << count : 2000L;
+	struct timespec pause = {0, us * 1000};
+	nanosleep(&pause, NULL);
+	return 1;
+}
+
+/* Called after each commit with the WAL's size in frames. */
+static int wal_grew(void *arg, sqlite3 *db, const char *name, int frames)
+{
+	(void)db;
+	(void)name;
+	struct store_sqlite *st = arg;
+	if (frames >= STORE_CHECKPOINT_FRAMES) {
+		pthread_mutex_lock(&st->checkpoint_lock);
+		st->checkpoint_wanted = true;
+		pthread_cond_signal(&st->checkpoint_due);
+		pthread_mutex_unlock(&st->checkpoint_lock);
+	}
+	return SQLITE_OK;
+}
+
+static void *checkpoint_loop(void *arg)
+{
+	struct store_sqlite *st = arg;
+	pthread_mutex_lock(&st->checkpoint_lock);
+	while (!st->stopping) {
+		if (!st->checkpoint_wanted) {
+			struct timespec until;
+			clock_gettime(CLOCK_REALTIME, &until);
+			until.tv_sec += STORE_CHECKPOINT_MS / 1000;
+			pthread_cond_timedwait(&st->checkpoint_due, &st->checkpoint_lock, &until);
+			if (st->stopping)
+				break;
+		}
+		st->checkpoint_wanted = false;
+		pthread_mutex_unlock(&st->checkpoint_lock);
+		/* PASSIVE: copies what no reader still needs, never waits for
+		 * writers or readers. A failure is tried again next round. */
+		sqlite3_wal_checkpoint_v2(st->checkpoint_db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL,
+					  NULL);
+		pthread_mutex_lock(&st->checkpoint_lock);
+	}
+	pthread_mutex_unlock(&st->checkpoint_lock);
+	return NULL;
+}
+
+static int conn_setup(struct store_sqlite *st, struct conn *c)
+{
+	const struct store_options *opt = &st->opt;
+	sqlite3 *db = c->db;
+	int rc = sqlite3_busy_handler(db, busy_wait, c);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db,
+				  opt->sync_full ? "PRAGMA synchronous = FULL"
+						 : "PRAGMA synchronous = NORMAL",
+				  NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, "PRAGMA cache_size = -" STORE_CACHE_KIB, NULL, NULL, NULL);
+	/* Replaces SQLite's checkpoint-on-commit (sqlite3_wal_autocheckpoint). */
+	if (rc == SQLITE_OK)
+		sqlite3_wal_hook(db, wal_grew, st);
+	return rc;
+}
+
+static int conn_open(struct store_sqlite *st, int flags, struct conn **out)
+{
+	struct conn *c = calloc(1, sizeof *c);
+	*out = NULL;
+	if (!c)
+		return SQLITE_NOMEM;
+	int rc = sqlite3_open_v2(st->path, &c->db, flags | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc == SQLITE_OK)
+		rc = conn_setup(st, c);
+	if (rc != SQLITE_OK) {
+		if (c->db)
+			rc = sqlite3_extended_errcode(c->db) ? sqlite3_extended_errcode(c->db) : rc;
+		conn_close(c);
+		return rc;
+	}
+	*out = c;
+	return SQLITE_OK;
+}
+
+/* A connection for this thread: an idle one, or a new one. */
+static int conn_get(struct store_sqlite *st, struct conn **out)
+{
+	pthread_mutex_lock(&st->lock);
+	struct conn *c = st->idle;
+	if (c)
+		st->idle = c->next;
+	pthread_mutex_unlock(&st->lock);
+	if (c) {
+		c->next = NULL;
+		*out = c;
+		return SQLITE_OK;
+	}
+	return conn_open(st, SQLITE_OPEN_READWRITE, out);
+}
+
+static void conn_put(struct store_sqlite *st, struct conn *c, int rc)
+{
+	if (rc != SQLITE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW && !conn_survives(rc)) {
+		conn_close(c);
+		return;
+	}
+	pthread_mutex_lock(&st->lock);
+	c->next = st->idle;
+	st->idle = c;
+	pthread_mutex_unlock(&st->lock);
+}
+
+static int stmt(struct conn *c, enum stmt_id id, sqlite3_stmt **out)
+{
+	if (!c->stmt[id]) {
+		int rc = sqlite3_prepare_v3(c->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT,
+					    &c->stmt[id], NULL);
+		if (rc != SQLITE_OK)
+			return rc;
+	} else {
+		sqlite3_reset(c->stmt[id]);
+		sqlite3_clear_bindings(c->stmt[id]);
+	}
+	*out = c->stmt[id];
+	return SQLITE_OK;
+}
+
+/* Runs a statement without parameters or rows (BEGIN, COMMIT...). */
+static int run(struct conn *c, enum stmt_id id)
+{
+	sqlite3_stmt *s;
+	int rc = stmt(c, id, &s);
+	if (rc != SQLITE_OK)
+		return rc;
+	rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* Ends a failed transaction; a connection that cannot roll back is broken. */
+static int rollback(struct conn *c, int rc)
+{
+	if (sqlite3_get_autocommit(c->db))
+		return rc;
+	if (run(c, ST_ROLLBACK) != SQLITE_OK)
+		return SQLITE_IOERR;
+	return rc;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	if (clock_gettime(CLOCK_REALTIME, &ts) != 0)
+		return 0;
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Binds text that may be empty: SQLite turns a NULL pointer into NULL. */
+static int bind_bytes(sqlite3_stmt *s, int i, const char *p, size_t len)
+{
+	if (len > INT_MAX)
+		return SQLITE_TOOBIG;
+	return sqlite3_bind_blob(s, i, len ? p : "", (int)len, SQLITE_STATIC);
+}
+
+static int bind_text(sqlite3_stmt *s, int i, const char *p, size_t len)
+{
+	if (len > INT_MAX)
+		return SQLITE_TOOBIG;
+	return sqlite3_bind_text(s, i, p, (int)len, SQLITE_STATIC);
+}
+
+static int add_entry(struct conn *c, const char *room, const struct store_entry *e)
+{
+	sqlite3_stmt *s;
+	int rc = stmt(c, ST_ADD_ENTRY, &s);
+	if (rc == SQLITE_OK)
+		rc = bind_text(s, 1, room, strlen(room));
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 2, e->seq);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(s, 3, (int)e->role);
+	if (rc == SQLITE_OK)
+		rc = bind_bytes(s, 4, e->text, e->text_len);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 5, e->time_ms);
+	if (rc == SQLITE_OK)
+		rc = e->client_id ? bind_text(s, 6, e->client_id, e->client_id_len)
+				  : sqlite3_bind_null(s, 6);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* Runs a statement with (room, int64) parameters and no rows. */
+static int run_room_int(struct conn *c, enum stmt_id id, const char *room, int64_t v)
+{
+	sqlite3_stmt *s;
+	int rc = stmt(c, id, &s);
+	if (rc == SQLITE_OK)
+		rc = bind_text(s, 1, room, strlen(room));
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 2, v);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static int last_seq(struct conn *c, const char *room, int64_t *last)
+{
+	sqlite3_stmt *s;
+	int rc = stmt(c, ST_LAST_SEQ, &s);
+	if (rc == SQLITE_OK)
+		rc = bind_text(s, 1, room, strlen(room));
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	*last = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+	sqlite3_reset(s);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* The stored answer of (room, client_id), if any: *answer NULL when none. */
+static int find_post(struct conn *c, const char *room, const char *client_id, size_t client_id_len,
+		     char **answer, size_t *len)
+{
+	sqlite3_stmt *s;
+	*answer = NULL;
+	int rc = stmt(c, ST_FIND_POST, &s);
+	if (rc == SQLITE_OK)
+		rc = bind_text(s, 1, room, strlen(room));
+	if (rc == SQLITE_OK)
+		rc = bind_text(s, 2, client_id, client_id_len);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		const void *p = sqlite3_column_blob(s, 0);
+		size_t n = (size_t)sqlite3_column_bytes(s, 0);
+		char *copy = malloc(n + 1);
+		if (!copy) {
+			rc = SQLITE_NOMEM;
+		} else {
+			if (n)
+				memcpy(copy, p, n);
+			copy[n] = '\0';
+			*answer = copy;
+			*len = n;
+			rc = SQLITE_OK;
+		}
+	} else if (rc == SQLITE_DONE) {
+		rc = SQLITE_OK;
+	}
+	sqlite3_reset(s);
+	return rc;
+}
+
+static int add_post(struct conn *c, const char *room, const char *client_id, size_t client_id_len,
+		    int64_t seq, const char *answer, size_t len)
+{
+	sqlite3_stmt *s;
+	int rc = stmt(c, ST_ADD_POST, &s);
+	if (rc == SQLITE_OK)
+		rc = bind_text(s, 1, room, strlen(room));
+	if (rc == SQLITE_OK)
+		rc = bind_text(s, 2, client_id, client_id_len);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 3, seq);
+	if (rc == SQLITE_OK)
+		rc = bind_bytes(s, 4, answer, len);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static enum store_result result(int rc, const char **why)
+{
+	if (rc == SQLITE_OK)
+		return STORE_OK;
+	if ((rc & 0xff) == SQLITE_NOMEM) {
+		*why = "store: out of memory";
+		return STORE_NOMEM;
+	}
+	*why = failure(rc);
+	return STORE_FAILED;
+}
+
+/* store_post's transaction, run under write_lock. */
+static int post_locked(struct store_sqlite *st, struct conn *c, const char *room, const char *client_id,
+		       size_t client_id_len, const char *text, size_t text_len, const char *reply,
+		       size_t reply_len, store_answer_fn build, void *ctx, char **answer,
+		       size_t *answer_len, bool *replayed)
+{
+	int rc;
+
+	rc = run(c, ST_BEGIN_WRITE);
+	if (rc == SQLITE_OK && client_id) {
+		rc = find_post(c, room, client_id, client_id_len, answer, answer_len);
+		if (rc == SQLITE_OK && *answer) {
+			*replayed = true;
+			rc = run(c, ST_COMMIT);
+			if (rc != SQLITE_OK) {
+				free(*answer);
+				*answer = NULL;
+				*replayed = false;
+			}
+			return rollback(c, rc);
+		}
+	}
+
+	int64_t last = 0;
+	if (rc == SQLITE_OK)
+		rc = last_seq(c, room, &last);
+	int64_t t = now_ms();
+	struct store_entry user = {.seq = last + 1,
+				   .role = STORE_USER,
+				   .text = text,
+				   .text_len = text_len,
+				   .time_ms = t,
+				   .client_id = client_id,
+				   .client_id_len = client_id_len};
+	struct store_entry bot = user;
+	bot.seq = last + 2;
+	bot.role = STORE_BOT;
+	bot.text = reply;
+	bot.text_len = reply_len;
+	if (rc == SQLITE_OK)
+		rc = add_entry(c, room, &user);
+	if (rc == SQLITE_OK)
+		rc = add_entry(c, room, &bot);
+	if (rc == SQLITE_OK)
+		rc = run_room_int(c, ST_SET_LAST_SEQ, room, bot.seq);
+	/* Entries up to cutoff fall out of the history, and so do the stored
+	 * answers of the posts that made them. */
+	int64_t cutoff = bot.seq - (int64_t)st->opt.history;
+	if (rc == SQLITE_OK && cutoff > 0)
+		rc = run_room_int(c, ST_TRIM_ENTRIES, room, cutoff);
+	if (rc == SQLITE_OK && cutoff > 0 && client_id)
+		rc = run_room_int(c, ST_TRIM_POSTS, room, cutoff);
+	if (rc == SQLITE_OK) {
+		*answer = build(ctx, &user, &bot, answer_len);
+		if (!*answer)
+			rc = SQLITE_NOMEM;
+	}
+	if (rc == SQLITE_OK && client_id)
+		rc = add_post(c, room, client_id, client_id_len, user.seq, *answer, *answer_len);
+	if (rc == SQLITE_OK)
+		rc = run(c, ST_COMMIT);
+	if (rc != SQLITE_OK) {
+		free(*answer);
+		*answer = NULL;
+		rc = rollback(c, rc);
+	}
+	return rc;
+}
+
+enum store_result store_sqlite_post(struct store_sqlite *st, const char *room, const char *client_id,
+			     size_t client_id_len, const char *text, size_t text_len,
+			     const char *reply, size_t reply_len, store_answer_fn build, void *ctx,
+			     char **answer, size_t *answer_len, bool *replayed, const char **why)
+{
+	struct conn *c;
+	*answer = NULL;
+	*replayed = false;
+	int rc = conn_get(st, &c);
+	if (rc != SQLITE_OK)
+		return result(rc, why);
+	pthread_mutex_lock(&st->write_lock);
+	rc = post_locked(st, c, room, client_id, client_id_len, text, text_len, reply, reply_len,
+			 build, ctx, answer, answer_len, replayed);
+	pthread_mutex_unlock(&st->write_lock);
+	conn_put(st, c, rc);
+	return result(rc, why);
+}
+
+enum store_result store_sqlite_read(struct store_sqlite *st, const char *room, int64_t after, unsigned limit,
+			     store_entry_fn each, void *ctx, int64_t *last, const char **why)
+{
+	struct conn *c;
+	*last = 0;
+	int rc = conn_get(st, &c);
+	if (rc != SQLITE_OK)
+		return result(rc, why);
+
+	/* One snapshot, so the entries and the room's last seq agree. */
+	rc = run(c, ST_BEGIN_READ);
+	if (rc == SQLITE_OK)
+		rc = last_seq(c, room, last);
+	/* Sequence numbers have no gaps and retention only drops the oldest,
+	 * so the newest limit entries are those above last - limit. */
+	if (rc == SQLITE_OK && after < 0)
+		after = *last > (int64_t)limit ? *last - (int64_t)limit : 0;
+
+	sqlite3_stmt *s = NULL;
+	if (rc == SQLITE_OK)
+		rc = stmt(c, ST_READ_AFTER, &s);
+	if (rc == SQLITE_OK)
+		rc = bind_text(s, 1, room, strlen(room));
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 2, after);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 3, (sqlite3_int64)limit);
+	while (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		struct store_entry e = {
+		    .seq = sqlite3_column_int64(s, 0),
+		    .role = sqlite3_column_int(s, 1) == STORE_BOT ? STORE_BOT : STORE_USER,
+		    .text = sqlite3_column_blob(s, 2),
+		    .text_len = (size_t)sqlite3_column_bytes(s, 2),
+		    .time_ms = sqlite3_column_int64(s, 3),
+		    .client_id = (const char *)sqlite3_column_text(s, 4),
+		    .client_id_len = (size_t)sqlite3_column_bytes(s, 4),
+		};
+		if (!e.text)
+			e.text = "";
+		rc = each(ctx, &e) == 0 ? SQLITE_OK : SQLITE_NOMEM;
+	}
+	if (rc == SQLITE_DONE)
+		rc = SQLITE_OK;
+	if (s)
+		sqlite3_reset(s);
+	if (rc == SQLITE_OK)
+		rc = run(c, ST_COMMIT);
+	rc = rollback(c, rc);
+	conn_put(st, c, rc);
+	return result(rc, why);
+}
+
+int store_sqlite_data_version(struct store_sqlite *st, uint64_t *out)
+{
+	pthread_mutex_lock(&st->version_lock);
+	sqlite3_stmt *s = NULL;
+	int rc = sqlite3_prepare_v2(st->version_db, "PRAGMA data_version", -1, &s, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*out = (uint64_t)sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	pthread_mutex_unlock(&st->version_lock);
+	return rc == SQLITE_ROW ? 0 : -1;
+}
+
+static int conn_setup_checkpointer(struct store_sqlite *st)
+{
+	int rc = sqlite3_busy_timeout(st->checkpoint_db, STORE_BUSY_TIMEOUT_MS);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(st->checkpoint_db,
+				  st->opt.sync_full ? "PRAGMA synchronous = FULL"
+						    : "PRAGMA synchronous = NORMAL",
+				  NULL, NULL, NULL);
+	if (rc == SQLITE_OK) {
+		if (pthread_create(&st->checkpointer, NULL, checkpoint_loop, st) != 0)
+			return SQLITE_NOMEM;
+		st->checkpointer_started = true;
+	}
+	return rc;
+}
+
+/* Checks the directory the database lives in, for a clear first error:
+ * SQLite says only "unable to open database file". */
+static int check_directory(const char *path, char *err, size_t err_size)
+{
+	const char *slash = strrchr(path, '/');
+	char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+	if (!dir) {
+		snprintf(err, err_size, "out of memory");
+		return -1;
+	}
+	struct stat sb;
+	int r = -1;
+	if (stat(dir, &sb) != 0)
+		snprintf(err, err_size,
+			 "the directory %s of the store does not exist (%s): create it, writable "
+			 "by the user chat-fcgi runs as",
+			 dir, strerror(errno));
+	else if (!S_ISDIR(sb.st_mode))
+		snprintf(err, err_size, "%s, where the store should be, is not a directory", dir);
+	else if (access(dir, W_OK | X_OK) != 0)
+		snprintf(err, err_size,
+			 "the directory %s of the store is not writable (%s): SQLite needs to "
+			 "create files beside the database",
+			 dir, strerror(errno));
+	else
+		r = 0;
+	free(dir);
+	return r;
+}
+
+static int schema_version(sqlite3 *db, int *version)
+{
+	sqlite3_stmt *s = NULL;
+	int rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL);
+	if (rc == SQLITE_OK) {
+		rc = sqlite3_step(s);
+		if (rc == SQLITE_ROW) {
+			*version = sqlite3_column_int(s, 0);
+			rc = SQLITE_OK;
+		}
+	}
+	sqlite3_finalize(s);
+	return rc;
+}
+
+/* Brings the file's schema up to STORE_SCHEMA_VERSION in one transaction,
+ * so that processes starting together migrate it once. A file already up
+ * to date is only read: starting takes no write lock. */
+static int migrate(struct store_sqlite *st, sqlite3 *db, char *err, size_t err_size)
+{
+	int version = -1;
+	int rc = schema_version(db, &version);
+	if (rc == SQLITE_OK && version == STORE_SCHEMA_VERSION)
+		return 0;
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	if (rc == SQLITE_OK)
+		rc = schema_version(db, &version);
+	if (rc != SQLITE_OK) {
+		snprintf(err, err_size, "cannot read the schema version of %s: %s", st->path,
+			 sqlite3_errmsg(db));
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	if (version > STORE_SCHEMA_VERSION || version < 0) {
+		snprintf(err, err_size,
+			 "the database %s has schema version %d, newer than this chat-fcgi "
+			 "knows (%d): run a newer chat-fcgi, or use another file",
+			 st->path, version, STORE_SCHEMA_VERSION);
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	for (int v = version; v < STORE_SCHEMA_VERSION; v++) {
+		char bump[64];
+		snprintf(bump, sizeof bump, "PRAGMA user_version = %d", v + 1);
+		rc = sqlite3_exec(db, migrations[v], NULL, NULL, NULL);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_exec(db, bump, NULL, NULL, NULL);
+		if (rc != SQLITE_OK) {
+			snprintf(err, err_size, "cannot migrate %s to schema version %d: %s",
+				 st->path, v + 1, sqlite3_errmsg(db));
+			sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+			return -1;
+		}
+	}
+	if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+		snprintf(err, err_size, "cannot migrate %s: %s", st->path, sqlite3_errmsg(db));
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	return 0;
+}
+
+int store_sqlite_check(struct store_sqlite *st, char *why, size_t why_size)
+{
+	pthread_mutex_lock(&st->version_lock);
+	int version = -1;
+	int rc = schema_version(st->version_db, &version);
+	if (rc == SQLITE_OK && version != STORE_SCHEMA_VERSION)
+		snprintf(why, why_size, "store: the schema version changed to %d", version);
+	else if (rc != SQLITE_OK)
+		snprintf(why, why_size, "%s", failure(rc));
+	pthread_mutex_unlock(&st->version_lock);
+	return rc == SQLITE_OK && version == STORE_SCHEMA_VERSION ? 0 : -1;
+}
+
+int store_sqlite_open(struct store_sqlite **out, const char *path, const struct store_options *opt, char *err,
+	       size_t err_size)
+{
+	*out = NULL;
+	if (check_directory(path, err, err_size) != 0)
+		return -1;
+	struct store_sqlite *st = calloc(1, sizeof *st);
+	if (!st || !(st->path = strdup(path))) {
+		free(st);
+		snprintf(err, err_size, "out of memory");
+		return -1;
+	}
+	st->opt = *opt;
+	pthread_mutex_init(&st->lock, NULL);
+	pthread_mutex_init(&st->write_lock, NULL);
+	pthread_mutex_init(&st->version_lock, NULL);
+	pthread_mutex_init(&st->checkpoint_lock, NULL);
+	pthread_cond_init(&st->checkpoint_due, NULL);
+
+	struct conn *first = NULL;
+	int rc = conn_open(st, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &first);
+	if (rc != SQLITE_OK) {
+		snprintf(err, err_size, "cannot open the store %s: %s", path, sqlite3_errstr(rc));
+		goto fail;
+	}
+	/* WAL: readers never wait for the writer, and a commit is one append
+	 * to the log, so a killed process loses nothing it acknowledged. The
+	 * mode is kept in the file. */
+	sqlite3_stmt *s = NULL;
+	rc = sqlite3_prepare_v2(first->db, "PRAGMA journal_mode = WAL", -1, &s, NULL);
+	const unsigned char *mode = NULL;
+	if (rc == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+		mode = sqlite3_column_text(s, 0);
+	bool wal = mode && strcmp((const char *)mode, "wal") == 0;
+	sqlite3_finalize(s);
+	if (!wal) {
+		snprintf(err, err_size, "cannot use %s as the store: %s", path,
+			 sqlite3_errmsg(first->db));
+		goto fail;
+	}
+	if (migrate(st, first->db, err, err_size) != 0)
+		goto fail;
+
+	rc = sqlite3_open_v2(path, &st->version_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+			     NULL);
+	if (rc != SQLITE_OK) {
+		snprintf(err, err_size, "cannot open the store %s: %s", path,
+			 sqlite3_errmsg(st->version_db));
+		goto fail;
+	}
+	rc = sqlite3_open_v2(path, &st->checkpoint_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+			     NULL);
+	if (rc == SQLITE_OK)
+		rc = conn_setup_checkpointer(st);
+	if (rc != SQLITE_OK) {
+		snprintf(err, err_size, "cannot open the store %s: %s", path,
+			 sqlite3_errmsg(st->checkpoint_db));
+		goto fail;
+	}
+	st->idle = first;
+	*out = st;
+	return 0;
+fail:
+	conn_close(first);
+	store_sqlite_close(st);
+	return -1;
+}
+
+void store_sqlite_close(struct store_sqlite *st)
+{
+	if (!st)
+		return;
+	if (st->checkpointer_started) {
+		pthread_mutex_lock(&st->checkpoint_lock);
+		st->stopping = true;
+		pthread_cond_signal(&st->checkpoint_due);
+		pthread_mutex_unlock(&st->checkpoint_lock);
+		pthread_join(st->checkpointer, NULL);
+	}
+	sqlite3_close(st->checkpoint_db);
+	pthread_cond_destroy(&st->checkpoint_due);
+	pthread_mutex_destroy(&st->checkpoint_lock);
+	while (st->idle) {
+		struct conn *c = st->idle;
+		st->idle = c->next;
+		conn_close(c);
+	}
+	sqlite3_close(st->version_db);
+	pthread_mutex_destroy(&st->lock);
+	pthread_mutex_destroy(&st->write_lock);
+	pthread_mutex_destroy(&st->version_lock);
+	free(st->path);
+	free(st);
+}
