@@ -154,7 +154,7 @@ sub psql {
 	my $out = <$fh>;
 	close $fh;
 	return undef if $?;
-	chomp $out;
+	$out =~ s/\s+\z//;
 	return $out;
 }
 

@@ -1,0 +1,159 @@
+#!/usr/bin/perl
+# Rooms over nginx on PostgreSQL (--store postgresql://...), the backend
+# confined as usual: the room API, long-polls woken, PostgreSQL down (JSON
+# 503 at once, health 503 with the reason, then service back by itself),
+# and a PostgreSQL crash under a stream of posts: every answered post is
+# still there afterwards.
+
+use strict;
+use warnings;
+
+use JSON::PP;
+use POSIX qw(_exit);
+use Test::More;
+use Time::HiRes qw(time sleep);
+
+use ChatTest;
+use PgTest;
+
+$| = 1;
+my $json = JSON::PP->new->utf8->canonical;
+
+sub post_room {
+	my ($t, $room, $text, $cid, %o) = @_;
+	my %b = (message => $text, room => $room);
+	$b{client_id} = $cid if defined $cid;
+	return $t->post($json->encode(\%b), %o);
+}
+
+sub messages {
+	my ($t, $query, %o) = @_;
+	my $r = $t->request(path => "/chat/messages?$query", %o);
+	return ($r, $t->json($r));
+}
+
+sub seqs { return [map { $_->{seq} } @{ $_[0]{entries} // [] }] }
+
+my $pg = PgTest->new;
+my $db = $pg->createdb('rooms');
+my $t = ChatTest->new(backend_args => ['--store', $pg->uri($db)]);
+like($t->backend_log, qr/store postgresql, sandbox /,
+	'the backend starts on PostgreSQL and does not log the URI');
+
+## The room API
+
+{
+	my $r = post_room($t, 'lobby', 'hello', 'a-1');
+	is($r->{status}, 200, 'a post in lobby: 200') or diag($r->{raw});
+	is_deeply(seqs($t->json($r)), [1, 2], '... entries seq 1 and 2');
+	$r = post_room($t, 'lobby', 'hello again', 'a-1');
+	is($t->json($r)->{message}, 'received hello', 'a retry with the same client id: the first answer');
+	is_deeply(seqs($t->json($r)), [1, 2], '... and the same entries');
+	post_room($t, 'lobby', 'two', undef);
+	my ($m, $j) = messages($t, 'room=lobby&after=0');
+	is($m->{status}, 200, 'GET /chat/messages: 200');
+	is_deeply([map { $_->{text} } @{ $j->{entries} }],
+		['hello', 'received hello', 'two', 'received two'], '... the history, once each');
+	is($j->{next}, 4, '... next 4');
+	is($pg->psql($db, "SELECT count(*) FROM entries WHERE room = 'lobby'"), 4,
+		'the entries are in PostgreSQL');
+
+	my $s = $t->begin_request(path => '/chat/messages?room=lobby&after=4&wait=20');
+	sleep 0.3;
+	post_room($t, 'lobby', 'wake up', undef);
+	my $w = $t->finish_request($s, 5);
+	is_deeply(seqs($t->json($w)), [5, 6], 'a held long-poll is woken by a post');
+
+	# A post made in the database by another node: only NOTIFY says so.
+	$s = $t->begin_request(path => '/chat/messages?room=lobby&after=6&wait=20');
+	sleep 0.3;
+	my $t0 = time;
+	$pg->psql($db, "BEGIN; UPDATE rooms SET last_seq = 8 WHERE name = 'lobby';"
+		. " INSERT INTO entries VALUES ('lobby', 7, 0, 'elsewhere', 0, NULL),"
+		. " ('lobby', 8, 1, 'received elsewhere', 0, NULL);"
+		. " SELECT pg_notify('chat_fcgi', 'lobby'); COMMIT;");
+	$w = $t->finish_request($s, 5);
+	my $took = time - $t0;
+	is_deeply(seqs($t->json($w)), [7, 8], 'a post on another node wakes the long-poll (NOTIFY)');
+	ok($took < 0.5, sprintf('... within 500 ms (%.0f ms)', $took * 1000));
+
+	my $h = $t->request(path => '/chat/health');
+	is($h->{status}, 200, 'health: 200 while PostgreSQL is up');
+}
+
+## PostgreSQL down, then back
+
+{
+	$pg->stop('fast');
+	my $t0 = time;
+	my $r = post_room($t, 'lobby', 'while down', 'down-1', timeout => 15);
+	my $took = time - $t0;
+	is($r->{status}, 503, 'a post while PostgreSQL is down: 503') or diag($r->{raw});
+	ok(ref $t->json($r) eq 'HASH' && $t->json($r)->{error}, '... a JSON error');
+	ok($took < 3, sprintf('... at once (%.2f s)', $took));
+	my ($m) = messages($t, 'room=lobby&after=0', timeout => 15);
+	is($m->{status}, 503, 'a read while down: 503');
+	my $h = $t->request(path => '/chat/health', timeout => 15);
+	is($h->{status}, 503, 'health while down: 503');
+	like($t->json($h)->{error} // '', qr/PostgreSQL/, '... naming PostgreSQL: '
+		. ($t->json($h)->{error} // ''));
+
+	$pg->start;
+	my $back;
+	my $deadline = time + 10;
+	while (time < $deadline) {
+		$r = post_room($t, 'lobby', 'after', 'down-1', timeout => 5);
+		last if ($back = $r->{status} == 200);
+		sleep 0.2;
+	}
+	ok($back, 'once PostgreSQL is back, posts work again, without restarting chat-fcgi');
+	is($t->request(path => '/chat/health')->{status}, 200, '... and health is 200');
+	ok(kill(0, $t->backend_pid), 'the backend never died');
+}
+
+## A PostgreSQL crash (immediate stop) and restart under a stream of posts
+
+{
+	my $out = $t->dir . '/acked';
+	my @kids;
+	for my $c (1 .. 3) {
+		my $pid = fork() // die "fork: $!";
+		if ($pid == 0) {
+			open(my $fh, '>', "$out.$c") or _exit(2);
+			my $end = time + 4;
+			for (my $i = 0; time < $end; $i++) {
+				my $r = post_room($t, 'load', "c$c m$i", "c$c-$i", timeout => 10);
+				if ($r->{status} == 200) {
+					print $fh "c$c-$i\n";
+					$fh->flush;
+				}
+				sleep 0.05 if $r->{status} != 200;
+			}
+			close $fh;
+			_exit(0);
+		}
+		push @kids, $pid;
+	}
+	sleep 1;
+	$pg->restart('immediate');
+	waitpid($_, 0) for @kids;
+	my @acked = map { my $f = $_; open(my $fh, '<', $f) or die; map { chomp; $_ } <$fh> }
+		map { "$out.$_" } 1 .. 3;
+	ok(@acked > 20, scale(@acked) . ' posts were answered 200 around the crash');
+	my %stored = map { $_ => 1 } split /\n/,
+		$pg->psql($db, "SELECT client_id FROM entries WHERE room = 'load' AND role = 0") // '';
+	my @missing = grep { !$stored{$_} } @acked;
+	is(scalar @missing, 0, 'every answered post is in the database after the crash')
+		or diag("missing: @missing");
+	my $gaps = $pg->psql($db, "SELECT count(*) FROM (SELECT seq - lag(seq) OVER (ORDER BY seq)"
+		. " AS d FROM entries WHERE room = 'load') x WHERE d <> 1");
+	is($gaps, 0, '... and the room\'s seq has no gaps');
+	my $last = $pg->psql($db, "SELECT last_seq FROM rooms WHERE name = 'load'");
+	is($pg->psql($db, "SELECT count(*) FROM entries WHERE room = 'load'"), $last,
+		'... nor a reserved number without its entries');
+}
+
+sub scale { return scalar @_ }
+
+$t->done;
+done_testing;
