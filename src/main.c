@@ -115,7 +115,9 @@ int main(int argc, char **argv)
 		"chat-fcgi %s listening on %s with %u threads, max body %zu bytes, store %s%s, "
 		"sandbox %s",
 		VERSION_STRING, l.name, opt.threads, opt.max_body,
-		pg ? "postgresql" : store ? "sqlite:" : "none",
+		pg      ? "postgresql"
+		: store ? "sqlite:"
+			: "none",
 		store && !pg ? opt.store_path : "", confined);
 
 	int sig = 0;

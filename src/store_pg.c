@@ -92,15 +92,15 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
 };
 
 /* Taken while migrating, so that nodes starting together migrate once. */
-#define MIGRATION_LOCK "7419230461"
-#define CHANNEL        "chat_fcgi"
+#define MIGRATION_LOCK                "7419230461"
+#define CHANNEL                       "chat_fcgi"
 /* After a failed connection attempt, requests fail at once for this long
  * rather than each trying again. */
-#define RETRY_MS 250
+#define RETRY_MS                      250
 /* No statement may hold a thread longer than this. */
 #define STORE_PG_STATEMENT_TIMEOUT_MS 5000
 /* The listening connection, when lost, is tried again this often. */
-#define LISTEN_RETRY_MS 200
+#define LISTEN_RETRY_MS               200
 
 #define STR_(x) #x
 #define STR(x)  STR_(x)
@@ -147,17 +147,17 @@ struct store_pg {
 	char *uri;
 	struct store_options opt;
 
-	pthread_mutex_t lock;  /* guards what follows, up to version */
-	pthread_cond_t freed;  /* a connection went idle or was closed */
-	struct conn *idle;     /* connections no thread is using */
-	unsigned open;         /* connections open or being opened */
-	uint64_t failed_ms;    /* when the last attempt failed; 0: it worked */
-	char last_error[256];  /* libpq's word on that attempt */
+	pthread_mutex_t lock; /* guards what follows, up to version */
+	pthread_cond_t freed; /* a connection went idle or was closed */
+	struct conn *idle;    /* connections no thread is using */
+	unsigned open;        /* connections open or being opened */
+	uint64_t failed_ms;   /* when the last attempt failed; 0: it worked */
+	char last_error[256]; /* libpq's word on that attempt */
 
 	_Atomic uint64_t version; /* notifications seen, and listener losses */
 	pthread_t listener;
 	bool listener_started;
-	int wake[2]; /* written to stop the listener */
+	int wake[2];       /* written to stop the listener */
 	PGconn *listening; /* its first connection, until it starts */
 };
 
@@ -201,13 +201,24 @@ static void first_line(char *out, size_t size, const char *msg)
  */
 static PGconn *pg_connect(const char *uri, char *err, size_t err_size)
 {
-	static const char *const keys[] = {
-	    "connect_timeout", "application_name", "keepalives_idle", "keepalives_interval",
-	    "keepalives_count", "gssencmode",      "dbname",          "client_encoding",
-	    NULL};
-	const char *const vals[] = {
-	    STR(STORE_PG_CONNECT_TIMEOUT_S), "chat-fcgi", "10", "5", "3", "disable", uri, "UTF8",
-	    NULL};
+	static const char *const keys[] = {"connect_timeout",
+					   "application_name",
+					   "keepalives_idle",
+					   "keepalives_interval",
+					   "keepalives_count",
+					   "gssencmode",
+					   "dbname",
+					   "client_encoding",
+					   NULL};
+	const char *const vals[] = {STR(STORE_PG_CONNECT_TIMEOUT_S),
+				    "chat-fcgi",
+				    "10",
+				    "5",
+				    "3",
+				    "disable",
+				    uri,
+				    "UTF8",
+				    NULL};
 	PGconn *pq = PQconnectdbParams(keys, vals, 1);
 	if (!pq) {
 		snprintf(err, err_size, "out of memory");
@@ -220,8 +231,10 @@ static PGconn *pg_connect(const char *uri, char *err, size_t err_size)
 	}
 	PQsetNoticeProcessor(pq, quiet, NULL);
 	PGresult *r = PQexec(pq, "SET synchronous_commit = on;"
-				 "SET lock_timeout = " STR(STORE_BUSY_TIMEOUT_MS) ";"
-				 "SET statement_timeout = " STR(STORE_PG_STATEMENT_TIMEOUT_MS));
+				 "SET lock_timeout = " STR(
+				     STORE_BUSY_TIMEOUT_MS) ";"
+							    "SET statement_timeout = " STR(
+								STORE_PG_STATEMENT_TIMEOUT_MS));
 	bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
 	PQclear(r);
 	if (!ok) {
@@ -299,8 +312,7 @@ static struct conn *conn_get(struct store_pg *st, const char **why)
  * transaction it could not end, is closed instead. */
 static void conn_put(struct store_pg *st, struct conn *c)
 {
-	bool sound = PQstatus(c->pq) == CONNECTION_OK &&
-		     PQtransactionStatus(c->pq) == PQTRANS_IDLE;
+	bool sound = PQstatus(c->pq) == CONNECTION_OK && PQtransactionStatus(c->pq) == PQTRANS_IDLE;
 	if (!sound) {
 		PQfinish(c->pq);
 		free(c);
@@ -342,8 +354,8 @@ static const char *failure(PGconn *pq, const PGresult *r)
 
 /* Runs a statement with parameters (text, or bytes where len is given)
  * and binary results. NULL on failure, with *why set. */
-static PGresult *run(PGconn *pq, const char *sql, int n, const char *const *vals,
-		     const int *lens, const int *fmts, ExecStatusType want, const char **why)
+static PGresult *run(PGconn *pq, const char *sql, int n, const char *const *vals, const int *lens,
+		     const int *fmts, ExecStatusType want, const char **why)
 {
 	PGresult *r = PQexecParams(pq, sql, n, NULL, vals, lens, fmts, 1);
 	if (PQresultStatus(r) == want)
@@ -402,8 +414,8 @@ static int64_t int_field(const PGresult *r, int row, int col)
 static enum store_result post_tx(struct store_pg *st, PGconn *pq, const char *room,
 				 const char *client_id, size_t client_id_len, const char *text,
 				 size_t text_len, const char *reply, size_t reply_len,
-				 store_answer_fn build, void *ctx, char **answer, size_t *answer_len,
-				 bool *replayed, const char **why)
+				 store_answer_fn build, void *ctx, char **answer,
+				 size_t *answer_len, bool *replayed, const char **why)
 {
 	if (text_len > INT32_MAX || reply_len > INT32_MAX || client_id_len > INT32_MAX) {
 		*why = "store: the message is too long";
@@ -478,11 +490,13 @@ static enum store_result post_tx(struct store_pg *st, PGconn *pq, const char *ro
 	char seq_s[24], time_s[24], cutoff_s[24];
 	snprintf(seq_s, sizeof seq_s, "%lld", (long long)user.seq);
 	snprintf(time_s, sizeof time_s, "%lld", (long long)t);
-	snprintf(cutoff_s, sizeof cutoff_s, "%lld", (long long)(bot.seq - (int64_t)st->opt.history));
-	const char *p[] = {room, seq_s, text_len ? text : "", reply_len ? reply : "",
-			   time_s, client_id, cutoff_s, *answer};
-	const int lens[] = {0, 0, (int)text_len, (int)reply_len, 0, (int)client_id_len, 0,
-			    (int)*answer_len};
+	snprintf(cutoff_s, sizeof cutoff_s, "%lld",
+		 (long long)(bot.seq - (int64_t)st->opt.history));
+	const char *p[] = {
+	    room,     seq_s,  text_len ? text : "", reply_len ? reply : "", time_s, client_id,
+	    cutoff_s, *answer};
+	const int lens[] = {
+	    0, 0, (int)text_len, (int)reply_len, 0, (int)client_id_len, 0, (int)*answer_len};
 	const int fmts[] = {0, 0, 1, 1, 0, 1, 0, 1};
 	r = run(pq, store_sql, 8, p, lens, fmts, PGRES_TUPLES_OK, why);
 	if (!r)
@@ -584,9 +598,8 @@ int store_pg_data_version(struct store_pg *st, uint64_t *out)
 /* The schema version, or -1 when the table is missing. */
 static bool read_version(PGconn *pq, int *version, const char **why)
 {
-	PGresult *r =
-	    run(pq, "SELECT coalesce(max(version), 0)::int4 FROM chat_fcgi_schema", 0, NULL, NULL,
-		NULL, PGRES_TUPLES_OK, why);
+	PGresult *r = run(pq, "SELECT coalesce(max(version), 0)::int4 FROM chat_fcgi_schema", 0,
+			  NULL, NULL, NULL, PGRES_TUPLES_OK, why);
 	if (!r)
 		return false;
 	*version = PQntuples(r) == 1 ? (int)int_field(r, 0, 0) : 0;
@@ -637,8 +650,7 @@ static int migrate(PGconn *pq, char *err, size_t err_size)
 			    &why) &&
 		  read_version(pq, &version, &why);
 	if (!ok) {
-		snprintf(err, err_size, "cannot read the schema version: %s",
-			 PQerrorMessage(pq));
+		snprintf(err, err_size, "cannot read the schema version: %s", PQerrorMessage(pq));
 		goto fail;
 	}
 	if (version > STORE_SCHEMA_VERSION || version < 0) {

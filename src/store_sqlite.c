@@ -450,10 +450,10 @@ static enum store_result result(int rc, const char **why)
 }
 
 /* store_post's transaction, run under write_lock. */
-static int post_locked(struct store_sqlite *st, struct conn *c, const char *room, const char *client_id,
-		       size_t client_id_len, const char *text, size_t text_len, const char *reply,
-		       size_t reply_len, store_answer_fn build, void *ctx, char **answer,
-		       size_t *answer_len, bool *replayed)
+static int post_locked(struct store_sqlite *st, struct conn *c, const char *room,
+		       const char *client_id, size_t client_id_len, const char *text,
+		       size_t text_len, const char *reply, size_t reply_len, store_answer_fn build,
+		       void *ctx, char **answer, size_t *answer_len, bool *replayed)
 {
 	int rc;
 
@@ -518,10 +518,11 @@ static int post_locked(struct store_sqlite *st, struct conn *c, const char *room
 	return rc;
 }
 
-enum store_result store_sqlite_post(struct store_sqlite *st, const char *room, const char *client_id,
-			     size_t client_id_len, const char *text, size_t text_len,
-			     const char *reply, size_t reply_len, store_answer_fn build, void *ctx,
-			     char **answer, size_t *answer_len, bool *replayed, const char **why)
+enum store_result store_sqlite_post(struct store_sqlite *st, const char *room,
+				    const char *client_id, size_t client_id_len, const char *text,
+				    size_t text_len, const char *reply, size_t reply_len,
+				    store_answer_fn build, void *ctx, char **answer,
+				    size_t *answer_len, bool *replayed, const char **why)
 {
 	struct conn *c;
 	*answer = NULL;
@@ -537,8 +538,9 @@ enum store_result store_sqlite_post(struct store_sqlite *st, const char *room, c
 	return result(rc, why);
 }
 
-enum store_result store_sqlite_read(struct store_sqlite *st, const char *room, int64_t after, unsigned limit,
-			     store_entry_fn each, void *ctx, int64_t *last, const char **why)
+enum store_result store_sqlite_read(struct store_sqlite *st, const char *room, int64_t after,
+				    unsigned limit, store_entry_fn each, void *ctx, int64_t *last,
+				    const char **why)
 {
 	struct conn *c;
 	*last = 0;
@@ -725,8 +727,8 @@ int store_sqlite_check(struct store_sqlite *st, char *why, size_t why_size)
 	return rc == SQLITE_OK && version == STORE_SCHEMA_VERSION ? 0 : -1;
 }
 
-int store_sqlite_open(struct store_sqlite **out, const char *path, const struct store_options *opt, char *err,
-	       size_t err_size)
+int store_sqlite_open(struct store_sqlite **out, const char *path, const struct store_options *opt,
+		      char *err, size_t err_size)
 {
 	*out = NULL;
 	if (check_directory(path, err, err_size) != 0)

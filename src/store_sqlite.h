@@ -6,8 +6,8 @@
 
 struct store_sqlite;
 
-int store_sqlite_open(struct store_sqlite **out, const char *path,
-		      const struct store_options *opt, char *err, size_t err_size);
+int store_sqlite_open(struct store_sqlite **out, const char *path, const struct store_options *opt,
+		      char *err, size_t err_size);
 void store_sqlite_close(struct store_sqlite *st);
 enum store_result store_sqlite_post(struct store_sqlite *st, const char *room,
 				    const char *client_id, size_t client_id_len, const char *text,

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <arpa/inet.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -126,8 +128,32 @@ static int run_raise(void)
 	return raise(SIGURG);
 }
 
-/* Runs fn in a child, sandboxed or not; returns the wait status. */
-static int in_child(int (*fn)(void), bool sandboxed)
+/* What a PostgreSQL store does to reconnect: a TCP socket and connect
+ * (refused here: nothing listens on port 1), and a unix one. */
+static int run_connect_out(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd < 0)
+		return -1;
+	struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons(1)};
+	in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	int rc = connect(fd, (const struct sockaddr *)&in, sizeof in);
+	close(fd);
+	if (rc == 0 || errno != ECONNREFUSED)
+		return -1;
+	fd = socket(AF_INET6, SOCK_STREAM, 0);
+	if (fd >= 0)
+		close(fd);
+	else if (errno != EAFNOSUPPORT)
+		return -1;
+	return run_connect() == -1 ? 0 : -1;
+}
+
+enum { FREE = 0, SANDBOXED = 1, SANDBOXED_CONNECT_OUT = 2 };
+
+/* Runs fn in a child, sandboxed (with connect_out or not) or not; returns
+ * the wait status. */
+static int in_child(int (*fn)(void), int mode)
 {
 	fflush(stdout);
 	pid_t pid = fork();
@@ -135,7 +161,8 @@ static int in_child(int (*fn)(void), bool sandboxed)
 		return -1;
 	if (pid == 0) {
 		char err[256];
-		if (sandboxed && sandbox_enter(err, sizeof err) != 0) {
+		if (mode != FREE &&
+		    sandbox_enter_with(mode == SANDBOXED_CONNECT_OUT, err, sizeof err) != 0) {
 			fprintf(stderr, "%s\n", err);
 			_exit(CHILD_NO_SANDBOX);
 		}
@@ -197,5 +224,10 @@ int main(void)
 			forbidden[i].what))
 			diag("wait status %#x", (unsigned)status);
 	}
+	ok(exited_ok(in_child(run_connect_out, SANDBOXED_CONNECT_OUT)),
+	   "sandboxed for a PostgreSQL store: TCP and unix sockets may connect");
+	ok(killed_by_sigsys(in_child(run_execve, SANDBOXED_CONNECT_OUT)),
+	   "... and execve still kills the process");
+	ok(killed_by_sigsys(in_child(run_fork, SANDBOXED_CONNECT_OUT)), "... and so does fork");
 	return done_testing();
 }

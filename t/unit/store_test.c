@@ -61,9 +61,8 @@ static int pg_exec(const char *db, const char *sql)
 	if (!pq)
 		return -1;
 	PGresult *r = PQexec(pq, sql);
-	int rc = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK
-		     ? 0
-		     : -1;
+	int rc =
+	    PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK ? 0 : -1;
 	if (rc)
 		diag("%s: %s", sql, PQerrorMessage(pq));
 	PQclear(r);
@@ -245,7 +244,8 @@ static int sql_exec(const char *name, const char *sql)
 /* The schema version the database records. */
 static int schema_version(const char *name)
 {
-	return sql_int(name, pg_host ? "SELECT version FROM chat_fcgi_schema" : "PRAGMA user_version");
+	return sql_int(name,
+		       pg_host ? "SELECT version FROM chat_fcgi_schema" : "PRAGMA user_version");
 }
 
 static void test_order_and_idempotency(void)
@@ -358,7 +358,9 @@ static void test_retention(void)
 static void test_migration(void)
 {
 	const char *path = db_path("v1.db");
-	int rc = pg_host ? sql_exec("v1.db",
+	int rc =
+	    pg_host
+		? sql_exec("v1.db",
 			   "CREATE TABLE chat_fcgi_schema(version integer NOT NULL);"
 			   "INSERT INTO chat_fcgi_schema VALUES(1);"
 			   "CREATE TABLE rooms(name text PRIMARY KEY, last_seq bigint NOT NULL);"
@@ -369,18 +371,19 @@ static void test_migration(void)
 			   "INSERT INTO entries VALUES('old', 1, 0, 'before', 1700000000000, NULL);"
 			   "INSERT INTO entries VALUES('old', 2, 1, 'received before',"
 			   " 1700000000000, NULL);")
-		 : sql_exec(
-	    "v1.db", "PRAGMA journal_mode = WAL;"
-		  "CREATE TABLE rooms(name TEXT PRIMARY KEY NOT NULL, last_seq INTEGER NOT "
-		  "NULL);"
-		  "CREATE TABLE entries(room TEXT NOT NULL, seq INTEGER NOT NULL, role "
-		  "INTEGER NOT NULL, text BLOB NOT NULL, time_ms INTEGER NOT NULL, client_id "
-		  "TEXT, PRIMARY KEY(room, seq));"
-		  "INSERT INTO rooms VALUES('old', 2);"
-		  "INSERT INTO entries VALUES('old', 1, 0, 'before', 1700000000000, NULL);"
-		  "INSERT INTO entries VALUES('old', 2, 1, 'received before', 1700000000000, "
-		  "NULL);"
-		  "PRAGMA user_version = 1;");
+		: sql_exec(
+		      "v1.db",
+		      "PRAGMA journal_mode = WAL;"
+		      "CREATE TABLE rooms(name TEXT PRIMARY KEY NOT NULL, last_seq INTEGER NOT "
+		      "NULL);"
+		      "CREATE TABLE entries(room TEXT NOT NULL, seq INTEGER NOT NULL, role "
+		      "INTEGER NOT NULL, text BLOB NOT NULL, time_ms INTEGER NOT NULL, client_id "
+		      "TEXT, PRIMARY KEY(room, seq));"
+		      "INSERT INTO rooms VALUES('old', 2);"
+		      "INSERT INTO entries VALUES('old', 1, 0, 'before', 1700000000000, NULL);"
+		      "INSERT INTO entries VALUES('old', 2, 1, 'received before', 1700000000000, "
+		      "NULL);"
+		      "PRAGMA user_version = 1;");
 	is_int(rc, SQLITE_OK, "a version-1 database is made by hand");
 	struct store *st = open_store(path, 1000);
 	if (!ok(st, "a version-1 database opens"))
@@ -554,8 +557,8 @@ static void test_data_version(void)
 	ok(v3 != v1, "... and when this store's own posts commit");
 	char why[256] = "";
 	is_int(store_check(a, why, sizeof why), 0, "store_check: a sound store is healthy");
-	sql_exec("version.db", pg_host ? "UPDATE chat_fcgi_schema SET version = 99"
-				       : "PRAGMA user_version = 99");
+	sql_exec("version.db",
+		 pg_host ? "UPDATE chat_fcgi_schema SET version = 99" : "PRAGMA user_version = 99");
 	is_int(store_check(a, why, sizeof why), -1, "a file changed under it is reported");
 	ok(strstr(why, "99") != NULL, "... saying how: %s", why);
 	store_close(a);
