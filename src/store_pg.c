@@ -2,7 +2,7 @@
  * The store on PostgreSQL (libpq), for several nodes sharing one database.
  * The same tables as the SQLite store; a post locks its room's row, which
  * serialises posts to one room across every node, so sequence numbers stay
- * gapless. Posts NOTIFY in their transaction; a thread per process LISTENs
+ * gapless. Posts NOTIFY once committed; a thread per process LISTENs
  * and counts what arrives, which store_data_version returns.
  */
 #include "store_pg.h"
@@ -125,7 +125,13 @@ static const char store_sql[] =
     " p AS (DELETE FROM posts WHERE room = $1::text AND seq <= $7::bigint),"
     " a AS (INSERT INTO posts(room, client_id, seq, answer)"
     "  SELECT $1::text, $6::text, $2::bigint, $8::bytea WHERE $6::text IS NOT NULL)"
-    " SELECT pg_notify('" CHANNEL "', $1::text)";
+    " SELECT 1";
+/* After the commit, in a transaction of its own: NOTIFY takes a lock
+ * global to the database server from its transaction's commit to its end,
+ * so inside the post's it would make every post wait for the previous
+ * one's flush to disk (no group commit: ten times fewer posts per second
+ * with fsync on). Listeners hear of a post only once it is committed. */
+static const char notify_sql[] = "SELECT pg_notify('" CHANNEL "', $1::text)";
 /* One statement, so one snapshot: the entries and the room's last seq
  * agree. Sequence numbers have no gaps and retention drops only the
  * oldest, so the newest limit entries are those above last - limit. */
@@ -138,8 +144,18 @@ static const char read_sql[] =
     "  ORDER BY seq LIMIT $3::bigint) e ON true"
     " ORDER BY e.seq";
 
+/* Prepared once per connection: parsed and planned once, not per post. */
+static const struct {
+	const char *name, *sql;
+	int params;
+} statements[] = {
+    {"chat_reserve", reserve_sql, 1}, {"chat_find", find_post_sql, 2}, {"chat_store", store_sql, 8},
+    {"chat_read", read_sql, 3},       {"chat_notify", notify_sql, 1},
+};
+
 struct conn {
 	PGconn *pq;
+	bool prepared; /* the statements above are prepared on it */
 	struct conn *next;
 };
 
@@ -312,7 +328,9 @@ static struct conn *conn_get(struct store_pg *st, const char **why)
  * transaction it could not end, is closed instead. */
 static void conn_put(struct store_pg *st, struct conn *c)
 {
-	bool sound = PQstatus(c->pq) == CONNECTION_OK && PQtransactionStatus(c->pq) == PQTRANS_IDLE;
+	bool sound = PQstatus(c->pq) == CONNECTION_OK &&
+		     PQtransactionStatus(c->pq) == PQTRANS_IDLE &&
+		     PQpipelineStatus(c->pq) == PQ_PIPELINE_OFF;
 	if (!sound) {
 		PQfinish(c->pq);
 		free(c);
@@ -385,6 +403,91 @@ static void rollback(PGconn *pq)
 	PQclear(r);
 }
 
+static bool prepare(struct conn *c, const char **why)
+{
+	for (size_t i = 0; !c->prepared && i < sizeof statements / sizeof statements[0]; i++) {
+		PGresult *r = PQprepare(c->pq, statements[i].name, statements[i].sql,
+					statements[i].params, NULL);
+		bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+		if (!ok)
+			*why = r ? failure(c->pq, r) : "store: out of memory";
+		PQclear(r);
+		if (!ok)
+			return false;
+	}
+	c->prepared = true;
+	return true;
+}
+
+/* One statement of a pipeline: a prepared one with its parameters (text,
+ * or bytes where fmts says 1), or plain SQL without any. */
+struct call {
+	const char *stmt;
+	bool prepared;
+	int n;
+	const char *const *vals;
+	const int *lens;
+	const int *fmts;
+	ExecStatusType want;
+};
+
+/*
+ * Sends the calls in one go and reads their results (binary): one round
+ * trip instead of one each. res[i] is call i's result, NULL if none came.
+ * The server runs them in order, each with a snapshot of its own, and
+ * skips the rest once one fails. Returns true when all did as wanted;
+ * else *why says how.
+ */
+static bool pipeline(PGconn *pq, size_t n, const struct call *calls, PGresult **res,
+		     const char **why)
+{
+	for (size_t i = 0; i < n; i++)
+		res[i] = NULL;
+	if (!PQenterPipelineMode(pq)) {
+		*why = failure(pq, NULL);
+		return false;
+	}
+	size_t sent = 0;
+	for (; sent < n; sent++) {
+		const struct call *c = &calls[sent];
+		int ok = c->prepared
+			     ? PQsendQueryPrepared(pq, c->stmt, c->n, c->vals, c->lens, c->fmts, 1)
+			     : PQsendQueryParams(pq, c->stmt, 0, NULL, NULL, NULL, NULL, 1);
+		if (!ok)
+			break;
+	}
+	bool synced = PQpipelineSync(pq) == 1;
+	bool good = sent == n && synced;
+	if (!good)
+		*why = failure(pq, NULL);
+	for (size_t i = 0; synced && i < sent; i++) {
+		PGresult *r;
+		while ((r = PQgetResult(pq)) != NULL) {
+			if (!res[i])
+				res[i] = r;
+			else
+				PQclear(r);
+		}
+		if (good && (!res[i] || PQresultStatus(res[i]) != calls[i].want)) {
+			*why = failure(pq, res[i]);
+			good = false;
+		}
+	}
+	if (synced && !lost(pq)) {
+		PGresult *r = PQgetResult(pq); /* the sync point */
+		PQclear(r);
+	}
+	/* Fails only with results left unread: conn_put then closes it. */
+	PQexitPipelineMode(pq);
+	return good;
+}
+
+static void clear_all(size_t n, PGresult **res)
+{
+	for (size_t i = 0; i < n; i++)
+		PQclear(res[i]);
+}
+
 static int64_t be64(const char *p)
 {
 	uint64_t v = 0;
@@ -410,56 +513,75 @@ static int64_t int_field(const PGresult *r, int row, int col)
 	}
 }
 
-/* The transaction of a post, on a connection inside BEGIN. */
+/*
+ * The post, in two round trips. The first begins the transaction, reserves
+ * the room's next two numbers (locking its row) and looks for the client
+ * id's stored answer; the second stores the entries, trims the history,
+ * keeps the answer, commits, and then notifies.
+ */
 static enum store_result post_tx(struct store_pg *st, PGconn *pq, const char *room,
 				 const char *client_id, size_t client_id_len, const char *text,
 				 size_t text_len, const char *reply, size_t reply_len,
 				 store_answer_fn build, void *ctx, char **answer,
-				 size_t *answer_len, bool *replayed, const char **why)
+				 size_t *answer_len, bool *replayed, bool *retry, const char **why)
 {
+	*retry = false;
 	if (text_len > INT32_MAX || reply_len > INT32_MAX || client_id_len > INT32_MAX) {
 		*why = "store: the message is too long";
 		return STORE_FAILED;
 	}
 	const char *room_p[] = {room};
-	PGresult *r = run(pq, reserve_sql, 1, room_p, NULL, NULL, PGRES_TUPLES_OK, why);
-	if (!r)
+	const char *find_p[] = {room, client_id};
+	const int find_lens[] = {0, (int)client_id_len};
+	const int find_fmts[] = {0, 1};
+	const struct call first[] = {
+	    {.stmt = "BEGIN ISOLATION LEVEL READ COMMITTED", .want = PGRES_COMMAND_OK},
+	    {.stmt = "chat_reserve",
+	     .prepared = true,
+	     .n = 1,
+	     .vals = room_p,
+	     .want = PGRES_TUPLES_OK},
+	    {.stmt = "chat_find",
+	     .prepared = true,
+	     .n = 2,
+	     .vals = find_p,
+	     .lens = find_lens,
+	     .fmts = find_fmts,
+	     .want = PGRES_TUPLES_OK},
+	};
+	PGresult *res[3];
+	size_t n = client_id ? 3 : 2;
+	if (!pipeline(pq, n, first, res, why)) {
+		/* Nothing was committed: on a connection the server had
+		 * dropped (a restart), the caller may try again. */
+		*retry = lost(pq);
+		clear_all(n, res);
 		return STORE_FAILED;
-	int64_t bot_seq = PQntuples(r) == 1 ? int_field(r, 0, 0) : 0;
-	PQclear(r);
+	}
+	int64_t bot_seq = PQntuples(res[1]) == 1 ? int_field(res[1], 0, 0) : 0;
+	if (client_id && PQntuples(res[2]) == 1) {
+		size_t len = (size_t)PQgetlength(res[2], 0, 0);
+		char *copy = malloc(len + 1);
+		if (copy) {
+			memcpy(copy, PQgetvalue(res[2], 0, 0), len);
+			copy[len] = '\0';
+		}
+		clear_all(n, res);
+		if (!copy) {
+			*why = "store: out of memory";
+			return STORE_NOMEM;
+		}
+		/* Nothing to keep: the rollback returns the reserved numbers. */
+		rollback(pq);
+		*answer = copy;
+		*answer_len = len;
+		*replayed = true;
+		return STORE_OK;
+	}
+	clear_all(n, res);
 	if (bot_seq < 2) {
 		*why = "store: the PostgreSQL schema is not as expected";
 		return STORE_FAILED;
-	}
-
-	if (client_id) {
-		const char *p[] = {room, client_id};
-		const int lens[] = {0, (int)client_id_len};
-		const int fmts[] = {0, 1};
-		r = run(pq, find_post_sql, 2, p, lens, fmts, PGRES_TUPLES_OK, why);
-		if (!r)
-			return STORE_FAILED;
-		if (PQntuples(r) == 1) {
-			size_t n = (size_t)PQgetlength(r, 0, 0);
-			char *copy = malloc(n + 1);
-			if (copy) {
-				memcpy(copy, PQgetvalue(r, 0, 0), n);
-				copy[n] = '\0';
-			}
-			PQclear(r);
-			if (!copy) {
-				*why = "store: out of memory";
-				return STORE_NOMEM;
-			}
-			/* Nothing to keep: the rollback returns the reserved
-			 * numbers. */
-			rollback(pq);
-			*answer = copy;
-			*answer_len = n;
-			*replayed = true;
-			return STORE_OK;
-		}
-		PQclear(r);
 	}
 
 	int64_t t = now_ms();
@@ -498,13 +620,28 @@ static enum store_result post_tx(struct store_pg *st, PGconn *pq, const char *ro
 	const int lens[] = {
 	    0, 0, (int)text_len, (int)reply_len, 0, (int)client_id_len, 0, (int)*answer_len};
 	const int fmts[] = {0, 0, 1, 1, 0, 1, 0, 1};
-	r = run(pq, store_sql, 8, p, lens, fmts, PGRES_TUPLES_OK, why);
-	if (!r)
-		return STORE_FAILED;
-	PQclear(r);
-	if (!run_plain(pq, "COMMIT", why))
-		return STORE_FAILED;
-	return STORE_OK;
+	const struct call second[] = {
+	    {.stmt = "chat_store",
+	     .prepared = true,
+	     .n = 8,
+	     .vals = p,
+	     .lens = lens,
+	     .fmts = fmts,
+	     .want = PGRES_TUPLES_OK},
+	    {.stmt = "COMMIT", .want = PGRES_COMMAND_OK},
+	    {.stmt = "chat_notify",
+	     .prepared = true,
+	     .n = 1,
+	     .vals = room_p,
+	     .want = PGRES_TUPLES_OK},
+	};
+	bool ok = pipeline(pq, 3, second, res, why);
+	/* Committed, even if the notification then failed (the connection
+	 * was lost just after): the post stands; held requests elsewhere see
+	 * it at the next post or when their wait ends. */
+	bool committed = res[1] && PQresultStatus(res[1]) == PGRES_COMMAND_OK;
+	clear_all(3, res);
+	return ok || committed ? STORE_OK : STORE_FAILED;
 }
 
 enum store_result store_pg_post(struct store_pg *st, const char *room, const char *client_id,
@@ -519,25 +656,24 @@ enum store_result store_pg_post(struct store_pg *st, const char *room, const cha
 		struct conn *c = conn_get(st, why);
 		if (!c)
 			return STORE_FAILED;
-		if (!run_plain(c->pq, "BEGIN ISOLATION LEVEL READ COMMITTED", why)) {
-			/* An idle connection the server dropped (a restart):
-			 * nothing was done, so once more on a new one. */
-			bool retry = lost(c->pq) && attempt == 0;
-			conn_put(st, c);
-			if (retry)
-				continue;
-			return STORE_FAILED;
-		}
-		enum store_result res =
-		    post_tx(st, c->pq, room, client_id, client_id_len, text, text_len, reply,
-			    reply_len, build, ctx, answer, answer_len, replayed, why);
+		bool retry = false;
+		enum store_result res = STORE_FAILED;
+		if (prepare(c, why))
+			res = post_tx(st, c->pq, room, client_id, client_id_len, text, text_len,
+				      reply, reply_len, build, ctx, answer, answer_len, replayed,
+				      &retry, why);
+		else
+			retry = lost(c->pq);
 		if (res != STORE_OK) {
 			rollback(c->pq);
 			free(*answer);
 			*answer = NULL;
 		}
 		conn_put(st, c);
-		return res;
+		/* An idle connection the server dropped (a restart): nothing
+		 * was done, so once more, on a new one. */
+		if (res == STORE_OK || !retry || attempt > 0)
+			return res;
 	}
 }
 
@@ -555,7 +691,13 @@ enum store_result store_pg_read(struct store_pg *st, const char *room, int64_t a
 		struct conn *c = conn_get(st, why);
 		if (!c)
 			return STORE_FAILED;
-		r = run(c->pq, read_sql, 3, p, NULL, NULL, PGRES_TUPLES_OK, why);
+		if (prepare(c, why))
+			r = PQexecPrepared(c->pq, "chat_read", 3, p, NULL, NULL, 1);
+		if (r && PQresultStatus(r) != PGRES_TUPLES_OK) {
+			*why = failure(c->pq, r);
+			PQclear(r);
+			r = NULL;
+		}
 		/* A read changes nothing: a connection lost since its last
 		 * use is worth one more try on a new one. */
 		bool retry = !r && lost(c->pq) && attempt == 0;

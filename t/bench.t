@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# bench/run --smoke: the benchmark runs end to end (wrk against nginx's own
+# bench/run --smoke and bench/store-compare --smoke: the benchmarks run end to end (wrk against nginx's own
 # answer and against chat-fcgi, the 64 KiB round, the callgrind counts) and
 # counts no error. No figure is judged here: the machine may be busy.
 
@@ -54,4 +54,16 @@ like($out, qr/^\| 64 KiB message \| 65536 \| [1-9]\d* \| $num \|/m,
 ($status, $out) = bench('--backend-arg=--max-body=1000');
 is($status, 1, 'a backend answering 413 fails the run');
 like($out, qr/backend answered 64K with 413/, '... and the reason is shown');
+
+# bench/store-compare --smoke: stored posts on SQLite and on a private
+# PostgreSQL, through nginx, both without an error.
+SKIP: {
+	skip 'built without PostgreSQL', 3 if ($ENV{CHAT_POSTGRESQL} // '') eq '0';
+	my $cmp = `"$^X" "$src/bench/store-compare" --smoke --backend "$backend" 2>&1`;
+	is($?, 0, 'bench/store-compare --smoke exits 0') or diag($cmp);
+	for my $store ('SQLite', 'PostgreSQL') {
+		like($cmp, qr/^\| 1 \| \Q$store\E \| [1-9]\d* \| $num \| $num \| 0 \|/m,
+			"it stored posts on $store with no error");
+	}
+}
 done_testing;

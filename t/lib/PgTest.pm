@@ -17,6 +17,8 @@ package PgTest;
 use strict;
 use warnings;
 
+use File::Basename qw(dirname);
+use File::Spec;
 use File::Temp qw(tempdir);
 use IO::Socket::INET;
 use POSIX qw(WNOHANG);
@@ -32,6 +34,20 @@ sub bindir {
 	my @found = sort { ($b =~ /(\d+)/)[0] <=> ($a =~ /(\d+)/)[0] }
 		grep { -x "$_/initdb" } glob('/usr/lib/postgresql/*/bin');
 	return $found[0];
+}
+
+# Can any user get through every directory down to $dir?
+sub reachable {
+	my ($dir) = @_;
+	$dir = File::Spec->rel2abs($dir);
+	while (1) {
+		my @st = stat($dir) or return 0;
+		return 0 unless $st[2] & 01;
+		my $up = dirname($dir);
+		last if $up eq $dir;
+		$dir = $up;
+	}
+	return 1;
 }
 
 sub free_port {
@@ -54,8 +70,15 @@ sub new {
 	plan(skip_all => 'PostgreSQL server not installed (Debian package postgresql)')
 		unless $bin;
 	my $self = bless { bin => $bin, opt => \%opt }, $class;
-	# Short: the socket's path must fit in 107 bytes.
-	$self->{dir} = tempdir('chat-pg-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{CHAT_KEEP});
+	# Short: the socket's path must fit in 107 bytes. As root, the server's
+	# user must reach it: a private TMPDIR (a test's own) will not do, so
+	# the system's temp dir is used then.
+	my $base = File::Spec->tmpdir;
+	if ($> == 0 && !reachable($base)) {
+		local $ENV{TMPDIR};
+		$base = File::Spec->tmpdir;
+	}
+	$self->{dir} = tempdir('chat-pg-XXXXXX', DIR => $base, CLEANUP => !$ENV{CHAT_KEEP});
 	$self->{data} = "$self->{dir}/data";
 	$self->{port} = free_port();
 	mkdir $self->{data} or die "$self->{data}: $!";
