@@ -53,7 +53,7 @@ enum store_result {
 
 /* PostgreSQL's connections: at most this many per process, shared by its
  * threads; and how long a connection attempt may take. */
-#define STORE_PG_POOL              8
+#define STORE_PG_POOL              4
 #define STORE_PG_CONNECT_TIMEOUT_S 2
 
 /* Does spec name PostgreSQL (a postgresql:// or postgres:// URI)? */
