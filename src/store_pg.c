@@ -106,9 +106,9 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
 #define STR(x)  STR_(x)
 
 /*
- * The post, in three statements after BEGIN. The first reserves two
- * sequence numbers and locks the room's row until the end: posts to one
- * room take turns on every node, and a rollback gives the numbers back.
+ * The statements of a post (see post_tx). This one reserves two sequence
+ * numbers and locks the room's row until the end: posts to one room take
+ * turns on every node, and a rollback gives the numbers back.
  */
 static const char reserve_sql[] =
     "INSERT INTO rooms(name, last_seq) VALUES($1::text, 2) ON CONFLICT(name)"
@@ -129,7 +129,7 @@ static const char store_sql[] =
 /* After the commit, in a transaction of its own: NOTIFY takes a lock
  * global to the database server from its transaction's commit to its end,
  * so inside the post's it would make every post wait for the previous
- * one's flush to disk (no group commit: ten times fewer posts per second
+ * one's flush to disk (no group commit: a third of the posts per second
  * with fsync on). Listeners hear of a post only once it is committed. */
 static const char notify_sql[] = "SELECT pg_notify('" CHANNEL "', $1::text)";
 /* One statement, so one snapshot: the entries and the room's last seq
@@ -324,26 +324,44 @@ static struct conn *conn_get(struct store_pg *st, const char **why)
 	return c;
 }
 
-/* Back to the pool; a connection that is broken, or still inside a
- * transaction it could not end, is closed instead. */
-static void conn_put(struct store_pg *st, struct conn *c)
+static void close_all(struct conn *list)
 {
-	bool sound = PQstatus(c->pq) == CONNECTION_OK &&
-		     PQtransactionStatus(c->pq) == PQTRANS_IDLE &&
-		     PQpipelineStatus(c->pq) == PQ_PIPELINE_OFF;
-	if (!sound) {
+	while (list) {
+		struct conn *c = list;
+		list = c->next;
 		PQfinish(c->pq);
 		free(c);
 	}
+}
+
+/* Back to the pool; a connection that is broken, or still inside a
+ * transaction it could not end, is closed instead. One that was lost takes
+ * the idle ones with it: the server restarted, most likely, and they are
+ * dead too, which the next requests would find out one 503 at a time. */
+static void conn_put(struct store_pg *st, struct conn *c)
+{
+	bool gone = PQstatus(c->pq) != CONNECTION_OK;
+	bool sound = !gone && PQtransactionStatus(c->pq) == PQTRANS_IDLE &&
+		     PQpipelineStatus(c->pq) == PQ_PIPELINE_OFF;
+	struct conn *drop = NULL;
 	pthread_mutex_lock(&st->lock);
 	if (sound) {
 		c->next = st->idle;
 		st->idle = c;
 	} else {
+		c->next = NULL;
+		drop = c;
 		st->open--;
+		if (gone) {
+			for (struct conn *i = st->idle; i; i = i->next)
+				st->open--;
+			c->next = st->idle;
+			st->idle = NULL;
+		}
 	}
-	pthread_cond_signal(&st->freed);
+	pthread_cond_broadcast(&st->freed);
 	pthread_mutex_unlock(&st->lock);
+	close_all(drop);
 }
 
 static bool lost(PGconn *pq)
@@ -758,7 +776,10 @@ int store_pg_check(struct store_pg *st, char *why, size_t why_size)
 		struct conn *c = conn_get(st, &w);
 		if (!c) {
 			pthread_mutex_lock(&st->lock);
-			snprintf(why, why_size, "%s: %s", w, st->last_error);
+			if (st->failed_ms && st->last_error[0])
+				snprintf(why, why_size, "%s: %s", w, st->last_error);
+			else
+				snprintf(why, why_size, "%s", w);
 			pthread_mutex_unlock(&st->lock);
 			return -1;
 		}
@@ -973,12 +994,7 @@ void store_pg_close(struct store_pg *st)
 	for (int i = 0; i < 2; i++)
 		if (st->wake[i] >= 0)
 			close(st->wake[i]);
-	while (st->idle) {
-		struct conn *c = st->idle;
-		st->idle = c->next;
-		PQfinish(c->pq);
-		free(c);
-	}
+	close_all(st->idle);
 	pthread_cond_destroy(&st->freed);
 	pthread_mutex_destroy(&st->lock);
 	free(st->uri);
