@@ -1,17 +1,14 @@
 /* Sends each call to the store the spec named: SQLite or PostgreSQL. */
 #include "store.h"
 
+#include "store_impl.h"
 #include "store_pg.h"
 #include "store_sqlite.h"
 
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
-struct store {
-	struct store_sqlite *lite; /* exactly one of the two is set */
-	struct store_pg *pg;
-};
+#define PG(st)   ((struct store_pg *)(st))
+#define LITE(st) ((struct store_sqlite *)(st))
 
 bool store_is_postgresql(const char *spec)
 {
@@ -22,18 +19,17 @@ int store_open(struct store **out, const char *spec, const struct store_options 
 	       size_t err_size)
 {
 	*out = NULL;
-	struct store *st = calloc(1, sizeof *st);
-	if (!st) {
-		snprintf(err, err_size, "out of memory");
-		return -1;
+	if (store_is_postgresql(spec)) {
+		struct store_pg *pg;
+		if (store_pg_open(&pg, spec, opt, err, err_size) != 0)
+			return -1;
+		*out = (struct store *)pg;
+	} else {
+		struct store_sqlite *lite;
+		if (store_sqlite_open(&lite, spec, opt, err, err_size) != 0)
+			return -1;
+		*out = (struct store *)lite;
 	}
-	int r = store_is_postgresql(spec) ? store_pg_open(&st->pg, spec, opt, err, err_size)
-					  : store_sqlite_open(&st->lite, spec, opt, err, err_size);
-	if (r != 0) {
-		free(st);
-		return -1;
-	}
-	*out = st;
 	return 0;
 }
 
@@ -41,11 +37,10 @@ void store_close(struct store *st)
 {
 	if (!st)
 		return;
-	if (st->pg)
-		store_pg_close(st->pg);
+	if (st->kind == STORE_KIND_PG)
+		store_pg_close(PG(st));
 	else
-		store_sqlite_close(st->lite);
-	free(st);
+		store_sqlite_close(LITE(st));
 }
 
 enum store_result store_post(struct store *st, const char *room, const char *client_id,
@@ -53,29 +48,29 @@ enum store_result store_post(struct store *st, const char *room, const char *cli
 			     const char *reply, size_t reply_len, store_answer_fn build, void *ctx,
 			     char **answer, size_t *answer_len, bool *replayed, const char **why)
 {
-	if (st->pg)
-		return store_pg_post(st->pg, room, client_id, client_id_len, text, text_len, reply,
+	if (st->kind == STORE_KIND_PG)
+		return store_pg_post(PG(st), room, client_id, client_id_len, text, text_len, reply,
 				     reply_len, build, ctx, answer, answer_len, replayed, why);
-	return store_sqlite_post(st->lite, room, client_id, client_id_len, text, text_len, reply,
+	return store_sqlite_post(LITE(st), room, client_id, client_id_len, text, text_len, reply,
 				 reply_len, build, ctx, answer, answer_len, replayed, why);
 }
 
 enum store_result store_read(struct store *st, const char *room, int64_t after, unsigned limit,
 			     store_entry_fn each, void *ctx, int64_t *last, const char **why)
 {
-	if (st->pg)
-		return store_pg_read(st->pg, room, after, limit, each, ctx, last, why);
-	return store_sqlite_read(st->lite, room, after, limit, each, ctx, last, why);
+	if (st->kind == STORE_KIND_PG)
+		return store_pg_read(PG(st), room, after, limit, each, ctx, last, why);
+	return store_sqlite_read(LITE(st), room, after, limit, each, ctx, last, why);
 }
 
 int store_data_version(struct store *st, uint64_t *out)
 {
-	return st->pg ? store_pg_data_version(st->pg, out)
-		      : store_sqlite_data_version(st->lite, out);
+	return st->kind == STORE_KIND_PG ? store_pg_data_version(PG(st), out)
+					 : store_sqlite_data_version(LITE(st), out);
 }
 
 int store_check(struct store *st, char *why, size_t why_size)
 {
-	return st->pg ? store_pg_check(st->pg, why, why_size)
-		      : store_sqlite_check(st->lite, why, why_size);
+	return st->kind == STORE_KIND_PG ? store_pg_check(PG(st), why, why_size)
+					 : store_sqlite_check(LITE(st), why, why_size);
 }

@@ -7,6 +7,8 @@
  */
 #include "store_pg.h"
 
+#include "store_impl.h"
+
 #include <stdio.h>
 
 #ifndef CHAT_POSTGRESQL
@@ -160,6 +162,7 @@ struct conn {
 };
 
 struct store_pg {
+	struct store base; /* first: see store_impl.h */
 	char *uri;
 	struct store_options opt;
 
@@ -929,6 +932,7 @@ int store_pg_open(struct store_pg **out, const char *uri, const struct store_opt
 		snprintf(err, err_size, "out of memory");
 		return -1;
 	}
+	st->base.kind = STORE_KIND_PG;
 	st->opt = *opt;
 	st->wake[0] = st->wake[1] = -1;
 	pthread_mutex_init(&st->lock, NULL);

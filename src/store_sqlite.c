@@ -1,5 +1,7 @@
 #include "store_sqlite.h"
 
+#include "store_impl.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -80,6 +82,7 @@ struct conn {
 };
 
 struct store_sqlite {
+	struct store base; /* first: see store_impl.h */
 	char *path;
 	struct store_options opt;
 	pthread_mutex_t lock; /* guards idle */
@@ -739,6 +742,7 @@ int store_sqlite_open(struct store_sqlite **out, const char *path, const struct 
 		snprintf(err, err_size, "out of memory");
 		return -1;
 	}
+	st->base.kind = STORE_KIND_SQLITE;
 	st->opt = *opt;
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_mutex_init(&st->write_lock, NULL);
