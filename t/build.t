@@ -24,12 +24,12 @@ my $tmp = tempdir('chat-fcgi-build-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{CHAT_K
 # configure in a scratch copy: a source tree built in place refuses a second
 # build directory, and the checks fail before configure needs anything else.
 sub configure_fails {
-	my ($env, $package, $name) = @_;
+	my ($env, $package, $name, $args) = @_;
 	my $dir = tempdir(DIR => $tmp);
 	system('cp', '-R', "$src/configure", "$src/build-aux", $dir) == 0 or die;
 	make_path("$dir/src");
 	system('cp', "$src/src/chat.c", "$dir/src/") == 0 or die;
-	my $out = `cd "$dir" && env $env ./configure 2>&1`;
+	my $out = `cd "$dir" && env $env ./configure @{[$args // '']} 2>&1`;
 	isnt($?, 0, "$name: configure stops");
 	like($out, qr/install the Debian package \Q$package\E/, "$name: it names $package")
 		or diag($out);
@@ -51,6 +51,17 @@ configure_fails('ac_cv_header_fcgiapp_h=no', 'libfcgi-dev', 'no fcgiapp.h');
 	symlink("$pc/json-c.pc", "$no_sqlite/json-c.pc") or die "symlink: $!";
 	symlink("$sc/libseccomp.pc", "$no_sqlite/libseccomp.pc") or die "symlink: $!";
 	configure_fails("PKG_CONFIG_LIBDIR=$no_sqlite", 'libsqlite3-dev', 'no SQLite');
+	# ... and SQLite too, but not libpq.
+	my $sq = `pkg-config --variable=pcfiledir sqlite3`;
+	chomp $sq;
+	my $no_pq = tempdir(DIR => $tmp);
+	symlink("$pc/json-c.pc", "$no_pq/json-c.pc") or die "symlink: $!";
+	symlink("$sc/libseccomp.pc", "$no_pq/libseccomp.pc") or die "symlink: $!";
+	symlink("$sq/sqlite3.pc", "$no_pq/sqlite3.pc") or die "symlink: $!";
+	configure_fails("PKG_CONFIG_LIBDIR=$no_pq", 'libpq-dev', 'no libpq');
+	# --without-postgresql: libpq is not looked for (the next check stops it).
+	configure_fails("PKG_CONFIG_LIBDIR=$no_pq ac_cv_header_fcgiapp_h=no", 'libfcgi-dev',
+		'no libpq, --without-postgresql', '--without-postgresql');
 }
 
 ## make install DESTDIR=... and make uninstall

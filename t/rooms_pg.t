@@ -153,6 +153,33 @@ like($t->backend_log, qr/store postgresql, sandbox /,
 		'... nor a reserved number without its entries');
 }
 
+## Over TCP, by host name, as the OS user (no user in the URI), confined
+
+# libpq then resolves "localhost" and looks the user up, and reconnects
+# after a restart under the seccomp filter: a call the filter lacks would
+# kill the backend with SIGSYS.
+{
+	my $me = getpwuid($<);
+	defined $pg->psql('postgres', qq{CREATE ROLE "$me" SUPERUSER LOGIN})
+		or $me eq 'postgres' or BAIL_OUT("cannot create the role $me");
+	my $db2 = $pg->createdb('rooms_tcp');
+	my $t2 = ChatTest->new(backend_args => ['--store',
+		'postgresql://localhost:' . $pg->port . "/$db2?sslmode=disable"]);
+	like($t2->backend_log, qr/sandbox seccomp|sandbox off \(sanitizer build\)|sandbox off \(--no-sandbox\)/,
+		'a second backend, over TCP to localhost');
+	is(post_room($t2, 'tcp', 'over tcp', undef)->{status}, 200, '... posts: 200');
+	$pg->restart('fast');
+	my $back;
+	my $deadline = time + 10;
+	while (time < $deadline) {
+		last if ($back = post_room($t2, 'tcp', 'again', undef, timeout => 5)->{status} == 200);
+		sleep 0.2;
+	}
+	ok($back, '... and again after PostgreSQL restarted (it connected again, confined)');
+	ok(kill(0, $t2->backend_pid), '... and it is alive');
+	$t2->done;
+}
+
 sub scale { return scalar @_ }
 
 $t->done;
