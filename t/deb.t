@@ -41,10 +41,13 @@ my ($deb) = glob("$tmp/chat-fcgi_${version}_*.deb");
 ok($deb && -f $deb, '... a .deb') or BAIL_OUT("no .deb built:\n$out");
 my ($changes) = glob("$tmp/chat-fcgi_${version}_*.changes");
 
-# lintian: errors fail the test; warnings are shown.
+# lintian: errors fail the test, and so does a program without its man
+# page; other warnings are shown.
 my $lint = `lintian --no-tag-display-limit "$changes" 2>&1`;
 my @errors = grep { /^E: / } split /\n/, $lint;
 is_deeply(\@errors, [], 'lintian finds no error');
+my @no_man = grep { /\bno-manual-page\b/ } split /\n/, $lint;
+is_deeply(\@no_man, [], 'lintian finds a man page for every program');
 diag("lintian: $_") for grep { /^[WI]: / } split /\n/, $lint;
 
 ## The files, unpacked into a scratch root
@@ -56,6 +59,7 @@ my @files = map { s{^\./}{/}r } grep { !m{/$} } map { (split ' ', $_, 6)[5] }
 	split /\n/, `dpkg-deb -c "$deb"`;
 my %has = map { $_ => 1 } @files;
 for my $f ('/usr/sbin/chat-fcgi', '/usr/share/man/man8/chat-fcgi.8.gz',
+	'/usr/sbin/chat-fcgi-supervise', '/usr/share/man/man8/chat-fcgi-supervise.8.gz',
 	'/usr/share/chat-fcgi/html/index.html', '/usr/share/chat-fcgi/html/chat.js',
 	'/usr/share/chat-fcgi/html/chat.css', '/usr/share/chat-fcgi/html/favicon.svg',
 	'/etc/nginx/snippets/chat-fcgi.conf', '/etc/nginx/conf.d/chat-fcgi-http.conf',
