@@ -160,22 +160,10 @@ SKIP: {
 	like($http, qr{include /etc/chat-fcgi/rate-limit\.conf;}, 'the http part includes the rate limit from /etc');
 	$http =~ s{include /etc/chat-fcgi/}{include $root/etc/chat-fcgi/}g;
 	ChatTest::write_file("$run/conf.d/chat-fcgi-http.conf", $http);
-	ChatTest::write_file("$run/nginx.conf", <<"CONF");
-pid $run/nginx.pid;
-error_log $run/error.log;
-events { }
-http {
-    access_log off;
-    client_body_temp_path $run/body;
-    include $run/conf.d/*.conf;
-    server {
-        listen 127.0.0.1:1;
-        include $root/etc/nginx/snippets/chat-fcgi.conf;
-    }
-}
-CONF
-	$out = `"$nginx" -t -p "$run/" -c "$run/nginx.conf" -e "$run/error.log" 2>&1`;
-	is($?, 0, "nginx -t accepts the snippets laid out as Debian's nginx.conf includes them")
+	my $status;
+	($status, $out) = ChatTest::nginx_accepts_snippets($nginx, $run, "$run/conf.d/*.conf",
+		"$root/etc/nginx/snippets/chat-fcgi.conf");
+	is($status, 0, "nginx -t accepts the snippets laid out as Debian's nginx.conf includes them")
 		or diag($out);
 }
 
