@@ -29,7 +29,8 @@
 #include <string.h>
 #include <unistd.h>
 
-enum {
+/* The first byte. */
+enum flags {
 	LENGTH_MASK = 3,     /* Content-Length: */
 	LENGTH_ABSENT = 0,   /* none */
 	LENGTH_EXACT = 1,    /* the body's length */
@@ -42,6 +43,7 @@ enum {
 	HOLD_SHIFT = 6, /* two bits: enum chat_hold_mode, modulo 3 */
 };
 
+/* The second byte; bit 7 is unused. */
 enum more_flags {
 	PATH_ROOMS = 1 << 0, /* "/chat/messages" (PATH_NONE still wins) */
 	WITH_STORE = 1 << 1, /* a SQLite store, as --store sqlite:PATH */
