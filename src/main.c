@@ -97,8 +97,12 @@ int main(int argc, char **argv)
 	struct server_config cfg = {
 	    .listen_fd = l.fd,
 	    .threads = opt.threads,
+	    .pollers = opt.pollers,
 	    .max_held = opt.max_waits,
-	    .limits = {.max_body = opt.max_body, .store = store},
+	    .max_streams = opt.max_streams,
+	    .limits = {.max_body = opt.max_body,
+		       .store = store,
+		       .stream_pace_ms = opt.stream_pace_ms},
 	    .store_version = store ? store_version : NULL,
 	    .store_check = store ? store_health : NULL,
 	    .store_ctx = store,

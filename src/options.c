@@ -12,7 +12,8 @@
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: chat-fcgi [--listen unix:PATH|HOST:PORT] [--socket-mode MODE]\n"
-		     "                 [--threads N] [--max-waits N] [--max-body BYTES]\n"
+		     "                 [--threads N] [--pollers N] [--max-waits N]\n"
+		     "                 [--max-streams N] [--stream-pace MS] [--max-body BYTES]\n"
 		     "                 [--store sqlite:PATH|postgresql://...|none]\n"
 		     "                 [--room-history N]\n"
 		     "                 [--store-sync normal|full] [--no-sandbox]\n"
@@ -31,8 +32,16 @@ static void help(void)
 	       "  -m, --socket-mode MODE permissions of a unix socket (octal; default 0660)\n"
 	       "  -t, --threads N        requests worked on at once (default %u); idle\n"
 	       "                         connections and held long-polls take none\n"
+	       "      --pollers N        of those, how many take new requests at once\n"
+	       "                         (default: half the CPUs, at least 1); the\n"
+	       "                         others stand in while one waits on the store\n"
 	       "  -w, --max-waits N      long-polls held at once (default %u); past it,\n"
 	       "                         polls are answered at once with \"busy\"\n"
+	       "      --max-streams N    event streams (GET /chat/events) open at once\n"
+	       "                         (default %u); past it, 503 at once, and the\n"
+	       "                         page long-polls instead\n"
+	       "      --stream-pace MS   pause between the parts of a streamed reply\n"
+	       "                         (default 0: send them at once)\n"
 	       "  -b, --max-body BYTES   largest request body; K or M suffix allowed\n"
 	       "                         (default 64K, as nginx's client_max_body_size)\n"
 	       "  -s, --store SPEC       the rooms' history: sqlite:PATH (created if\n"
@@ -49,17 +58,18 @@ static void help(void)
 	       "  -v, --verbose          also log every request\n"
 	       "  -h, --help             show this help\n"
 	       "  -V, --version          show the version\n",
-	       OPTIONS_THREADS_DEFAULT, OPTIONS_MAX_WAITS_DEFAULT, CHAT_STORE_DEFAULT,
-	       STORE_HISTORY_DEFAULT);
+	       OPTIONS_THREADS_DEFAULT, OPTIONS_MAX_WAITS_DEFAULT, OPTIONS_MAX_STREAMS_DEFAULT,
+	       CHAT_STORE_DEFAULT, STORE_HISTORY_DEFAULT);
 }
 
 /* A whole number in [min, max], with an optional K or M suffix when
- * scale is allowed. */
+ * scale is allowed. Digits only up front: strtoull would also take leading
+ * white space and a sign. */
 static int parse_size(const char *s, int base, int scale, unsigned long long min,
 		      unsigned long long max, unsigned long long *out)
 {
 	char *end;
-	if (!*s || *s == '-' || *s == '+' || *s == ' ')
+	if (*s < '0' || *s > '9')
 		return -1;
 	errno = 0;
 	unsigned long long v = strtoull(s, &end, base);
@@ -82,6 +92,53 @@ static int parse_size(const char *s, int base, int scale, unsigned long long min
 	return 0;
 }
 
+/* How a numeric option is read, and how its error names what it takes. */
+struct number_option {
+	const char *name; /* "--threads" */
+	enum { NUMBER, OCTAL_MODE, SIZE } kind;
+	unsigned long long min, max;
+};
+
+/* Reads arg as opt says into *out; on a bad value, says on stderr what the
+ * option takes (its range, as the user would write it) and returns -1. */
+static int parse_number_option(const struct number_option *opt, const char *arg,
+			       unsigned long long *out)
+{
+	int base = opt->kind == OCTAL_MODE ? 8 : 10;
+	if (parse_size(arg, base, opt->kind == SIZE, opt->min, opt->max, out) == 0)
+		return 0;
+	switch (opt->kind) {
+	case OCTAL_MODE:
+		fprintf(stderr,
+			"chat-fcgi: %s takes octal permissions up to %04llo, such as 0660, "
+			"not '%s'\n",
+			opt->name, opt->max, arg);
+		break;
+	case SIZE:
+		fprintf(stderr, "chat-fcgi: %s takes a size from %llu to %lluM, not '%s'\n",
+			opt->name, opt->min, opt->max / (1024 * 1024), arg);
+		break;
+	default:
+		fprintf(stderr, "chat-fcgi: %s takes a number from %llu to %llu, not '%s'\n",
+			opt->name, opt->min, opt->max, arg);
+		break;
+	}
+	return -1;
+}
+
+static const struct number_option socket_mode = {"--socket-mode", OCTAL_MODE, 0, 0777};
+static const struct number_option threads = {"--threads", NUMBER, 1, OPTIONS_THREADS_MAX};
+static const struct number_option max_waits = {"--max-waits", NUMBER, 0, OPTIONS_MAX_WAITS_MAX};
+static const struct number_option pollers = {"--pollers", NUMBER, 1, OPTIONS_THREADS_MAX};
+static const struct number_option max_streams = {"--max-streams", NUMBER, 0,
+						 OPTIONS_MAX_STREAMS_MAX};
+static const struct number_option stream_pace = {"--stream-pace", NUMBER, 0,
+						 OPTIONS_STREAM_PACE_MAX};
+/* Its error says the limit in M. */
+_Static_assert(OPTIONS_MAX_BODY_LIMIT % (1024 * 1024) == 0, "--max-body's limit is whole MiB");
+static const struct number_option max_body = {"--max-body", SIZE, 1, OPTIONS_MAX_BODY_LIMIT};
+static const struct number_option room_history = {"--room-history", NUMBER, 1, STORE_HISTORY_MAX};
+
 enum options_result options_parse(int argc, char **argv, struct options *opt)
 {
 	static const struct option longopts[] = {
@@ -89,6 +146,9 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 	    {"socket-mode", required_argument, NULL, 'm'},
 	    {"threads", required_argument, NULL, 't'},
 	    {"max-waits", required_argument, NULL, 'w'},
+	    {"pollers", required_argument, NULL, 'O'},
+	    {"max-streams", required_argument, NULL, 'E'},
+	    {"stream-pace", required_argument, NULL, 'P'},
 	    {"max-body", required_argument, NULL, 'b'},
 	    {"store", required_argument, NULL, 's'},
 	    {"room-history", required_argument, NULL, 'r'},
@@ -107,6 +167,7 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 	    .socket_mode = OPTIONS_SOCKET_MODE_DEFAULT,
 	    .threads = OPTIONS_THREADS_DEFAULT,
 	    .max_waits = OPTIONS_MAX_WAITS_DEFAULT,
+	    .max_streams = OPTIONS_MAX_STREAMS_DEFAULT,
 	    .max_body = CHAT_MAX_BODY_DEFAULT,
 	    .verbosity = 1,
 	    .store_path = CHAT_STORE_DEFAULT + sizeof "sqlite:" - 1,
@@ -128,43 +189,38 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 			opt->listen = optarg;
 			break;
 		case 'm':
-			if (parse_size(optarg, 8, 0, 0, 0777, &v) != 0) {
-				fprintf(stderr,
-					"chat-fcgi: --socket-mode takes octal permissions "
-					"such as 0660, not '%s'\n",
-					optarg);
+			if (parse_number_option(&socket_mode, optarg, &v) != 0)
 				goto bad;
-			}
 			opt->socket_mode = (mode_t)v;
 			break;
 		case 't':
-			if (parse_size(optarg, 10, 0, 1, OPTIONS_THREADS_MAX, &v) != 0) {
-				fprintf(stderr,
-					"chat-fcgi: --threads takes a number from 1 to %u, "
-					"not '%s'\n",
-					OPTIONS_THREADS_MAX, optarg);
+			if (parse_number_option(&threads, optarg, &v) != 0)
 				goto bad;
-			}
 			opt->threads = (unsigned)v;
 			break;
 		case 'w':
-			if (parse_size(optarg, 10, 0, 0, OPTIONS_MAX_WAITS_MAX, &v) != 0) {
-				fprintf(stderr,
-					"chat-fcgi: --max-waits takes a number from 0 to %u, "
-					"not '%s'\n",
-					OPTIONS_MAX_WAITS_MAX, optarg);
+			if (parse_number_option(&max_waits, optarg, &v) != 0)
 				goto bad;
-			}
 			opt->max_waits = (unsigned)v;
 			break;
-		case 'b':
-			if (parse_size(optarg, 10, 1, 1, OPTIONS_MAX_BODY_LIMIT, &v) != 0) {
-				fprintf(stderr,
-					"chat-fcgi: --max-body takes a size from 1 to 16M, "
-					"not '%s'\n",
-					optarg);
+		case 'O':
+			if (parse_number_option(&pollers, optarg, &v) != 0)
 				goto bad;
-			}
+			opt->pollers = (unsigned)v;
+			break;
+		case 'E':
+			if (parse_number_option(&max_streams, optarg, &v) != 0)
+				goto bad;
+			opt->max_streams = (unsigned)v;
+			break;
+		case 'P':
+			if (parse_number_option(&stream_pace, optarg, &v) != 0)
+				goto bad;
+			opt->stream_pace_ms = (unsigned)v;
+			break;
+		case 'b':
+			if (parse_number_option(&max_body, optarg, &v) != 0)
+				goto bad;
 			opt->max_body = (size_t)v;
 			break;
 		case 's':
@@ -183,13 +239,8 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 			}
 			break;
 		case 'r':
-			if (parse_size(optarg, 10, 0, 1, STORE_HISTORY_MAX, &v) != 0) {
-				fprintf(stderr,
-					"chat-fcgi: --room-history takes a number from 1 to %u, "
-					"not '%s'\n",
-					STORE_HISTORY_MAX, optarg);
+			if (parse_number_option(&room_history, optarg, &v) != 0)
 				goto bad;
-			}
 			opt->room_history = (unsigned)v;
 			break;
 		case 'Y':

@@ -1,11 +1,10 @@
 #!/usr/bin/perl
 # Scale-out: three chat-fcgi nodes on TCP behind one nginx upstream
 # (conf/chat-fcgi-nodes.conf.in, rendered by conf/render), sharing one
-# PostgreSQL. A post through one node wakes long-pollers held on the others
-# within 500 ms; with a node killed, the others keep serving. The shipped
-# snippet passes nginx -t.
-# Each cross-node case is a sub in @cases, run with the nodes up; event
-# streams get a case of their own once /chat/events exists.
+# PostgreSQL. A post through one node reaches long-pollers and event
+# streams held on the others within 500 ms; with a node killed, the others
+# keep serving. The shipped snippet passes nginx -t.
+# Each cross-node case is a sub in @cases, run with the nodes up.
 
 use strict;
 use warnings;
@@ -16,6 +15,7 @@ use Test::More;
 use Time::HiRes qw(time sleep);
 
 use ChatTest;
+use EventStream;
 use PgTest;
 
 $| = 1;
@@ -94,6 +94,33 @@ my @cases = (
 		ok($worst < 0.5, sprintf('... all within 500 ms of the post (slowest %.0f ms)', $worst * 1000));
 		my @per = map { polls_served($_) } @nodes;
 		ok(!grep({ $_ == 0 } @per), "... and every node held some of them (@per)");
+	} ],
+	# Event streams, likewise spread by round robin: each gets the post's
+	# two entries as events, whichever node holds it.
+	[ 'event streams on every node get a post through any node' => sub {
+		my $room = 'cross-events';
+		my $first = post_room($t, $room, 'start', undef);
+		is($first->{status}, 200, 'a post through nginx: 200') or diag($first->{raw});
+		my $after = $t->json($first)->{next};
+		my @streams = map {
+			my $es = EventStream->open($t, "/chat/events?room=$room&after=$after");
+			$es
+		} 1 .. 6;
+		is(scalar(grep { $_->status == 200 } @streams), 6, 'six event streams open: 200');
+		sleep 0.5;
+		my $t0 = time;
+		my $r = post_room($t, $room, 'to every stream', undef);
+		is($r->{status}, 200, 'the post: 200');
+		my @took;
+		for my $es (@streams) {
+			my @ev = ($es->next(5), $es->next(5));
+			push @took, time - $t0;
+			is_deeply([map { $_ && $_->{id} } @ev], [$after + 1, $after + 2],
+				'a stream gets the two new entries as events, in order');
+			$es->close;
+		}
+		my ($worst) = sort { $b <=> $a } @took;
+		ok($worst < 0.5, sprintf('... all within 500 ms of the post (slowest %.0f ms)', $worst * 1000));
 	} ],
 );
 
