@@ -758,7 +758,8 @@ int store_pg_data_version(struct store_pg *st, uint64_t *out)
 	return 0;
 }
 
-/* The schema version, or -1 when the table is missing. */
+/* The schema version the database records (0: none yet); false when it
+ * cannot be read (no such table: not a chat-fcgi database, or not yet). */
 static bool read_version(PGconn *pq, int *version, const char **why)
 {
 	PGresult *r = run(pq, "SELECT coalesce(max(version), 0)::int4 FROM chat_fcgi_schema", 0,
