@@ -40,7 +40,6 @@
 #include "fcgi_head.h"
 #include "log.h"
 #include "metrics.h"
-#include "reply.h"
 
 #include <errno.h>
 #include <fcgiapp.h>
@@ -943,21 +942,10 @@ static void service_answer(struct server *srv, struct conn *c, const struct chat
 			set_body(res, 200, "{\"status\":\"ok\"}", NULL);
 			return;
 		}
-		static const char pre[] = "{\"status\":\"error\",\"error\":\"";
-		static const char post[] = "\"}";
-		size_t wlen = strnlen(why, sizeof why);
-		char *body = malloc(sizeof pre + reply_escaped_len(why, wlen) + sizeof post);
-		if (!body) {
-			chat_out_of_memory(res, "out of memory");
-			return;
-		}
-		memcpy(body, pre, sizeof pre - 1);
-		char *end = reply_escape(body + sizeof pre - 1, why, wlen);
-		memcpy(end, post, sizeof post);
-		*res = (struct chat_response){.status = 503, .reason = "the store failed"};
-		res->body = body;
-		res->body_len = (size_t)(end - body) + sizeof post - 1;
-		res->body_owned = true;
+		why[sizeof why - 1] = '\0';
+		*res = (struct chat_response){.status = 0};
+		chat_set_escaped(res, 503, "{\"status\":\"error\",\"error\":\"", why, "\"}",
+				 "the store failed");
 		return;
 	}
 	pthread_mutex_lock(&srv->lock);
