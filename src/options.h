@@ -16,7 +16,7 @@
 #define OPTIONS_MAX_WAITS_MAX     100000u
 /* Event streams open at once; each costs what a held long-poll costs, and
  * two nginx connections for as long as the page stays open. */
-#define OPTIONS_MAX_STREAMS_DEFAULT 1024u
+#define OPTIONS_MAX_STREAMS_DEFAULT 2048u
 #define OPTIONS_MAX_STREAMS_MAX     100000u
 #define OPTIONS_STREAM_PACE_MAX     10000u
 #define OPTIONS_SOCKET_MODE_DEFAULT 0660
