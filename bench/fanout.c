@@ -251,30 +251,42 @@ static void send_request(struct client *c, size_t id)
 	watch(c, id, EPOLLOUT, EPOLL_CTL_MOD);
 }
 
+/* snprintf's length, or an exit if it did not fit (main checks the room). */
+static size_t fitted(int n, size_t size)
+{
+	if (n < 0 || (size_t)n >= size) {
+		fputs("fanout: a request did not fit its buffer\n", stderr);
+		exit(1);
+	}
+	return (size_t)n;
+}
+
 static void poll_request(struct client *c, size_t id)
 {
 	c->out = xrealloc(c->out, 256);
-	int n = snprintf(c->out, 256,
-			 "GET /chat/messages?room=%s&after=%lld&wait=%d HTTP/1.1\r\n"
-			 "Host: localhost\r\n\r\n",
-			 room, (long long)c->after, WAIT_S);
-	c->out_len = (size_t)n;
+	c->out_len = fitted(snprintf(c->out, 256,
+				     "GET /chat/messages?room=%s&after=%lld&wait=%d HTTP/1.1\r\n"
+				     "Host: localhost\r\n\r\n",
+				     room, (long long)c->after, WAIT_S),
+			    256);
 	send_request(c, id);
 }
 
 static void post_request(struct client *c, size_t id, unsigned k)
 {
 	char body[256];
-	int b =
+	size_t b = fitted(
 	    snprintf(body, sizeof body,
 		     "{\"message\":\"fanout %u\",\"room\":\"%s\",\"client_id\":\"fanout-%ld-%u\"}",
-		     k, room, (long)getpid(), k);
+		     k, room, (long)getpid(), k),
+	    sizeof body);
 	c->out = xrealloc(c->out, 512);
 	c->out_len =
-	    (size_t)snprintf(c->out, 512,
-			     "POST /chat/ HTTP/1.1\r\nHost: localhost\r\n"
-			     "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
-			     b, body);
+	    fitted(snprintf(c->out, 512,
+			    "POST /chat/ HTTP/1.1\r\nHost: localhost\r\n"
+			    "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+			    b, body),
+		   512);
 	send_request(c, id);
 }
 
@@ -373,7 +385,7 @@ static double pct(const double *v, size_t n, double p)
 static long vm_kib(long pid, const char *field)
 {
 	char path[64], line[256];
-	snprintf(path, sizeof path, "/proc/%ld/status", pid);
+	fitted(snprintf(path, sizeof path, "/proc/%ld/status", pid), sizeof path);
 	FILE *f = fopen(path, "r");
 	if (!f)
 		return -1;
@@ -412,6 +424,10 @@ int main(int argc, char **argv)
 	double seconds = atof(argv[4]);
 	double interval = atof(argv[5]) / 1000.0;
 	long pid = argc > 6 ? atol(argv[6]) : 0;
+	size_t room_len = strspn(room, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+				       "0123456789_-");
+	if (room_len == 0 || room_len > 64 || room[room_len])
+		return 2;
 	if (port <= 0 || npoll == 0 || seconds <= 0 || interval <= 0)
 		return 2;
 
@@ -426,7 +442,7 @@ int main(int argc, char **argv)
 
 	int status;
 	char path[256];
-	snprintf(path, sizeof path, "/chat/messages?room=%s&limit=1", room);
+	fitted(snprintf(path, sizeof path, "/chat/messages?room=%s&limit=1", room), sizeof path);
 	char *first = get(path, &status);
 	if (!first || status != 200) {
 		fprintf(stderr, "fanout: GET %s answered %d\n", path, status);
@@ -437,11 +453,12 @@ int main(int argc, char **argv)
 
 	size_t maxposts = (size_t)(seconds / interval) + 2;
 	double *answered = calloc(maxposts, sizeof *answered); /* post k's answer time */
-	double *recv = calloc(maxposts * npoll, sizeof *recv); /* [k * npoll + i] */
+	/* When poller i heard post k: [k * npoll + i]; 0 for not yet. */
+	double *heard = calloc(maxposts * npoll, sizeof *heard);
 	double *post_lat = calloc(maxposts, sizeof *post_lat);
 	struct client *cl = calloc(npoll + 1, sizeof *cl);
 	struct epoll_event *evs = calloc(npoll + 1, sizeof *evs);
-	if (!answered || !recv || !post_lat || !cl || !evs) {
+	if (!answered || !heard || !post_lat || !cl || !evs) {
 		fputs("fanout: out of memory\n", stderr);
 		return 1;
 	}
@@ -547,10 +564,10 @@ int main(int argc, char **argv)
 					}
 					if (seq <= c->after)
 						dupes++;
-					else if (recv[(size_t)k * npoll + id] != 0)
+					else if (heard[(size_t)k * npoll + id] != 0)
 						dupes++;
 					else
-						recv[(size_t)k * npoll + id] = at;
+						heard[(size_t)k * npoll + id] = at;
 				}
 				int64_t next = json_int(body, "\"next\":");
 				if (next > c->after)
@@ -571,7 +588,7 @@ int main(int argc, char **argv)
 	for (size_t k = 0; k < posts; k++) {
 		slowest[k] = -1e9;
 		for (size_t i = 0; i < npoll; i++) {
-			double r = recv[k * npoll + i];
+			double r = heard[k * npoll + i];
 			if (r == 0) {
 				missing++;
 				continue;
@@ -604,7 +621,7 @@ int main(int argc, char **argv)
 	free(cl);
 	free(evs);
 	free(answered);
-	free(recv);
+	free(heard);
 	free(post_lat);
 	free(lat);
 	free(slowest);
