@@ -863,8 +863,83 @@ static void stream_send_failed(struct server *srv, struct conn *c, struct chat_r
 }
 
 /* Asks chat_respond again for each held request in list (linked by next). */
+/* The last answer answer_again computed, to give every request that would
+ * get the same one (a fan-out: many waiters on one room, at one cursor)
+ * without asking the store again. */
+struct shared_answer {
+	bool valid;
+	bool streaming;
+	int64_t stream_after;
+	enum chat_hold_mode mode;
+	char *query;
+	uint64_t seen_change; /* srv->changes before it was computed */
+	struct chat_response res;
+};
+
+static void shared_clear(struct shared_answer *sh)
+{
+	if (sh->valid) {
+		free(sh->query);
+		chat_response_free(&sh->res);
+	}
+	sh->valid = false;
+}
+
+/* A copy of the shared answer for creq, if it is the same question. */
+static bool shared_take(struct shared_answer *sh, const struct chat_request *creq,
+			struct chat_response *res, uint64_t *seen_change)
+{
+	if (!sh->valid || sh->streaming != creq->stream_open ||
+	    sh->stream_after != creq->stream_after || sh->mode != creq->hold_mode ||
+	    strcmp(sh->query, creq->query ? creq->query : "") != 0)
+		return false;
+	*res = sh->res;
+	if (sh->res.body_len) {
+		res->body = malloc(sh->res.body_len);
+		if (!res->body)
+			return false;
+		memcpy(res->body, sh->res.body, sh->res.body_len);
+		res->body_owned = true;
+	}
+	*seen_change = sh->seen_change;
+	return true;
+}
+
+/* Keeps res as the shared answer when others may get it too: a read's
+ * answer, which depends on nothing but the question. */
+static void shared_keep(struct shared_answer *sh, const struct chat_request *creq,
+			const struct chat_response *res, uint64_t seen_change)
+{
+	shared_clear(sh);
+	if ((res->status != 200 && res->status != 0) || res->store_error || res->changed_room[0] ||
+	    res->pace_ms)
+		return;
+	sh->query = strdup(creq->query ? creq->query : "");
+	if (!sh->query)
+		return;
+	sh->res = *res;
+	sh->res.body_owned = false;
+	sh->res.body = NULL;
+	if (res->body_len) {
+		sh->res.body = malloc(res->body_len);
+		if (!sh->res.body) {
+			free(sh->query);
+			return;
+		}
+		memcpy(sh->res.body, res->body, res->body_len);
+		sh->res.body_owned = true;
+	}
+	sh->streaming = creq->stream_open;
+	sh->stream_after = creq->stream_after;
+	sh->mode = creq->hold_mode;
+	sh->seen_change = seen_change;
+	sh->valid = true;
+}
+
+/* Asks chat_respond again for each held request in list (linked by next). */
 static void answer_again(struct server *srv, struct conn *list, bool over)
 {
+	struct shared_answer shared = {.valid = false};
 	while (list) {
 		struct conn *c = list;
 		list = c->next;
@@ -886,8 +961,11 @@ static void answer_again(struct server *srv, struct conn *list, bool over)
 		creq.hold_mode = over ? CHAT_HOLD_OVER : CHAT_HOLD_ALLOWED;
 		creq.stream_open = c->streaming;
 		creq.stream_after = c->stream_after;
-		c->seen_change = atomic_load(&srv->changes);
-		chat_respond(&creq, &srv->cfg.limits, &res);
+		if (!shared_take(&shared, &creq, &res, &c->seen_change)) {
+			c->seen_change = atomic_load(&srv->changes);
+			chat_respond(&creq, &srv->cfg.limits, &res);
+			shared_keep(&shared, &creq, &res, c->seen_change);
+		}
 		if (c->streaming && res.status == 200)
 			stream_send(srv, c, &creq, &res);
 		else if (c->streaming)
@@ -895,6 +973,7 @@ static void answer_again(struct server *srv, struct conn *list, bool over)
 		else
 			answer(srv, c, &creq, &res);
 	}
+	shared_clear(&shared);
 }
 
 /* A post added entries to room: the requests held on it answer now. */
