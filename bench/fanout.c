@@ -3,7 +3,11 @@
  * through nginx while one client posts to it, all on one epoll loop, so a
  * thousand sockets cost one process and no thread each.
  *
- *   fanout PORT ROOM POLLERS SECONDS INTERVAL_MS [BACKEND_PID]
+ *   fanout [--events] PORT ROOM POLLERS SECONDS INTERVAL_MS [BACKEND_PID]
+ *
+ * With --events the "pollers" are event streams instead: each opens
+ * GET /chat/events?room=ROOM&after=NEXT once and reads the entries' events
+ * as they come, and "held" is the backend's count of open streams.
  *
  * Each poller keeps one HTTP/1.1 connection and asks
  * GET /chat/messages?room=ROOM&after=NEXT&wait=30 again as soon as it is
@@ -49,12 +53,19 @@ struct client {
 	char *in;
 	size_t in_len, in_cap;
 	int64_t after;
+	/* --events: the stream's head is read; its chunked body taken apart. */
+	bool head_done;
+	size_t chunk_left; /* data bytes of the current chunk still to come */
+	int chunk_state;   /* 0: size line, 1: data, 2: the CRLF after data */
+	char *ev;          /* event text not yet split into events */
+	size_t ev_len, ev_cap;
 	unsigned sent_on_conn; /* requests sent on this connection */
 	double sent_at;
 	bool done;
 };
 
 static int port;
+static bool events_mode;
 static const char *room;
 static int epfd;
 static unsigned long errors, busy, reconnects, dupes;
@@ -264,6 +275,18 @@ static size_t fitted(int n, size_t size)
 static void poll_request(struct client *c, size_t id)
 {
 	c->out = xrealloc(c->out, 256);
+	if (events_mode) {
+		c->out_len = fitted(snprintf(c->out, 256,
+					     "GET /chat/events?room=%s&after=%lld HTTP/1.1\r\n"
+					     "Host: localhost\r\nAccept: text/event-stream\r\n\r\n",
+					     room, (long long)c->after),
+				    256);
+		c->head_done = false;
+		c->chunk_state = 0;
+		c->ev_len = 0;
+		send_request(c, id);
+		return;
+	}
 	c->out_len = fitted(snprintf(c->out, 256,
 				     "GET /chat/messages?room=%s&after=%lld&wait=%d HTTP/1.1\r\n"
 				     "Host: localhost\r\n\r\n",
@@ -368,6 +391,118 @@ static int step(struct client *c, size_t id, int *status, char **body, size_t *b
 	return 1;
 }
 
+/* Takes the chunked body bytes in c->in (after the head) apart into c->ev. */
+static void dechunk(struct client *c, const char *p, size_t n)
+{
+	while (n > 0) {
+		if (c->chunk_state == 1) {
+			size_t take = n < c->chunk_left ? n : c->chunk_left;
+			if (c->ev_cap - c->ev_len < take + 1)
+				c->ev = xrealloc(c->ev, c->ev_cap = (c->ev_cap + take) * 2 + 1024);
+			memcpy(c->ev + c->ev_len, p, take);
+			c->ev_len += take;
+			c->chunk_left -= take;
+			p += take;
+			n -= take;
+			if (c->chunk_left == 0)
+				c->chunk_state = 2;
+			continue;
+		}
+		/* A size line or the CRLF after data: up to and including '\n'. */
+		const char *nl = memchr(p, '\n', n);
+		size_t line = nl ? (size_t)(nl - p) + 1 : n;
+		if (c->chunk_state == 0) {
+			/* Digits of the size, kept across reads in chunk_left. */
+			for (size_t i = 0; i < line; i++) {
+				char ch = p[i];
+				int d = ch >= '0' && ch <= '9'   ? ch - '0'
+					: ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+					: ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+								 : -1;
+				if (d < 0)
+					break;
+				c->chunk_left = c->chunk_left * 16 + (size_t)d;
+			}
+			if (nl)
+				c->chunk_state = c->chunk_left ? 1 : 3; /* 3: the end */
+		} else if (c->chunk_state == 2 && nl) {
+			c->chunk_state = 0;
+			c->chunk_left = 0;
+		}
+		p += line;
+		n -= line;
+	}
+}
+
+/* --events: reads what came on stream c, records the user entries' ids in
+ * heard (as the poll answers do), and counts errors and repeats. */
+static void stream_step(struct client *c, size_t id, int64_t base, double *heard, size_t npoll,
+			size_t maxposts)
+{
+	if (!c->connected || !c->reading) {
+		int st;
+		char *b;
+		size_t bl;
+		step(c, id, &st, &b, &bl); /* connects and sends the request */
+		return;
+	}
+	char buf[65536];
+	ssize_t r = read(c->fd, buf, sizeof buf);
+	if (r < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (r <= 0) {
+		error_seen("a stream ended", NULL, 0);
+		drop_conn(c);
+		c->done = true;
+		return;
+	}
+	const char *p = buf;
+	size_t n = (size_t)r;
+	if (!c->head_done) {
+		if (c->in_cap - c->in_len < n + 1)
+			c->in = xrealloc(c->in, c->in_cap = c->in_len + n + 4096);
+		memcpy(c->in + c->in_len, buf, n);
+		c->in_len += n;
+		const char *end = memmem(c->in, c->in_len, "\r\n\r\n", 4);
+		if (!end)
+			return;
+		if (c->in_len < 12 || atoi(c->in + 9) != 200) {
+			error_seen("a stream did not open", c->in, c->in_len);
+			drop_conn(c);
+			c->done = true;
+			return;
+		}
+		c->head_done = true;
+		size_t head = (size_t)(end - c->in) + 4;
+		p = c->in + head;
+		n = c->in_len - head;
+	}
+	double at = now();
+	dechunk(c, p, n);
+	/* Whole events only: up to the last blank line. */
+	size_t used = 0;
+	for (const char *e; (e = memmem(c->ev + used, c->ev_len - used, "\n\n", 2));) {
+		const char *ev = c->ev + used;
+		if (strncmp(ev, "id: ", 4) == 0) {
+			int64_t seq = strtoll(ev + 4, NULL, 10);
+			int64_t k = (seq - base - 1) / 2;
+			if (seq <= c->after)
+				dupes++;
+			else
+				c->after = seq;
+			if (seq > base && (seq - base - 1) % 2 == 0 && (size_t)k < maxposts) {
+				if (heard[(size_t)k * npoll + id] != 0)
+					dupes++;
+				else
+					heard[(size_t)k * npoll + id] = at;
+			}
+		}
+		used = (size_t)(e - c->ev) + 2;
+	}
+	memmove(c->ev, c->ev + used, c->ev_len - used);
+	c->ev_len -= used;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -406,15 +541,21 @@ static long held_waits(void)
 		free(m);
 		return -1;
 	}
-	int64_t v = json_int(m, "\nchat_fcgi_held_waits ");
+	int64_t v = json_int(m, events_mode ? "\nchat_fcgi_streams " : "\nchat_fcgi_held_waits ");
 	free(m);
 	return (long)v;
 }
 
 int main(int argc, char **argv)
 {
+	if (argc > 1 && strcmp(argv[1], "--events") == 0) {
+		events_mode = true;
+		argv++;
+		argc--;
+	}
 	if (argc < 6 || argc > 7) {
-		fputs("usage: fanout PORT ROOM POLLERS SECONDS INTERVAL_MS [BACKEND_PID]\n",
+		fputs("usage: fanout [--events] PORT ROOM POLLERS SECONDS INTERVAL_MS "
+		      "[BACKEND_PID]\n",
 		      stderr);
 		return 2;
 	}
@@ -528,6 +669,10 @@ int main(int argc, char **argv)
 		for (int e = 0; e < n; e++) {
 			size_t id = evs[e].data.u64;
 			struct client *c = &cl[id];
+			if (events_mode && id < npoll) {
+				stream_step(c, id, base, heard, npoll, maxposts);
+				continue;
+			}
 			char *body = NULL;
 			size_t body_len = 0;
 			if (!step(c, id, &status, &body, &body_len))
@@ -616,6 +761,7 @@ int main(int argc, char **argv)
 		drop_conn(&cl[i]);
 		free(cl[i].out);
 		free(cl[i].in);
+		free(cl[i].ev);
 	}
 	close(epfd);
 	free(cl);
