@@ -404,7 +404,7 @@ ok(wait_log_ends_with($wa, [other => 'through long-polls'], [bot => 'received th
 	'A gets B\'s message through a long-poll');
 ok(wait_log_ends_with($wb, [user => 'through long-polls'], [bot => 'received through long-polls']),
 	'B gets the reply');
-cmp_ok(scalar(grep { length && index('received through long-polls', $_) == 0 } @{ $wb->execute('return window.grown') }),
+cmp_ok(scalar(grep { length($_) && index('received through long-polls', $_) == 0 } @{ $wb->execute('return window.grown') }),
 	'>=', 2, 'which grew as its parts arrived');
 cmp_ok(scalar @{ long_polls($wa) }, '>=', 1, 'A used long-polls');
 is(data_attr($wa, 'chatConnection'), 'ok', 'the refused stream is not shown as a lost connection');
@@ -423,6 +423,48 @@ for ([A => $wa], [B => $wb]) {
 $_->get($t->url("/chat/?room=$room")) for $wa, $wb;    # off $full before it stops
 ok(receiving($wa, 'events') && receiving($wb, 'events'), 'both windows back on the first server, on events');
 $full->done;
+
+# --- Without history: the stateless chat's replies grow too ----------------------
+
+my $none = ChatTest->new(backend_args => ['--store', 'none', '--stream-pace', $PACE]);
+$wa->get($none->url('/chat/'));
+ok($wa->wait_for('document.documentElement.dataset.chatMode === "stateless"', $WAIT),
+	'on a server without history, the page runs the stateless chat');
+sub settled_tail {
+	my ($wd, @want) = @_;
+	return $wd->wait_for(sub {
+		my $l = messages($wd);
+		return 0 if @$l < @want;
+		my @tail = @$l[-@want .. -1];
+		return !grep { $tail[$_]{who} ne $want[$_][0] || $tail[$_]{text} ne $want[$_][1]
+			|| $tail[$_]{state} ne '' } 0 .. $#want;
+	}, $WAIT);
+}
+watch_growth($wa);
+say_in($wa, 'grow without a room');
+ok(settled_tail($wa, [user => 'grow without a room'], [bot => 'received grow without a room']),
+	'a message and its whole reply');
+cmp_ok(scalar(grep { length($_) && length($_) < 28 && index('received grow without a room', $_) == 0 }
+	@{ $wa->execute('return window.grown') }), '>=', 2, 'which grew as its parts arrived');
+say_in($wa, 'cut without a room');
+ok($wa->wait_for('document.querySelector("#log .msg.bot.streaming")', $WAIT), 'another reply starts to grow');
+$none->signal_backend('KILL');
+ok($wa->wait_for(sub {
+	my $l = messages($wa);
+	return $l->[-1]{text} eq 'cut without a room' && $l->[-1]{state} eq 'failed';
+}, $WAIT), 'cut off, the message is marked failed, as for a lost connection');
+is($wa->execute('return document.querySelectorAll("#log .msg.streaming").length'), 0,
+	'and the part of the reply that came is gone');
+$none->start_backend;
+$wa->click($wa->find('#log .msg.failed button.retry'));
+ok(settled_tail($wa, [user => 'cut without a room'], [bot => 'received cut without a room']),
+	'Retry brings the whole reply');
+is(data_attr($wa, 'chatErrors'), '[]', 'stateless: no CSP violation or script error');
+my @severe_none = grep { $_->{level} eq 'SEVERE' && $_->{message} !~ /status of 404/ } $wa->browser_log;
+is_deeply([map { $_->{message} } @severe_none], [], 'stateless: no errors in the browser console but the 404 of the history');
+$wa->get($t->url("/chat/?room=$room"));
+ok(receiving($wa, 'events'), 'A is back in its room, on events');
+$none->done(backend_was_down => 1);
 
 # --- A browser without EventSource or readable bodies ---------------------------------
 
