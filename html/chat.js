@@ -30,8 +30,9 @@
  * Receiving: the history first (GET ./messages), then the event stream
  * where the browser has EventSource, else long-polls. The stream falls back
  * to long-polls, resuming from the same seq, when it is refused (the browser
- * then closes it) or fails twice without opening in between (the browser's
- * own reconnects, every 2 s, do not back off; the long-polls do). Events are
+ * then closes it), fails twice without opening in between (the browser's
+ * own reconnects, every 2 s, do not back off; the long-polls do), or does
+ * not open within 10 s (a proxy that buffers it). Events are
  * tried again once the long-polls come back from a failure (the server was
  * away: its streams are likely back too), else 30 s after the fallback,
  * doubling up to 10 min while they keep failing (a server at its limit, or
@@ -83,6 +84,7 @@
   var QUICK_EMPTY_PAUSE_MS = 1000; // ...is not repeated sooner than this
   var LOG_MAX = 1000;              // messages kept on the page
   var EVENTS_MAX_ERRORS = 2;       // stream errors without an open in between
+  var EVENTS_OPEN_MS = 10000;      // a stream not open by then is given up
   var EVENTS_AGAIN_MS = 30000;     // after a fallback, try events again after this,
   var EVENTS_AGAIN_MAX_MS = 600000; // doubling up to this while they keep failing
   var ROOM_NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -259,6 +261,7 @@
     var eventsErrors = 0;    // its errors since it last opened
     var eventsFallbacks = 0; // fallbacks to long-polls since a stream last opened
     var eventsAgainAt = 0;   // not before this time (ms) are events tried again
+    var eventsOpenTimer = null;
     var streaming = new Set(); // client ids whose reply this tab is reading as a stream
     var deferred = new Map();  // client_id -> the stored reply, held until its stream ends
     var atEnd = true;
@@ -483,8 +486,18 @@
       var es = new EventSource(eventsURL + '?room=' + encodeURIComponent(room) + '&after=' + cursor);
       events = es;
       eventsErrors = 0;
+      // A proxy that holds the stream back (buffering it) gives neither an
+      // open nor an error: without an open, long-polls take over.
+      function watch() {
+        clearTimeout(eventsOpenTimer);
+        eventsOpenTimer = setTimeout(function () {
+          if (events === es && es.readyState !== EventSource.OPEN) fallBack();
+        }, EVENTS_OPEN_MS);
+      }
+      watch();
       es.addEventListener('open', function () {
         if (events !== es) return;
+        clearTimeout(eventsOpenTimer);
         eventsErrors = 0;
         eventsFallbacks = 0;
         setReceiving('events');
@@ -509,6 +522,7 @@
         // CLOSED: refused (not 200, not an event stream); the browser gives up.
         // Else it reconnects by itself: once is an ended stream, twice is trouble.
         if (es.readyState === EventSource.CLOSED || ++eventsErrors >= EVENTS_MAX_ERRORS) fallBack();
+        else watch();
       });
     }
 
@@ -524,6 +538,7 @@
     }
 
     function stopListening() {
+      clearTimeout(eventsOpenTimer);
       if (!events) return;
       events.close();
       events = null;

@@ -466,11 +466,28 @@ $wa->get($t->url("/chat/?room=$room"));
 ok(receiving($wa, 'events'), 'A is back in its room, on events');
 $none->done(backend_was_down => 1);
 
-# --- A browser without EventSource or readable bodies ---------------------------------
+# --- A stream that never opens; a browser without EventSource or readable bodies ------
 
 # An older browser: no EventSource, no Response.body. The page long-polls
 # from the start and posts for whole JSON answers, as before streams.
 my $wc = WebDriver->new(dir => $t->dir);
+
+# First, a stream that never opens (as behind a proxy that buffers it): the
+# browser holds every GET /chat/events unanswered. After 10 s the page
+# long-polls, without saying anything.
+$wc->cdp('Fetch.enable', { patterns => [{ urlPattern => '*/chat/events*' }] });
+$wc->get($t->url("/chat/?room=$room"));
+ok($wc->wait_for(sub { (data_attr($wc, 'chatMode') // '') eq 'room' }, $WAIT), 'a third window joins the room');
+my $held_since = time;
+ok($wc->wait_for(sub { (data_attr($wc, 'chatReceiving') // '') eq 'long-poll' }, 20),
+	'its stream held back unopened, it long-polls')
+	and note(sprintf 'after %.1f s', time - $held_since);
+is(data_attr($wc, 'chatConnection'), 'ok', 'without saying it is reconnecting');
+say_in($wa, 'to a window whose stream never opened');
+ok(wait_log_ends_with($wc, [other => 'to a window whose stream never opened'],
+	[bot => 'received to a window whose stream never opened']), "A's message reaches it");
+$wc->cdp('Fetch.disable');
+
 $wc->before_scripts('delete window.EventSource; delete window.ReadableStream;');
 $wc->get($t->url("/chat/?room=$room"));
 ok(receiving($wc, 'long-poll'), 'without EventSource the page long-polls');
