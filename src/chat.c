@@ -1,5 +1,6 @@
 #include "chat.h"
 
+#include "events.h"
 #include "media_type.h"
 #include "message_form.h"
 #include "message_json.h"
@@ -105,7 +106,8 @@ static enum chat_head judge_head(const struct chat_request *req, const struct ch
 	memset(res, 0, sizeof *res);
 	*announced = 0;
 	*is_json = false;
-	if (req->path && strcmp(req->path, ROOMS_PATH) == 0)
+	if (req->path &&
+	    (strcmp(req->path, ROOMS_PATH) == 0 || strcmp(req->path, EVENTS_PATH) == 0))
 		return judge_rooms_head(req, lim, res, announced);
 	if (!req->path || strcmp(req->path, CHAT_PATH) != 0) {
 		chat_set_error(res, 404, ERROR_BODY("There is nothing here."), "unknown path");
@@ -258,6 +260,10 @@ void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 		rooms_messages(req, lim, res);
 		return;
 	}
+	if (strcmp(req->path, EVENTS_PATH) == 0) {
+		events_respond(req, lim, res);
+		return;
+	}
 
 	if (is_json && req->body_len == 0) {
 		chat_set_error(res, 400,
@@ -287,24 +293,23 @@ void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 	else if (rf.room)
 		rooms_post(lim, rf.room, rf.client_id, rf.client_id_len, text, len, res);
 	room_fields_free(&rf);
-	if (rc != 0 || rf.room) {
-		json_object_put(root);
-		free(decoded);
-		return;
+	if (rc == 0 && !rf.room) {
+		size_t out_len;
+		char *out = reply_message(text, len, &out_len);
+		if (out) {
+			res->status = 200;
+			res->body = out;
+			res->body_len = out_len;
+			res->body_owned = true;
+		} else {
+			chat_out_of_memory(res, "out of memory");
+		}
 	}
-
-	size_t out_len;
-	char *out = reply_message(text, len, &out_len);
 	json_object_put(root);
 	free(decoded);
-	if (!out) {
-		chat_out_of_memory(res, "out of memory");
-		return;
-	}
-	res->status = 200;
-	res->body = out;
-	res->body_len = out_len;
-	res->body_owned = true;
+	/* Only a success is streamed: errors stay JSON whatever was asked. */
+	if (res->status == 200 && events_accepted(req->accept))
+		events_stream_reply(lim, res);
 }
 
 void chat_out_of_memory(struct chat_response *res, const char *reason)

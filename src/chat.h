@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* The default for --max-body; nginx's client_max_body_size 64k matches it. */
 #define CHAT_MAX_BODY_DEFAULT ((size_t)64 * 1024)
@@ -23,6 +24,9 @@ struct store;
 struct chat_limits {
 	size_t max_body;     /* bytes; larger bodies get 413 */
 	struct store *store; /* the room history; NULL: --store none */
+	/* A streamed reply (POST with Accept: text/event-stream) is sent one
+	 * event at a time, this many milliseconds apart: --stream-pace. */
+	unsigned stream_pace_ms;
 };
 
 /* What the FastCGI layer knows of a request. Any string may be NULL when the
@@ -38,6 +42,8 @@ struct chat_request {
 	const char *sec_fetch_site; /* HTTP_SEC_FETCH_SITE */
 	const char *host;           /* HTTP_HOST: the Host header as sent */
 	const char *scheme;         /* REQUEST_SCHEME: "http" or "https" */
+	const char *accept;         /* HTTP_ACCEPT: text/event-stream asks for a stream */
+	const char *last_event_id;  /* HTTP_LAST_EVENT_ID: where an event stream resumes */
 	const char *body;           /* the body bytes read, not NUL-terminated */
 	size_t body_len;
 	/* How a request that may wait (a long-poll) is being asked; the server
@@ -47,6 +53,11 @@ struct chat_request {
 		CHAT_HOLD_FULL,    /* no room to hold more: answer now, say "busy" */
 		CHAT_HOLD_OVER     /* its wait is over: answer now with what there is */
 	} hold_mode;
+	/* An event stream being continued (GET /chat/events): its head and
+	 * first part have been sent, and stream_after is the sequence number
+	 * of the last entry sent (res->stream_next of the last answer). */
+	bool stream_open;
+	int64_t stream_after;
 };
 
 /*
@@ -74,9 +85,23 @@ struct chat_response {
 	/* A room this request added entries to ("" if none): the server wakes
 	 * the requests held on it. */
 	char changed_room[CHAT_ROOM_MAX + 1];
+	/*
+	 * An open event stream (status 200, text/event-stream): body is the
+	 * part to send now, possibly empty. The response stays open; the
+	 * server holds it as hold says (hold.ms 0: at once, for a backlog)
+	 * and asks again with stream_open and stream_after = stream_next,
+	 * with CHAT_HOLD_OVER when hold.ms passed without a change: then a
+	 * part is due, if only a keep-alive comment.
+	 */
+	bool stream;
+	int64_t stream_next;
+	/* A whole event stream (a streamed reply) to send one event at a time,
+	 * pace_ms apart; 0: all at once. */
+	unsigned pace_ms;
 };
 
-/* Every response has this type: successes and errors alike are JSON. */
+/* Every response has this type, successes and errors alike, except the
+ * event streams (see events.h). */
 #define CHAT_CONTENT_TYPE "application/json; charset=utf-8"
 
 enum chat_head {

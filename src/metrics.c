@@ -19,8 +19,8 @@ static const uint64_t bucket_us[] = {250,     500,     1000,     2500,    5000, 
 				     2500000, 5000000, 10000000, 30000000};
 #define NBUCKET (sizeof bucket_us / sizeof bucket_us[0])
 
-static const char *const route_names[ROUTE_COUNT] = {"chat", "messages", "health", "metrics",
-						     "other"};
+static const char *const route_names[ROUTE_COUNT] = {"chat",    "messages", "health",
+						     "metrics", "events",   "other"};
 
 static atomic_ulong requests[ROUTE_COUNT][NSTATUS];
 static atomic_ulong buckets[ROUTE_COUNT][NBUCKET];
@@ -41,6 +41,8 @@ enum metrics_route metrics_route_of(const char *path)
 		return ROUTE_HEALTH;
 	if (strcmp(path, "/chat/metrics") == 0)
 		return ROUTE_METRICS;
+	if (strcmp(path, "/chat/events") == 0)
+		return ROUTE_EVENTS;
 	return ROUTE_OTHER;
 }
 

@@ -11,6 +11,7 @@ enum metrics_route {
 	ROUTE_MESSAGES, /* GET /chat/messages */
 	ROUTE_HEALTH,   /* GET /chat/health */
 	ROUTE_METRICS,  /* GET /chat/metrics */
+	ROUTE_EVENTS,   /* GET /chat/events */
 	ROUTE_OTHER,
 	ROUTE_COUNT
 };

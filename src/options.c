@@ -12,7 +12,8 @@
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: chat-fcgi [--listen unix:PATH|HOST:PORT] [--socket-mode MODE]\n"
-		     "                 [--threads N] [--max-waits N] [--max-body BYTES]\n"
+		     "                 [--threads N] [--max-waits N] [--max-streams N]\n"
+		     "                 [--stream-pace MS] [--max-body BYTES]\n"
 		     "                 [--store sqlite:PATH|none] [--room-history N]\n"
 		     "                 [--store-sync normal|full] [--no-sandbox]\n"
 		     "                 [--quiet|--verbose] [--help] [--version]\n");
@@ -32,6 +33,11 @@ static void help(void)
 	       "                         connections and held long-polls take none\n"
 	       "  -w, --max-waits N      long-polls held at once (default %u); past it,\n"
 	       "                         polls are answered at once with \"busy\"\n"
+	       "      --max-streams N    event streams (GET /chat/events) open at once\n"
+	       "                         (default %u); past it, 503 at once, and the\n"
+	       "                         page long-polls instead\n"
+	       "      --stream-pace MS   pause between the parts of a streamed reply\n"
+	       "                         (default 0: send them at once)\n"
 	       "  -b, --max-body BYTES   largest request body; K or M suffix allowed\n"
 	       "                         (default 64K, as nginx's client_max_body_size)\n"
 	       "  -s, --store SPEC       the rooms' history: sqlite:PATH (created if\n"
@@ -46,8 +52,8 @@ static void help(void)
 	       "  -v, --verbose          also log every request\n"
 	       "  -h, --help             show this help\n"
 	       "  -V, --version          show the version\n",
-	       OPTIONS_THREADS_DEFAULT, OPTIONS_MAX_WAITS_DEFAULT, CHAT_STORE_DEFAULT,
-	       STORE_HISTORY_DEFAULT);
+	       OPTIONS_THREADS_DEFAULT, OPTIONS_MAX_WAITS_DEFAULT, OPTIONS_MAX_STREAMS_DEFAULT,
+	       CHAT_STORE_DEFAULT, STORE_HISTORY_DEFAULT);
 }
 
 /* A whole number in [min, max], with an optional K or M suffix when
@@ -86,6 +92,8 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 	    {"socket-mode", required_argument, NULL, 'm'},
 	    {"threads", required_argument, NULL, 't'},
 	    {"max-waits", required_argument, NULL, 'w'},
+	    {"max-streams", required_argument, NULL, 'E'},
+	    {"stream-pace", required_argument, NULL, 'P'},
 	    {"max-body", required_argument, NULL, 'b'},
 	    {"store", required_argument, NULL, 's'},
 	    {"room-history", required_argument, NULL, 'r'},
@@ -104,6 +112,7 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 	    .socket_mode = OPTIONS_SOCKET_MODE_DEFAULT,
 	    .threads = OPTIONS_THREADS_DEFAULT,
 	    .max_waits = OPTIONS_MAX_WAITS_DEFAULT,
+	    .max_streams = OPTIONS_MAX_STREAMS_DEFAULT,
 	    .max_body = CHAT_MAX_BODY_DEFAULT,
 	    .verbosity = 1,
 	    .store_path = CHAT_STORE_DEFAULT + sizeof "sqlite:" - 1,
@@ -153,6 +162,26 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 				goto bad;
 			}
 			opt->max_waits = (unsigned)v;
+			break;
+		case 'E':
+			if (parse_size(optarg, 10, 0, 0, OPTIONS_MAX_STREAMS_MAX, &v) != 0) {
+				fprintf(stderr,
+					"chat-fcgi: --max-streams takes a number from 0 to %u, "
+					"not '%s'\n",
+					OPTIONS_MAX_STREAMS_MAX, optarg);
+				goto bad;
+			}
+			opt->max_streams = (unsigned)v;
+			break;
+		case 'P':
+			if (parse_size(optarg, 10, 0, 0, OPTIONS_STREAM_PACE_MAX, &v) != 0) {
+				fprintf(stderr,
+					"chat-fcgi: --stream-pace takes milliseconds from 0 to %u, "
+					"not '%s'\n",
+					OPTIONS_STREAM_PACE_MAX, optarg);
+				goto bad;
+			}
+			opt->stream_pace_ms = (unsigned)v;
 			break;
 		case 'b':
 			if (parse_size(optarg, 10, 1, 1, OPTIONS_MAX_BODY_LIMIT, &v) != 0) {

@@ -12,8 +12,13 @@
 #define OPTIONS_THREADS_MAX     512u
 /* Long-polls held at once; each costs about 20 KiB (libfcgi's buffers) and
  * one nginx connection, no thread. */
-#define OPTIONS_MAX_WAITS_DEFAULT   2048u
-#define OPTIONS_MAX_WAITS_MAX       100000u
+#define OPTIONS_MAX_WAITS_DEFAULT 2048u
+#define OPTIONS_MAX_WAITS_MAX     100000u
+/* Event streams open at once; each costs what a held long-poll costs, and
+ * two nginx connections for as long as the page stays open. */
+#define OPTIONS_MAX_STREAMS_DEFAULT 1024u
+#define OPTIONS_MAX_STREAMS_MAX     100000u
+#define OPTIONS_STREAM_PACE_MAX     10000u
 #define OPTIONS_SOCKET_MODE_DEFAULT 0660
 /* A chat message has no business being larger; it bounds every buffer. */
 #define OPTIONS_MAX_BODY_LIMIT ((size_t)16 * 1024 * 1024)
@@ -23,6 +28,8 @@ struct options {
 	mode_t socket_mode;
 	unsigned threads;
 	unsigned max_waits;
+	unsigned max_streams;
+	unsigned stream_pace_ms; /* between the events of a streamed reply */
 	size_t max_body;
 	int verbosity;          /* 0 --quiet, 1 default, 2 --verbose */
 	const char *store_path; /* the SQLite file; NULL: --store none */

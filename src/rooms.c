@@ -49,7 +49,7 @@ bool room_client_id_valid(const char *s, size_t len)
 	return chars <= ROOMS_CLIENT_ID_MAX;
 }
 
-static void store_failed(struct chat_response *res, enum store_result r, const char *why)
+void rooms_store_failed(struct chat_response *res, enum store_result r, const char *why)
 {
 	if (r == STORE_NOMEM)
 		chat_out_of_memory(res, why);
@@ -115,7 +115,7 @@ void rooms_post(const struct chat_limits *lim, const char *room, const char *cli
 		       build_post_answer, &ctx, &answer, &answer_len, &replayed, &why);
 	free(reply);
 	if (r != STORE_OK) {
-		store_failed(res, r, why);
+		rooms_store_failed(res, r, why);
 		return;
 	}
 	res->status = 200;
@@ -127,14 +127,6 @@ void rooms_post(const struct chat_limits *lim, const char *room, const char *cli
 }
 
 /* ---- GET /chat/messages ---- */
-
-struct query {
-	char room[CHAT_ROOM_MAX + 1];
-	int64_t after; /* -1: not given */
-	unsigned limit;
-	unsigned wait;
-	unsigned seen; /* bit per parameter, to refuse repeats */
-};
 
 enum param { P_ROOM, P_AFTER, P_LIMIT, P_WAIT, P_COUNT };
 
@@ -190,7 +182,7 @@ static enum param param_of(const char *name, size_t len)
 }
 
 /* One parameter's value into q; false when it is bad. */
-static bool set_param(struct query *q, enum param p, const char *raw, size_t raw_len)
+static bool set_param(struct rooms_query *q, enum param p, const char *raw, size_t raw_len)
 {
 	/* Room names and numbers are short; anything longer is bad as sent. */
 	char v[3 * CHAT_ROOM_MAX];
@@ -228,10 +220,9 @@ static bool set_param(struct query *q, enum param p, const char *raw, size_t raw
 	}
 }
 
-/* Reads QUERY_STRING; NULL, or the error body to answer with. */
-static const char *parse_query(const char *qs, struct query *q)
+const char *rooms_parse_query(const char *qs, struct rooms_query *q)
 {
-	*q = (struct query){.after = -1, .limit = ROOMS_LIMIT_DEFAULT};
+	*q = (struct rooms_query){.after = -1, .limit = ROOMS_LIMIT_DEFAULT};
 	const char *end = qs ? qs + strlen(qs) : NULL;
 	for (const char *p = qs; p && p < end;) {
 		const char *amp = memchr(p, '&', (size_t)(end - p));
@@ -250,7 +241,7 @@ static const char *parse_query(const char *qs, struct query *q)
 		p = amp ? amp + 1 : NULL;
 	}
 	if (!(q->seen & (1u << P_ROOM)))
-		return ERROR_BODY("Say which room: /chat/messages?room=NAME.");
+		return ERROR_BODY("Say which room: ?room=NAME.");
 	return NULL;
 }
 
@@ -279,8 +270,8 @@ void rooms_messages(const struct chat_request *req, const struct chat_limits *li
 		chat_set_error(res, 404, ROOMS_OFF_BODY, "history is off (--store none)");
 		return;
 	}
-	struct query q;
-	const char *bad = parse_query(req->query, &q);
+	struct rooms_query q;
+	const char *bad = rooms_parse_query(req->query, &q);
 	if (bad) {
 		chat_set_error(res, 400, bad, "bad query parameters");
 		return;
@@ -299,7 +290,7 @@ void rooms_messages(const struct chat_request *req, const struct chat_limits *li
 	    store_read(lim->store, q.room, q.after, q.limit, add_entry, &ctx, &last, &why);
 	if (r != STORE_OK) {
 		free(o.buf);
-		store_failed(res, r, why);
+		rooms_store_failed(res, r, why);
 		return;
 	}
 	bool busy = false;

@@ -4,9 +4,11 @@
 #define ROOMS_H
 
 #include "chat.h"
+#include "store.h"
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define ROOMS_PATH "/chat/messages"
 
@@ -30,6 +32,23 @@ bool room_client_id_valid(const char *s, size_t len);
  * with both entries; a repeated (room, client_id) gets the first answer. */
 void rooms_post(const struct chat_limits *lim, const char *room, const char *client_id,
 		size_t client_id_len, const char *text, size_t text_len, struct chat_response *res);
+
+/* The query of GET /chat/messages (and /chat/events). */
+struct rooms_query {
+	char room[CHAT_ROOM_MAX + 1];
+	int64_t after; /* -1: not given */
+	unsigned limit;
+	unsigned wait;
+	unsigned seen; /* bit per parameter, to refuse repeats */
+};
+
+/* Reads QUERY_STRING (undecoded, may be NULL) into q: room (required),
+ * after, limit, wait; unknown names are ignored. NULL, or the constant
+ * error body to answer 400 with. */
+const char *rooms_parse_query(const char *qs, struct rooms_query *q);
+
+/* The answer when the store failed: 503 (or the out-of-memory one). */
+void rooms_store_failed(struct chat_response *res, enum store_result r, const char *why);
 
 /* GET or HEAD /chat/messages?room=R&after=SEQ&limit=N&wait=S. */
 void rooms_messages(const struct chat_request *req, const struct chat_limits *lim,

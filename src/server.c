@@ -24,6 +24,7 @@
 #define _GNU_SOURCE
 #include "server.h"
 
+#include "events.h"
 #include "fcgi_head.h"
 #include "log.h"
 #include "metrics.h"
@@ -97,6 +98,14 @@ struct conn {
 	bool partial;
 	uint64_t partial_since_ms;
 	unsigned partial_wait_ms;
+	/* An open event stream: its head is sent, it counts in nstreams, and
+	 * stream_after is the last sequence number it got. */
+	bool streaming;
+	int64_t stream_after;
+	/* A streamed reply still being paced out: the events not yet sent. */
+	char *pending;
+	size_t pending_len, pending_at;
+	unsigned pace_ms;
 	enum metrics_route route;
 	char room[CHAT_ROOM_MAX + 1];
 	char *body;
@@ -129,6 +138,7 @@ struct server {
 	bool listen_paused; /* every slot taken: the listening socket waits */
 	struct conn *held;  /* doubly linked */
 	unsigned nheld;     /* long-polls among them (not partial requests) */
+	unsigned nstreams;  /* open event streams, held or being written */
 	uint64_t store_version;
 	uint64_t timer_due_ms; /* 0: not set */
 };
@@ -336,6 +346,13 @@ static void release_slot(struct server *srv, struct conn *c)
 	}
 }
 
+/* A held long-poll, as --max-waits counts them: not a request still
+ * arriving, nor a stream (which --max-streams counts). */
+static bool is_wait(const struct conn *c)
+{
+	return !c->partial && !c->streaming && !c->pending;
+}
+
 static void held_insert(struct server *srv, struct conn *c)
 {
 	c->prev = NULL;
@@ -343,7 +360,7 @@ static void held_insert(struct server *srv, struct conn *c)
 	if (srv->held)
 		srv->held->prev = c;
 	srv->held = c;
-	if (!c->partial)
+	if (is_wait(c))
 		srv->nheld++;
 }
 
@@ -356,7 +373,7 @@ static void held_remove(struct server *srv, struct conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	c->next = c->prev = NULL;
-	if (!c->partial)
+	if (is_wait(c))
 		srv->nheld--;
 }
 
@@ -378,8 +395,22 @@ static void timer_by(struct server *srv, uint64_t due_ms)
 
 /* --- one connection, owned by the calling thread (state CONN_BUSY) ----- */
 
+/* c no longer holds a stream or a paced reply. */
+static void stream_forget(struct server *srv, struct conn *c)
+{
+	free(c->pending);
+	c->pending = NULL;
+	if (c->streaming) {
+		pthread_mutex_lock(&srv->lock);
+		srv->nstreams--;
+		pthread_mutex_unlock(&srv->lock);
+		c->streaming = false;
+	}
+}
+
 static void conn_close(struct server *srv, struct conn *c)
 {
+	stream_forget(srv, c);
 	/* detached: close at once, without libfcgi's drain of up to 2 s
 	 * (which also uses select() and so cannot take descriptors past
 	 * FD_SETSIZE). Everything has been read by then anyway. */
@@ -396,6 +427,7 @@ static void conn_close(struct server *srv, struct conn *c)
 /* Ends the request on c and makes the connection wait for the next one. */
 static void conn_finish(struct server *srv, struct conn *c)
 {
+	stream_forget(srv, c);
 	free(c->body);
 	c->body = NULL;
 	c->was_held = false;
@@ -448,12 +480,239 @@ static void build_request(struct conn *c, struct chat_request *creq, char *path_
 	    .sec_fetch_site = FCGX_GetParam("HTTP_SEC_FETCH_SITE", envp),
 	    .host = FCGX_GetParam("HTTP_HOST", envp),
 	    .scheme = FCGX_GetParam("REQUEST_SCHEME", envp),
+	    .accept = FCGX_GetParam("HTTP_ACCEPT", envp),
+	    .last_event_id = FCGX_GetParam("HTTP_LAST_EVENT_ID", envp),
 	    .body = c->body,
 	    .body_len = c->body_len,
 	};
 }
 
 static void wake_room(struct server *srv, const char *room);
+
+static void answer(struct server *srv, struct conn *c, struct chat_request *creq,
+		   struct chat_response *res);
+
+/* --- streamed answers ------------------------------------------------------
+ * An event stream or a paced reply is written in parts, each flushed to
+ * nginx at once (X-Accel-Buffering: no turns nginx's buffering off for the
+ * response). Between parts the request waits in the held list like a
+ * long-poll: no thread is tied to it. */
+
+static int write_stream_head(FCGX_Stream *out, const char *content_type)
+{
+	char head[256];
+	int n = snprintf(head, sizeof head,
+			 "Status: 200 OK\r\n"
+			 "Content-Type: %s\r\n"
+			 "Cache-Control: no-store\r\n"
+			 "X-Accel-Buffering: no\r\n"
+			 "\r\n",
+			 content_type);
+	if (n < 0 || (size_t)n >= sizeof head || FCGX_PutStr(head, n, out) != n)
+		return -1;
+	return 0;
+}
+
+static int write_part(FCGX_Stream *out, const char *part, size_t len)
+{
+	/* Parts are at most a few times max_body, far below INT_MAX. */
+	if (len && FCGX_PutStr(part, (int)len, out) != (int)len)
+		return -1;
+	return FCGX_FFlush(out);
+}
+
+/* A streamed answer ended: log and count it, and ready the connection for
+ * the next request. */
+static void stream_done(struct server *srv, struct conn *c, const char *reason)
+{
+	struct chat_response res = {.status = 200, .reason = reason};
+	log_request(&c->req, &res, &c->t0);
+	metrics_request_done(c->route, 200, (uint64_t)(ms_since(&c->t0) * 1000.0));
+	atomic_fetch_add(&srv->served, 1);
+	conn_finish(srv, c);
+}
+
+/* Puts c in the held list until due_ms (or a change of its room); the lock
+ * is held. False if it could not be watched: c is then the caller's. */
+static bool hold_locked(struct server *srv, struct conn *c, uint64_t now)
+{
+	held_insert(srv, c);
+	if (arm(srv, c, EPOLL_CTL_MOD, CONN_HELD) != 0) {
+		log_msg(LOG_ERROR, "cannot watch a held request: %s", strerror(errno));
+		held_remove(srv, c);
+		set_state(c, CONN_BUSY);
+		return false;
+	}
+	uint64_t due = c->deadline_ms;
+	if (srv->cfg.store_version && !c->pending && now + STORE_POLL_MS < due)
+		due = now + STORE_POLL_MS;
+	timer_by(srv, due);
+	return true;
+}
+
+/*
+ * Sends the parts of the event stream on c: res is the first (or the
+ * next) one. Between parts the stream is held; a change of its room, a
+ * post seen through the store, or its heartbeat deadline asks for more.
+ * Takes over res.
+ */
+static void stream_send(struct server *srv, struct conn *c, struct chat_request *creq,
+			struct chat_response *res)
+{
+	for (;;) {
+		if (!c->streaming) {
+			pthread_mutex_lock(&srv->lock);
+			bool room =
+			    srv->nstreams < srv->cfg.max_streams && !atomic_load(&srv->stopping);
+			if (room) {
+				srv->nstreams++;
+				c->streaming = true;
+			}
+			pthread_mutex_unlock(&srv->lock);
+			if (!room) {
+				/* Full: answered at once, so the page polls instead. */
+				chat_response_free(res);
+				creq->hold_mode = CHAT_HOLD_FULL;
+				chat_respond(creq, &srv->cfg.limits, res);
+				if (res->stream) {
+					chat_response_free(res);
+					chat_out_of_memory(
+					    res, "a stream did not take no for an answer");
+				}
+				answer(srv, c, creq, res);
+				return;
+			}
+			log_msg(LOG_DEBUG, "an event stream opened");
+			if (write_stream_head(c->req.out, res->content_type) != 0) {
+				chat_response_free(res);
+				conn_close(srv, c);
+				return;
+			}
+		}
+		bool sent = res->body_len > 0;
+		if (write_part(c->req.out, res->body, res->body_len) != 0) {
+			log_msg(LOG_DEBUG, "an event stream's reader is gone");
+			chat_response_free(res);
+			conn_close(srv, c);
+			return;
+		}
+		if (res->store_error)
+			metrics_store_error();
+		bool more = res->stream;
+		const char *reason = res->reason;
+		unsigned hold_ms = res->hold.ms;
+		c->stream_after = res->stream_next;
+		memcpy(c->room, res->hold.room, sizeof c->room);
+		c->room[sizeof c->room - 1] = '\0';
+		chat_response_free(res);
+		if (!more) {
+			stream_done(srv, c, reason);
+			return;
+		}
+
+		enum chat_hold_mode mode;
+		pthread_mutex_lock(&srv->lock);
+		uint64_t now = now_ms();
+		/* Silence is measured from the last bytes sent. */
+		if (sent)
+			c->deadline_ms = now + hold_ms;
+		if (atomic_load(&srv->stopping)) {
+			pthread_mutex_unlock(&srv->lock);
+			stream_done(srv, c, NULL);
+			return;
+		}
+		if (c->seen_change != atomic_load(&srv->changes)) {
+			mode = CHAT_HOLD_ALLOWED; /* a post came in during the query */
+		} else if (now >= c->deadline_ms) {
+			mode = CHAT_HOLD_OVER;
+		} else {
+			c->was_held = true;
+			if (hold_locked(srv, c, now)) {
+				pthread_mutex_unlock(&srv->lock);
+				return;
+			}
+			mode = CHAT_HOLD_OVER;
+		}
+		c->seen_change = atomic_load(&srv->changes);
+		pthread_mutex_unlock(&srv->lock);
+		creq->hold_mode = mode;
+		creq->stream_open = true;
+		creq->stream_after = c->stream_after;
+		chat_respond(creq, &srv->cfg.limits, res);
+		if (res->status != 200) {
+			/* Mid-stream there is no status to give: end it, and the
+			 * browser reconnects. */
+			const char *why = res->reason;
+			chat_response_free(res);
+			stream_done(srv, c, why ? why : "the stream failed");
+			return;
+		}
+	}
+}
+
+/* Sends the next event of the paced reply on c when due, then holds it
+ * until the one after; the last one ends the request. */
+static void pace_next(struct server *srv, struct conn *c, bool due)
+{
+	bool stopping = atomic_load(&srv->stopping);
+	if (due || stopping) {
+		size_t left = c->pending_len - c->pending_at;
+		const char *part = c->pending + c->pending_at;
+		const char *end = stopping ? NULL : memmem(part, left, "\n\n", 2);
+		size_t n = end ? (size_t)(end - part) + 2 : left;
+		if (write_part(c->req.out, part, n) != 0) {
+			log_msg(LOG_DEBUG, "a streamed reply's reader is gone");
+			conn_close(srv, c);
+			return;
+		}
+		c->pending_at += n;
+		if (c->pending_at == c->pending_len) {
+			stream_done(srv, c, NULL);
+			return;
+		}
+		c->deadline_ms = now_ms() + c->pace_ms;
+	}
+	pthread_mutex_lock(&srv->lock);
+	bool held = !atomic_load(&srv->stopping) && hold_locked(srv, c, now_ms());
+	pthread_mutex_unlock(&srv->lock);
+	if (!held)
+		pace_next(srv, c, true);
+}
+
+/* A streamed reply with --stream-pace: its events go out pace_ms apart. */
+static void pace_start(struct server *srv, struct conn *c, struct chat_response *res)
+{
+	if (write_stream_head(c->req.out, res->content_type) != 0) {
+		chat_response_free(res);
+		conn_close(srv, c);
+		return;
+	}
+	if (res->body_owned) {
+		c->pending = res->body;
+		res->body_owned = false;
+	} else {
+		c->pending = malloc(res->body_len);
+		if (c->pending)
+			memcpy(c->pending, res->body, res->body_len);
+	}
+	if (!c->pending) {
+		/* No copy: send it whole rather than not at all. */
+		if (write_part(c->req.out, res->body, res->body_len) != 0) {
+			chat_response_free(res);
+			conn_close(srv, c);
+			return;
+		}
+		chat_response_free(res);
+		stream_done(srv, c, NULL);
+		return;
+	}
+	c->pending_len = res->body_len;
+	c->pending_at = 0;
+	c->pace_ms = res->pace_ms;
+	c->room[0] = '\0'; /* no room's change concerns it */
+	chat_response_free(res);
+	pace_next(srv, c, true);
+}
 
 /*
  * Sends res for the request on c, or holds the request when res asks for
@@ -513,6 +772,20 @@ static void answer(struct server *srv, struct conn *c, struct chat_request *creq
 		}
 	}
 
+	if (res->status == 200 && (res->stream || res->pace_ms)) {
+		/* The post's entries are stored: others hear of them now, not
+		 * once its reply has been paced out. */
+		char changed[sizeof res->changed_room];
+		memcpy(changed, res->changed_room, sizeof changed);
+		changed[sizeof changed - 1] = '\0';
+		if (res->stream)
+			stream_send(srv, c, creq, res);
+		else
+			pace_start(srv, c, res);
+		if (changed[0])
+			wake_room(srv, changed);
+		return;
+	}
 	if (write_response(c->req.out, res) != 0)
 		log_msg(LOG_DEBUG, "could not send the answer: the connection is gone");
 	log_request(&c->req, res, &c->t0);
@@ -529,6 +802,14 @@ static void answer(struct server *srv, struct conn *c, struct chat_request *creq
 		wake_room(srv, room);
 }
 
+/* An open stream's next part could not be made: end it. */
+static void stream_send_failed(struct server *srv, struct conn *c, struct chat_response *res)
+{
+	const char *why = res->reason;
+	chat_response_free(res);
+	stream_done(srv, c, why ? why : "the stream failed");
+}
+
 /* Asks chat_respond again for each held request in list (linked by next). */
 static void answer_again(struct server *srv, struct conn *list, bool over)
 {
@@ -536,14 +817,31 @@ static void answer_again(struct server *srv, struct conn *list, bool over)
 		struct conn *c = list;
 		list = c->next;
 		c->next = NULL;
+		if (c->pending) {
+			pace_next(srv, c, over);
+			continue;
+		}
+		if (c->streaming && atomic_load(&srv->stopping)) {
+			/* A clean end: the browser reconnects, to another node or
+			 * to this one once it is back. */
+			stream_done(srv, c, NULL);
+			continue;
+		}
 		char path[64];
 		struct chat_request creq;
 		struct chat_response res;
 		build_request(c, &creq, path, sizeof path);
 		creq.hold_mode = over ? CHAT_HOLD_OVER : CHAT_HOLD_ALLOWED;
+		creq.stream_open = c->streaming;
+		creq.stream_after = c->stream_after;
 		c->seen_change = atomic_load(&srv->changes);
 		chat_respond(&creq, &srv->cfg.limits, &res);
-		answer(srv, c, &creq, &res);
+		if (c->streaming && res.status == 200)
+			stream_send(srv, c, &creq, &res);
+		else if (c->streaming)
+			stream_send_failed(srv, c, &res);
+		else
+			answer(srv, c, &creq, &res);
 	}
 }
 
@@ -611,6 +909,7 @@ static void service_answer(struct server *srv, struct conn *c, const struct chat
 	pthread_mutex_lock(&srv->lock);
 	struct metrics_gauges g = {
 	    .held = srv->nheld,
+	    .streams = srv->nstreams,
 	    .connections = atomic_load(&srv->connections),
 	    .threads = srv->cfg.threads,
 	};
@@ -697,15 +996,10 @@ static void held_event(struct server *srv, struct conn *c)
 	char b;
 	ssize_t n = recv(c->req.ipcFd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-		/* Nothing after all: hold it again. */
-		struct chat_response res = {.status = 0};
-		uint64_t now = now_ms();
-		res.hold.ms = c->deadline_ms > now ? (unsigned)(c->deadline_ms - now) : 0;
-		memcpy(res.hold.room, c->room, sizeof res.hold.room);
-		char path[64];
-		struct chat_request creq;
-		build_request(c, &creq, path, sizeof path);
-		answer(srv, c, &creq, &res);
+		/* Nothing after all: look again, which holds it again (a wake
+		 * without news keeps its deadline). */
+		c->next = NULL;
+		answer_again(srv, c, false);
 		return;
 	}
 	log_msg(LOG_DEBUG, "a held request was given up by nginx");

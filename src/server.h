@@ -12,7 +12,8 @@ struct server;
 struct server_config {
 	int listen_fd;
 	unsigned threads;
-	unsigned max_held; /* long-polls held at once; more get CHAT_HOLD_FULL */
+	unsigned max_held;    /* long-polls held at once; more get CHAT_HOLD_FULL */
+	unsigned max_streams; /* event streams open at once; more get CHAT_HOLD_FULL */
 	struct chat_limits limits;
 	/* Optional: reports a number that changes when another process wrote
 	 * to the shared store, so held requests there are looked at again.

@@ -32,6 +32,7 @@ int main(void)
 	ok(metrics_route_of("/chat/messages") == ROUTE_MESSAGES, "/chat/messages");
 	ok(metrics_route_of("/chat/health") == ROUTE_HEALTH, "/chat/health");
 	ok(metrics_route_of("/chat/metrics") == ROUTE_METRICS, "/chat/metrics");
+	ok(metrics_route_of("/chat/events") == ROUTE_EVENTS, "/chat/events");
 	ok(metrics_route_of("/chat/x") == ROUTE_OTHER, "anything else is other");
 	ok(metrics_route_of(NULL) == ROUTE_OTHER, "no path is other");
 
