@@ -1,21 +1,43 @@
 /*
  * chat.js: the chat page. It joins a room, shows the room's stored history,
- * long-polls for what others say, and sends each message exactly once, even
- * across network failures and reloads.
+ * listens for what others say (an event stream, or long-polls), shows the
+ * server's replies growing as they are streamed, and sends each message
+ * exactly once, even across network failures and reloads.
  *
- * Protocol (all JSON; any failure is a non-2xx status with
+ * Protocol (JSON unless said; any failure is a non-2xx status with
  * {"error": "<sentence>"}, from the backend or nginx, or no answer at all):
  *   POST ./ {"message", "room", "client_id"}
  *        -> {"message": reply, "room", "entries": [entry...], "next": seq}
  *        The same client_id in the same room is stored once: a retry gets
  *        the first answer back, so a message can be re-sent until answered.
+ *        With "Accept: text/event-stream" a server that streams answers
+ *        200 text/event-stream instead: "delta" events {"text": piece}
+ *        (together, the reply), then one "done" event whose data is the
+ *        JSON above, then the end. Errors stay JSON. A stream that ends
+ *        before "done" was cut: the post is sent again, same client_id.
  *   GET ./messages?room=R&limit=N             the newest N entries
  *   GET ./messages?room=R&after=SEQ&wait=S    entries after SEQ, held up to
  *        S seconds until there is one -> {"entries": [...], "next": seq};
  *        {"busy": true, "retry_after": s} when the server holds too many.
+ *   GET ./events?room=R&after=SEQ             text/event-stream: each entry
+ *        after SEQ as "id: seq", "event: message", "data: entry"; resumed
+ *        by EventSource with Last-Event-ID. Non-200 (503 when the server
+ *        holds too many streams, 404 without history) means long-polls.
  *   entry: {"seq", "role": "user"|"bot", "text", "time", "client_id"}
  *   A server without history (--store none) answers 404 there; the page
  *   then posts {"message"} alone, as the stateless chat does.
+ *
+ * Receiving: the history first (GET ./messages), then the event stream
+ * where the browser has EventSource, else long-polls. The stream falls back
+ * to long-polls, resuming from the same seq, when it is refused (the browser
+ * then closes it), fails twice without opening in between (the browser's
+ * own reconnects, every 2 s, do not back off; the long-polls do), or does
+ * not open within 10 s (a proxy that buffers it). Events are
+ * tried again once the long-polls come back from a failure (the server was
+ * away: its streams are likely back too), else 30 s after the fallback,
+ * doubling up to 10 min while they keep failing (a server at its limit, or
+ * one without events, is asked rarely). Either way entries are shown once
+ * each, by seq, and the cursor only moves forward: no gap, no duplicate.
  *
  * Rooms: ?room=NAME joins NAME; a plain /chat/ joins a private room whose
  * random name is kept in localStorage, so a reload finds it again.
@@ -30,6 +52,7 @@
  *   .msg.other        a message someone else sent to the room
  *   .msg[data-seq]    a message the server stored, with its number
  *   .msg.pending      a message of ours not yet confirmed by the server
+ *   .msg.streaming    a reply still arriving in parts (its text grows)
  *   .msg.failed       a message the server refused (4xx)
  *   .msg .text        the message text (always set with textContent)
  *   .msg .error       the error sentence of a failed message
@@ -40,15 +63,17 @@
  *   #notice           why the page did not join the room asked for
  *   <html data-chat-mode="connecting|room|stateless">
  *   <html data-chat-connection="ok|reconnecting">
+ *   <html data-chat-receiving="history|events|long-poll">  how entries come
  *   <html data-chat-errors="[...]">  JSON list of CSP violations and script
  *                     errors seen by the page; "[]" once chat.js has run.
+ *   window.chatFcgi.SSEParser  the page's event-stream parser (see below)
  *
  * CSP: no inline script or style, no eval, no element.style: only classes.
  */
 (function () {
   'use strict';
 
-  var SEND_TIMEOUT_MS = 15000;     // a post not answered by then is retried
+  var SEND_TIMEOUT_MS = 15000;     // a post unanswered (or its reply stalled) this long is retried
   var POLL_WAIT_S = 25;            // the server holds a poll up to this long
   // Past the hold, nginx and the network get 10 s before the poll counts as lost.
   var POLL_TIMEOUT_MS = (POLL_WAIT_S + 10) * 1000;
@@ -58,6 +83,10 @@
   var QUICK_EMPTY_MS = 500;        // an empty poll answered faster than this...
   var QUICK_EMPTY_PAUSE_MS = 1000; // ...is not repeated sooner than this
   var LOG_MAX = 1000;              // messages kept on the page
+  var EVENTS_MAX_ERRORS = 2;       // stream errors without an open in between
+  var EVENTS_OPEN_MS = 10000;      // a stream not open by then is given up
+  var EVENTS_AGAIN_MS = 30000;     // after a fallback, try events again after this,
+  var EVENTS_AGAIN_MAX_MS = 600000; // doubling up to this while they keep failing
   var ROOM_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
   var KEY_PRIVATE_ROOM = 'chat-fcgi.private-room';
@@ -68,6 +97,13 @@
   var NO_SERVER = 'The server could not be reached.';
   var TOO_SLOW = 'The server did not answer in time.';
   var BAD_ANSWER = 'The server sent an answer this page does not understand.';
+  var CUT_OFF = 'The answer was cut off.';
+
+  // What the browser offers: EventSource to listen, a readable response
+  // body to watch a reply arrive. Without them, long-polls and whole answers.
+  var HAS_EVENTSOURCE = typeof EventSource === 'function';
+  var HAS_STREAMS = typeof ReadableStream === 'function' && typeof TextDecoder === 'function' &&
+    typeof Response === 'function' && 'body' in Response.prototype;
 
   // Record problems where a test (or a curious human) can read them. This
   // runs before the body is parsed, so violations caused by the markup count.
@@ -127,6 +163,63 @@
   };
   Backoff.prototype.reset = function () { this.failures = 0; };
 
+  // A parser of text/event-stream (the HTML standard's rules): push(text,
+  // end) takes the next decoded piece of the stream, cut anywhere, and
+  // returns the events it completed as {type, data, id}. Lines end with
+  // CRLF, LF or CR (a CR at the end of a piece waits for a possible LF);
+  // "field: value" with one optional space; ":" starts a comment; data lines
+  // join with LF; a blank line ends an event, which has a type ("message"
+  // when not given) and is dispatched only with data. At the end, an event
+  // without its blank line is dropped, as a browser drops it.
+  function SSEParser() {
+    this.buf = '';
+    this.type = '';
+    this.data = null;
+    this.id = '';
+  }
+  SSEParser.prototype.push = function (text, end) {
+    var out = [];
+    var buf = this.buf + text;
+    var start = 0;
+    for (;;) {
+      var cr = buf.indexOf('\r', start);
+      var lf = buf.indexOf('\n', start);
+      var eol = cr < 0 ? lf : lf < 0 ? cr : Math.min(cr, lf);
+      if (eol < 0) break;
+      var next = eol + 1;
+      if (eol === cr) {
+        if (next === buf.length && !end) break; // its LF may be in the next piece
+        if (buf.charAt(next) === '\n') next++;
+      }
+      this.line(buf.slice(start, eol), out);
+      start = next;
+    }
+    this.buf = end ? '' : buf.slice(start);
+    if (end) {
+      this.type = '';
+      this.data = null;
+    }
+    return out;
+  };
+  SSEParser.prototype.line = function (line, out) {
+    if (line === '') {
+      if (this.data !== null) out.push({ type: this.type || 'message', data: this.data, id: this.id });
+      this.type = '';
+      this.data = null;
+      return;
+    }
+    if (line.charAt(0) === ':') return; // a comment: a keep-alive
+    var colon = line.indexOf(':');
+    var field = colon < 0 ? line : line.slice(0, colon);
+    var value = colon < 0 ? '' : line.slice(colon + 1);
+    if (value.charAt(0) === ' ') value = value.slice(1);
+    if (field === 'event') this.type = value;
+    else if (field === 'data') this.data = this.data === null ? value : this.data + '\n' + value;
+    else if (field === 'id' && value.indexOf('\0') < 0) this.id = value;
+    // "retry" and unknown fields: nothing to do for a single response.
+  };
+  window.chatFcgi = Object.freeze({ SSEParser: SSEParser });
+
   function start() {
     var root = document.documentElement;
     var form = document.getElementById('chat');
@@ -137,6 +230,7 @@
     // without any query string.
     var endpoint = new URL('./', location.href).href;
     var messagesURL = new URL('messages', endpoint).href;
+    var eventsURL = new URL('events', endpoint).href;
     var smooth = !window.matchMedia('(prefers-reduced-motion: reduce)').matches;
 
     // Who "we" are: our messages carry client ids that start with this, so
@@ -163,9 +257,17 @@
     var sendBackoff = new Backoff();
     var pollTimer = null, sendTimer = null, pollAbort = null;
     var sending = false;
+    var events = null;       // the EventSource while the page listens to one
+    var eventsErrors = 0;    // its errors since it last opened
+    var eventsFallbacks = 0; // fallbacks to long-polls since a stream last opened
+    var eventsAgainAt = 0;   // not before this time (ms) are events tried again
+    var eventsOpenTimer = null;
+    var streaming = new Set(); // client ids whose reply this tab is reading as a stream
+    var deferred = new Map();  // client_id -> the stored reply, held until its stream ends
     var atEnd = true;
 
     setMode('connecting');
+    setReceiving('history');
     setConnection();
     showRoom();
     keepNewestInView();
@@ -358,6 +460,13 @@
           pump();
         }
         cursor = data.next;
+        // Back to (or first to) the event stream: at once after an outage,
+        // else once the wait after the last fallback is over.
+        if (HAS_EVENTSOURCE && (wasDown || Date.now() >= eventsAgainAt)) {
+          listen();
+          return;
+        }
+        setReceiving('long-poll');
         var pause = 0;
         if (data.busy === true) {
           var s = Number(data.retry_after);
@@ -368,6 +477,75 @@
         if (pause) pollTimer = setTimeout(poll, pause);
         else poll();
       });
+    }
+
+    // The event stream: entries after the cursor as they are stored. The
+    // browser reconnects it by itself (with Last-Event-ID) when it ends, as
+    // it does when the server shuts down.
+    function listen() {
+      var es = new EventSource(eventsURL + '?room=' + encodeURIComponent(room) + '&after=' + cursor);
+      events = es;
+      eventsErrors = 0;
+      // A proxy that holds the stream back (buffering it) gives neither an
+      // open nor an error: without an open, long-polls take over.
+      function watch() {
+        clearTimeout(eventsOpenTimer);
+        eventsOpenTimer = setTimeout(function () {
+          if (events === es && es.readyState !== EventSource.OPEN) fallBack();
+        }, EVENTS_OPEN_MS);
+      }
+      watch();
+      es.addEventListener('open', function () {
+        if (events !== es) return;
+        clearTimeout(eventsOpenTimer);
+        eventsErrors = 0;
+        eventsFallbacks = 0;
+        setReceiving('events');
+        pollBackoff.reset();
+        var wasDown = trouble.poll;
+        setTrouble('poll', false);
+        if (wasDown) retryNow();
+      });
+      es.addEventListener('message', function (m) {
+        if (events !== es) return;
+        var e = parse(m.data);
+        if (!e || typeof e !== 'object' || !Number.isSafeInteger(e.seq)) {
+          fallBack(); // not what this page understands; long-polls resume from the cursor
+          return;
+        }
+        if (e.seq <= cursor) return; // already shown
+        showEntries([e], false);
+        cursor = e.seq;
+      });
+      es.addEventListener('error', function () {
+        if (events !== es) return;
+        // CLOSED: refused (not 200, not an event stream); the browser gives up.
+        // Else it reconnects by itself: once is an ended stream, twice is trouble.
+        if (es.readyState === EventSource.CLOSED || ++eventsErrors >= EVENTS_MAX_ERRORS) fallBack();
+        else watch();
+      });
+    }
+
+    // Long-polls take over from the cursor, at once; a server that is away
+    // shows as such there, with the backoff.
+    function fallBack() {
+      stopListening();
+      eventsFallbacks = Math.min(eventsFallbacks + 1, 16);
+      eventsAgainAt = Date.now() +
+        Math.min(EVENTS_AGAIN_MAX_MS, EVENTS_AGAIN_MS * Math.pow(2, eventsFallbacks - 1));
+      setReceiving('long-poll');
+      poll();
+    }
+
+    function stopListening() {
+      clearTimeout(eventsOpenTimer);
+      if (!events) return;
+      events.close();
+      events = null;
+    }
+
+    function setReceiving(how) {
+      root.dataset.chatReceiving = how;
     }
 
     function showEntries(entries, quietly) {
@@ -429,10 +607,19 @@
       }
       if (bySeq.has(e.seq)) return null;
       var id = typeof e.client_id === 'string' && e.client_id !== '' ? e.client_id : null;
+      if (id && e.role === 'bot' && streaming.has(id)) {
+        // Our reply, stored before its first part was sent, arrives whole
+        // (through events) while this tab watches it grow: it waits for the
+        // stream's end, which shows it (or lets it be shown, if cut).
+        deferred.set(id, e);
+        return null;
+      }
       var seen = id && byClient.get(id);
       var li = seen && seen[e.role];
       if (li && li.dataset.seq !== undefined) return null; // the same message again
-      if (!li) {
+      if (li) {
+        setText(li, e.text); // a streamed reply's parts give way to the stored text
+      } else {
         var who = e.role === 'bot' ? 'bot' : id && id.indexOf(author + '-') === 0 ? 'user' : 'other';
         li = addMessage(who, e.text);
         if (id) {
@@ -489,17 +676,28 @@
         return;
       }
       sending = true;
+      streaming.add(item.id);
       var body = { message: item.text, room: room, client_id: item.id };
-      call('POST', endpoint, body, SEND_TIMEOUT_MS, null).then(function (r) {
+      call('POST', endpoint, body, SEND_TIMEOUT_MS, null, function (piece) {
+        grow(item.id, piece);
+      }).then(function (r) {
         sending = false;
-        if (mode === 'stateless') return;
+        streaming.delete(item.id);
+        if (mode === 'stateless') {
+          dropPartial(item.id);
+          return;
+        }
         if (r.status === 404) {
+          dropPartial(item.id);
           goStateless();
           return;
         }
         if (r.retry) {
           // Not stored, or not known to be: the same client id again later
-          // is stored at most once.
+          // is stored at most once (and its reply streamed again). A reply
+          // that came whole meanwhile (events) is shown now.
+          dropPartial(item.id);
+          showDeferred(item.id);
           setTrouble('send', true);
           sendTimer = setTimeout(pump, sendBackoff.next());
           return;
@@ -509,7 +707,10 @@
         if (r.ok) {
           if (mode === 'connecting') setMode('room');
           answered(item, r.data);
+          showDeferred(item.id);
         } else {
+          dropPartial(item.id);
+          showDeferred(item.id);
           item.error = r.error;
           saveOutbox();
           var li = byClient.get(item.id) && byClient.get(item.id).user;
@@ -532,13 +733,47 @@
       // An answer without our entries (not a store that keeps them): show
       // the reply; a poll that brings the entries later takes both over.
       var seen = byClient.get(item.id) || {};
-      if (!seen.bot && typeof data.message === 'string') {
+      if (seen.bot && seen.bot.dataset.seq === undefined && typeof data.message === 'string') {
+        setText(seen.bot, data.message); // the streamed parts, finished
+      } else if (!seen.bot && typeof data.message === 'string') {
         seen.bot = addMessage('bot', data.message);
         byClient.set(item.id, seen);
         if (seen.user) seen.user.after(seen.bot);
         reveal(seen.bot);
       }
       stored(item.id, seen.user);
+    }
+
+    // One more part of the reply to our message id: the reply's bubble,
+    // right after the message, grows (unless the stored reply is there).
+    function grow(id, piece) {
+      var seen = byClient.get(id);
+      if (!seen || !seen.user || mode === 'stateless') return;
+      if (seen.bot && seen.bot.dataset.seq !== undefined) return;
+      if (!seen.bot) {
+        seen.bot = addMessage('bot', '', seen.user);
+        seen.bot.dataset.clientId = id;
+        startStreaming(seen.bot);
+      }
+      if (seen.user.nextElementSibling !== seen.bot) seen.user.after(seen.bot);
+      seen.bot.querySelector('.text').append(piece);
+      if (atEnd) reveal(seen.bot);
+    }
+
+    // A reply that was growing and will not be finished by this answer.
+    function dropPartial(id) {
+      var seen = byClient.get(id);
+      if (!seen || !seen.bot || seen.bot.dataset.seq !== undefined) return;
+      seen.bot.remove();
+      delete seen.bot;
+      if (!seen.user) byClient.delete(id);
+    }
+
+    function showDeferred(id) {
+      var e = deferred.get(id);
+      if (!e) return;
+      deferred.delete(id);
+      showEntries([e], false);
     }
 
     // Our message is in the store: out of the outbox, and shown as sent.
@@ -581,6 +816,7 @@
       setMode('stateless');
       setConnection();
       if (pollAbort) pollAbort.abort();
+      stopListening();
       clearTimeout(pollTimer);
       clearTimeout(sendTimer);
       pollTimer = sendTimer = null;
@@ -601,11 +837,21 @@
 
     function sendStateless(msg, text) {
       setState(msg, 'pending');
-      call('POST', endpoint, { message: text }, SEND_TIMEOUT_MS, null).then(function (r) {
+      var partial = null; // the reply, growing as its parts arrive
+      call('POST', endpoint, { message: text }, SEND_TIMEOUT_MS, null, function (piece) {
+        if (!partial) {
+          partial = addMessage('bot', '', lastReplyOf(msg));
+          startStreaming(partial);
+        }
+        partial.querySelector('.text').append(piece);
+        if (atEnd) reveal(partial);
+      }).then(function (r) {
         if (r.ok && typeof r.data.message === 'string') {
           setState(msg, 'done');
-          reveal(addMessage('bot', r.data.message, lastReplyOf(msg)));
+          if (partial) setText(partial, r.data.message);
+          else reveal(addMessage('bot', r.data.message, lastReplyOf(msg)));
         } else {
+          if (partial) partial.remove();
           if (r.ok) r = failure(0, BAD_ANSWER);
           setState(msg, 'failed', r.error);
           reveal(msg);
@@ -626,18 +872,40 @@
     // --- HTTP ------------------------------------------------------------------
 
     // Resolves to {ok, status, data, error, retry}; never rejects. retry: a
-    // failure that may pass (no answer, 5xx, 429), as opposed to a refusal.
-    function call(method, url, body, timeoutMs, abort) {
+    // failure that may pass (no answer, 5xx, 429, a stream cut short), as
+    // opposed to a refusal. With onDelta (a post whose reply may come in
+    // parts), the server is asked for a stream, and onDelta(text) gets each
+    // part as it arrives; the answer is then the stream's "done" event. A
+    // JSON answer (an error, or a server that does not stream) is read as
+    // without onDelta. timeoutMs: the longest wait for the answer, or, in a
+    // stream, between two of its pieces.
+    function call(method, url, body, timeoutMs, abort, onDelta) {
       abort = abort || new AbortController();
       var timedOut = false;
-      var timer = setTimeout(function () { timedOut = true; abort.abort(); }, timeoutMs);
-      var init = { method: method, headers: { 'Accept': 'application/json' },
+      var timer = null;
+      function arm() {
+        clearTimeout(timer);
+        timer = setTimeout(function () { timedOut = true; abort.abort(); }, timeoutMs);
+      }
+      arm();
+      var stream = Boolean(onDelta) && HAS_STREAMS;
+      var init = { method: method,
+                   headers: { 'Accept': stream ? 'text/event-stream' : 'application/json' },
                    cache: 'no-store', signal: abort.signal };
       if (body !== null) {
         init.headers['Content-Type'] = 'application/json';
         init.body = JSON.stringify(body);
       }
       return fetch(url, init).then(function (res) {
+        var type = res.headers.get('Content-Type') || '';
+        if (stream && res.ok && res.body && /^text\/event-stream\s*(;|$)/i.test(type)) {
+          return readStream(res, onDelta, arm).then(function (done) {
+            if (!done) return failure(0, CUT_OFF);
+            return answerOf(res, done.data);
+          }, function () {
+            return failure(0, timedOut ? TOO_SLOW : CUT_OFF);
+          });
+        }
         // The timer still runs while the body is read: a stalled body aborts too.
         return res.json().then(function (data) {
           return answerOf(res, data);
@@ -649,6 +917,53 @@
       }).finally(function () {
         clearTimeout(timer);
       });
+    }
+
+    // Reads a streamed reply: "delta" parts go to onDelta as they come.
+    // Resolves to {data} (the "done" event's JSON, null if it is not JSON)
+    // or to null when the stream ended without "done"; rejects when reading
+    // fails (the connection broke, or the timer aborted it).
+    function readStream(res, onDelta, progress) {
+      var reader = res.body.getReader();
+      var decoder = new TextDecoder();
+      var parser = new SSEParser();
+      function next() {
+        return reader.read().then(function (chunk) {
+          progress();
+          var text = chunk.done ? decoder.decode() : decoder.decode(chunk.value, { stream: true });
+          var got = parser.push(text, chunk.done);
+          for (var i = 0; i < got.length; i++) {
+            var ev = got[i];
+            if (ev.type === 'delta') {
+              var part = parse(ev.data);
+              if (part && typeof part.text === 'string' && part.text !== '') onDelta(part.text);
+            } else if (ev.type === 'done') {
+              // The rest is the end of the response: read it, so the
+              // connection can be kept, but give up on it rather than wait.
+              if (!chunk.done) {
+                var giveUp = setTimeout(function () { reader.cancel().catch(ignore); }, 2000);
+                reader.read().then(function (c) {
+                  clearTimeout(giveUp);
+                  if (!c.done) reader.cancel().catch(ignore);
+                }, function () { clearTimeout(giveUp); });
+              }
+              return { data: parse(ev.data) };
+            }
+          }
+          return chunk.done ? null : next();
+        });
+      }
+      return next();
+    }
+
+    function ignore() { /* nothing to do: the answer is in already */ }
+
+    function parse(json) {
+      try {
+        return JSON.parse(json);
+      } catch (e) {
+        return null;
+      }
     }
 
     function failure(status, error) {
@@ -685,6 +1000,20 @@
       li.append(speaker, body);
       if (after) after.after(li); else log.append(li);
       return li;
+    }
+
+    // A reply whose text arrives in parts: marked, and kept from being read
+    // out piece by piece (aria-busy) until its text is whole.
+    function startStreaming(li) {
+      li.classList.add('streaming');
+      li.setAttribute('aria-busy', 'true');
+    }
+
+    // The whole text of a message, in place of what it showed.
+    function setText(li, text) {
+      li.querySelector('.text').textContent = text;
+      li.classList.remove('streaming');
+      li.removeAttribute('aria-busy');
     }
 
     // Shows msg as waiting, failed (with why and a Retry button) or done.

@@ -17,9 +17,9 @@
  *
  * Not every thread waits in epoll_wait, though. Waking a sleeping thread
  * costs far more than answering a small request (on the 2-core machine of
- * bench/RESULTS.md, a thread switch per request tripled the backend's CPU
+ * bench/RESULTS.md, a thread switch per request doubled the backend's CPU
  * per request), so only a few threads - "pollers", half the CPUs, at least
- * one - take events, and a poller answers what it took itself, going
+ * two - take events, and a poller answers what it took itself, going
  * straight back to epoll_wait, where under load the next request is already
  * waiting. The other threads are parked. A poller about to do something
  * that may wait or take long (the store, a large body, writing to an event
@@ -40,7 +40,6 @@
 #include "fcgi_head.h"
 #include "log.h"
 #include "metrics.h"
-#include "reply.h"
 
 #include <errno.h>
 #include <fcgiapp.h>
@@ -864,8 +863,83 @@ static void stream_send_failed(struct server *srv, struct conn *c, struct chat_r
 }
 
 /* Asks chat_respond again for each held request in list (linked by next). */
+/* The last answer answer_again computed, to give every request that would
+ * get the same one (a fan-out: many waiters on one room, at one cursor)
+ * without asking the store again. */
+struct shared_answer {
+	bool valid;
+	bool streaming;
+	int64_t stream_after;
+	enum chat_hold_mode mode;
+	char *query;
+	uint64_t seen_change; /* srv->changes before it was computed */
+	struct chat_response res;
+};
+
+static void shared_clear(struct shared_answer *sh)
+{
+	if (sh->valid) {
+		free(sh->query);
+		chat_response_free(&sh->res);
+	}
+	sh->valid = false;
+}
+
+/* A copy of the shared answer for creq, if it is the same question. */
+static bool shared_take(struct shared_answer *sh, const struct chat_request *creq,
+			struct chat_response *res, uint64_t *seen_change)
+{
+	if (!sh->valid || sh->streaming != creq->stream_open ||
+	    sh->stream_after != creq->stream_after || sh->mode != creq->hold_mode ||
+	    strcmp(sh->query, creq->query ? creq->query : "") != 0)
+		return false;
+	*res = sh->res;
+	if (sh->res.body_len) {
+		res->body = malloc(sh->res.body_len);
+		if (!res->body)
+			return false;
+		memcpy(res->body, sh->res.body, sh->res.body_len);
+		res->body_owned = true;
+	}
+	*seen_change = sh->seen_change;
+	return true;
+}
+
+/* Keeps res as the shared answer when others may get it too: a read's
+ * answer, which depends on nothing but the question. */
+static void shared_keep(struct shared_answer *sh, const struct chat_request *creq,
+			const struct chat_response *res, uint64_t seen_change)
+{
+	shared_clear(sh);
+	if ((res->status != 200 && res->status != 0) || res->store_error || res->changed_room[0] ||
+	    res->pace_ms)
+		return;
+	sh->query = strdup(creq->query ? creq->query : "");
+	if (!sh->query)
+		return;
+	sh->res = *res;
+	sh->res.body_owned = false;
+	sh->res.body = NULL;
+	if (res->body_len) {
+		sh->res.body = malloc(res->body_len);
+		if (!sh->res.body) {
+			free(sh->query);
+			return;
+		}
+		memcpy(sh->res.body, res->body, res->body_len);
+		sh->res.body_owned = true;
+	}
+	sh->streaming = creq->stream_open;
+	sh->stream_after = creq->stream_after;
+	sh->mode = creq->hold_mode;
+	sh->seen_change = seen_change;
+	sh->valid = true;
+}
+
+/* Asks chat_respond again for each held request in list (linked by next). */
 static void answer_again(struct server *srv, struct conn *list, bool over)
 {
+	struct shared_answer shared = {.valid = false};
 	while (list) {
 		struct conn *c = list;
 		list = c->next;
@@ -887,8 +961,11 @@ static void answer_again(struct server *srv, struct conn *list, bool over)
 		creq.hold_mode = over ? CHAT_HOLD_OVER : CHAT_HOLD_ALLOWED;
 		creq.stream_open = c->streaming;
 		creq.stream_after = c->stream_after;
-		c->seen_change = atomic_load(&srv->changes);
-		chat_respond(&creq, &srv->cfg.limits, &res);
+		if (!shared_take(&shared, &creq, &res, &c->seen_change)) {
+			c->seen_change = atomic_load(&srv->changes);
+			chat_respond(&creq, &srv->cfg.limits, &res);
+			shared_keep(&shared, &creq, &res, c->seen_change);
+		}
 		if (c->streaming && res.status == 200)
 			stream_send(srv, c, &creq, &res);
 		else if (c->streaming)
@@ -896,6 +973,7 @@ static void answer_again(struct server *srv, struct conn *list, bool over)
 		else
 			answer(srv, c, &creq, &res);
 	}
+	shared_clear(&shared);
 }
 
 /* A post added entries to room: the requests held on it answer now. */
@@ -943,21 +1021,10 @@ static void service_answer(struct server *srv, struct conn *c, const struct chat
 			set_body(res, 200, "{\"status\":\"ok\"}", NULL);
 			return;
 		}
-		static const char pre[] = "{\"status\":\"error\",\"error\":\"";
-		static const char post[] = "\"}";
-		size_t wlen = strnlen(why, sizeof why);
-		char *body = malloc(sizeof pre + reply_escaped_len(why, wlen) + sizeof post);
-		if (!body) {
-			chat_out_of_memory(res, "out of memory");
-			return;
-		}
-		memcpy(body, pre, sizeof pre - 1);
-		char *end = reply_escape(body + sizeof pre - 1, why, wlen);
-		memcpy(end, post, sizeof post);
-		*res = (struct chat_response){.status = 503, .reason = "the store failed"};
-		res->body = body;
-		res->body_len = (size_t)(end - body) + sizeof post - 1;
-		res->body_owned = true;
+		why[sizeof why - 1] = '\0';
+		*res = (struct chat_response){.status = 0};
+		chat_set_escaped(res, 503, "{\"status\":\"error\",\"error\":\"", why, "\"}",
+				 "the store failed");
 		return;
 	}
 	pthread_mutex_lock(&srv->lock);
@@ -1417,9 +1484,12 @@ struct server *server_start(const struct server_config *cfg)
 	pthread_mutex_init(&srv->gate_lock, NULL);
 	pthread_cond_init(&srv->gate_free, NULL);
 	srv->cfg.limits.may_block = server_may_block;
-	/* Half the CPUs: nginx's workers want the other half. */
+	/* Half the CPUs, as nginx's workers want the other half; but two at
+	 * least, so that one poller put off the CPU by another process does
+	 * not stop the service (measured: a single poller on a busy machine
+	 * served a third of what two did). */
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	srv->max_pollers = cfg->pollers ? cfg->pollers : cpus >= 4 ? (unsigned)(cpus / 2) : 1;
+	srv->max_pollers = cfg->pollers ? cfg->pollers : cpus >= 6 ? (unsigned)(cpus / 2) : 2;
 	if (srv->max_pollers > cfg->threads)
 		srv->max_pollers = cfg->threads;
 

@@ -5,7 +5,8 @@
 # Each sees what the other says, a reload shows the history, a message typed
 # while the backend is down waits in a queue that survives a reload and is
 # stored exactly once when the backend is back, and while it is down the
-# page says it is reconnecting and spaces its requests out.
+# page says it is reconnecting and spaces its requests out. The windows
+# have no EventSource, so all of it goes through long-polls.
 
 use strict;
 use warnings;
@@ -33,6 +34,10 @@ my $t = ChatTest->new;    # with a SQLite store in its temp dir
 
 my $wa = WebDriver->new(dir => $t->dir);
 my $wb = WebDriver->new(dir => $t->dir);
+# Long-polling is what this file is about: both windows are browsers without
+# EventSource, which long-poll from the start (the event stream, and the
+# fallback from it, are in t/browser_events.t).
+$_->before_scripts('delete window.EventSource;') for $wa, $wb;
 
 # The log as a window shows it: one hash per .msg, in order.
 sub messages {
@@ -110,6 +115,8 @@ sub no_duplicates {
 
 $wa->get($t->url('/chat/'));
 ok(room_mode($wa), 'a plain /chat/ joins a room (the backend keeps history)');
+ok($wa->wait_for(sub { (data_attr($wa, 'chatReceiving') // '') eq 'long-poll' }, $WAIT),
+	'without EventSource, the page long-polls');
 my $private = $wa->execute('return document.getElementById("room-name").textContent');
 like($private, qr/^[A-Za-z0-9_-]{8,64}$/, 'it is a private room with a random name');
 is($wa->execute('return document.getElementById("room-link").getAttribute("href")'),
@@ -330,6 +337,7 @@ $full->done;
 my $first_tab = $wa->tab;
 my $second_tab = $wa->new_tab;
 $wa->switch_to($second_tab);
+$wa->before_scripts('delete window.EventSource;');
 $wa->get($t->url("/chat/?room=$room"));
 ok(room_mode($wa), 'a second tab of A joins the room');
 $wa->switch_to($first_tab);

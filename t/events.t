@@ -94,6 +94,27 @@ my $stored = entries($t, 'ev');
 		'a browser that goes away frees its stream');
 }
 
+## Many streams on one room: each gets its own continuation
+
+{
+	post_room($t, 'fan', "f$_") for 1 .. 2;    # entries 1..4
+	# 20 at the newest entry, and 5 further back: answers computed once for
+	# a cursor are shared by the streams at that cursor only.
+	my @new = map { EventStream->open($t, '/chat/events?room=fan&after=4') } 1 .. 20;
+	my @old = map { EventStream->open($t, "/chat/events?room=fan&after=$_") } 0 .. 4;
+	$_->drain(0.3) for @new;
+	my @old_first = map { [map { $_->{id} } $_->drain(0.3)] } @old;
+	is_deeply(\@old_first, [[1 .. 4], [2 .. 4], [3, 4], [4], []],
+		'5 streams opened at cursors 0..4 get what follows each');
+	post_room($t, 'fan', 'to all');
+	my @got = map { [map { $_->{id} } ($_->next(5), $_->next(5))] } @new, @old;
+	is_deeply(\@got, [([5, 6]) x 25], 'a post reaches all 25 streams, once each: ids 5, 6');
+	post_room($t, 'fan', 'and again');
+	@got = map { [map { $_->{id} } ($_->next(5), $_->next(5))] } @new, @old;
+	is_deeply(\@got, [([7, 8]) x 25], '... and the next one too');
+	$_->close for @new, @old;
+}
+
 ## Resuming: Last-Event-ID and ?after=, no gap, no repeat
 
 {

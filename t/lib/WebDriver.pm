@@ -268,6 +268,15 @@ sub cdp {
 	return $self->_session_call(POST => '/goog/cdp/execute', { cmd => $cmd, params => $params // {} });
 }
 
+# before_scripts($js): runs $js in every page this tab loads from now on,
+# before the page's own scripts (e.g. to take an API away from the page, as
+# an older browser would not have it). Through the DevTools protocol, so the
+# page's CSP does not apply to it.
+sub before_scripts {
+	my ($self, $js) = @_;
+	return $self->cdp('Page.addScriptToEvaluateOnNewDocument', { source => $js });
+}
+
 # Browser console entries since the last call ({level, message, ...}).
 # A ChromeDriver extension to W3C; returns () where it is not supported.
 sub browser_log {
