@@ -102,12 +102,14 @@ enum store_result store_read(struct store *st, const char *room, int64_t after, 
 			     store_entry_fn each, void *ctx, int64_t *last, const char **why);
 
 /*
- * A number that changes whenever another connection, in this process or
- * another, commits to the database (SQLite: PRAGMA data_version on a
- * connection of its own; PostgreSQL: a counter of the notifications posts
- * send, bumped too whenever the listening connection was lost, as posts
- * may have been missed). Cheap and never blocks: the server polls it to
- * wake held requests.
+ * A number that changes whenever another process commits a post to the
+ * database, and may change for this process's own posts too (the server
+ * wakes their waiters itself). SQLite: PRAGMA data_version, on the
+ * writer's connection when it is free (which leaves out its own commits),
+ * else on a connection of its own; PostgreSQL: a counter of the
+ * notifications posts send, bumped too whenever the listening connection
+ * was lost, as posts may have been missed. Cheap and never blocks: the
+ * server polls it, from one thread at a time, to wake held requests.
  */
 int store_data_version(struct store *st, uint64_t *out);
 

@@ -112,6 +112,11 @@ struct store_sqlite {
 	bool writing;                        /* a thread is writing a batch */
 	pthread_mutex_t version_lock;
 	sqlite3 *version_db; /* for store_data_version only */
+	/* store_data_version's: the last value of each source (0 the watcher,
+	 * 1 the writer) and the changes it counted; one caller at a time. */
+	uint64_t version_last[2];
+	bool version_seen[2];
+	uint64_t version_changes;
 
 	/* Checkpoints run on a thread of their own: with synchronous=NORMAL a
 	 * checkpoint is the one step that fsyncs, and in the committing
@@ -687,18 +692,50 @@ enum store_result store_sqlite_read(struct store_sqlite *st, const char *room, i
 	return result(rc, why);
 }
 
-int store_sqlite_data_version(struct store_sqlite *st, uint64_t *out)
+/* PRAGMA data_version on db; 0 or -1. */
+static int read_data_version(sqlite3 *db, uint64_t *out)
 {
-	pthread_mutex_lock(&st->version_lock);
 	sqlite3_stmt *s = NULL;
-	int rc = sqlite3_prepare_v2(st->version_db, "PRAGMA data_version", -1, &s, NULL);
+	int rc = sqlite3_prepare_v2(db, "PRAGMA data_version", -1, &s, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW)
 		*out = (uint64_t)sqlite3_column_int64(s, 0);
 	sqlite3_finalize(s);
-	pthread_mutex_unlock(&st->version_lock);
 	return rc == SQLITE_ROW ? 0 : -1;
+}
+
+int store_sqlite_data_version(struct store_sqlite *st, uint64_t *out)
+{
+	/* Asked on the writer's own connection, data_version leaves out this
+	 * process's own posts, whose waiters the server wakes at once: only
+	 * other processes' posts then make it look at every held request (an
+	 * own post seen here again woke all 2,000 streams of a fan-out a
+	 * second time). While a batch is being written, the watcher connection
+	 * answers instead, which counts every commit. Each source's own last
+	 * value is kept, so moving between them is no change. */
+	uint64_t v = 0;
+	int source = -1;
+	if (pthread_mutex_trylock(&st->write_lock) == 0) {
+		if (st->writer && read_data_version(st->writer->db, &v) == 0)
+			source = 1;
+		pthread_mutex_unlock(&st->write_lock);
+	}
+	if (source < 0) {
+		pthread_mutex_lock(&st->version_lock);
+		if (read_data_version(st->version_db, &v) == 0)
+			source = 0;
+		pthread_mutex_unlock(&st->version_lock);
+	}
+	if (source < 0)
+		return -1;
+	if (!st->version_seen[source] || st->version_last[source] != v) {
+		st->version_seen[source] = true;
+		st->version_last[source] = v;
+		st->version_changes++;
+	}
+	*out = st->version_changes;
+	return 0;
 }
 
 static int conn_setup_checkpointer(struct store_sqlite *st)
