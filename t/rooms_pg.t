@@ -163,8 +163,11 @@ like($t->backend_log, qr/store postgresql, sandbox /,
 	defined $pg->psql('postgres', qq{CREATE ROLE "$me" SUPERUSER LOGIN})
 		or $me eq 'postgres' or BAIL_OUT("cannot create the role $me");
 	my $db2 = $pg->createdb('rooms_tcp');
+	# Under valgrind, by address: glibc's resolver keeps a per-thread
+	# buffer that valgrind reports as lost when a worker thread ends.
+	my $host = $ENV{CHAT_VALGRIND} ? '127.0.0.1' : 'localhost';
 	my $t2 = ChatTest->new(backend_args => ['--store',
-		'postgresql://localhost:' . $pg->port . "/$db2?sslmode=disable"]);
+		"postgresql://$host:" . $pg->port . "/$db2?sslmode=disable"]);
 	like($t2->backend_log, qr/sandbox seccomp|sandbox off \(sanitizer build\)|sandbox off \(--no-sandbox\)/,
 		'a second backend, over TCP to localhost');
 	is(post_room($t2, 'tcp', 'over tcp', undef)->{status}, 200, '... posts: 200');
