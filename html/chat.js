@@ -73,7 +73,7 @@
 (function () {
   'use strict';
 
-  var SEND_TIMEOUT_MS = 15000;     // a post not answered by then is retried
+  var SEND_TIMEOUT_MS = 15000;     // a post unanswered (or its reply stalled) this long is retried
   var POLL_WAIT_S = 25;            // the server holds a poll up to this long
   // Past the hold, nginx and the network get 10 s before the poll counts as lost.
   var POLL_TIMEOUT_MS = (POLL_WAIT_S + 10) * 1000;
