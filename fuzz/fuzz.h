@@ -12,6 +12,8 @@
 #include <stdlib.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+/* Optional: run once before the first input. */
+int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 #define FUZZ_CHECK(cond, ...)                                                                      \
 	do {                                                                                       \

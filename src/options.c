@@ -57,12 +57,13 @@ static void help(void)
 }
 
 /* A whole number in [min, max], with an optional K or M suffix when
- * scale is allowed. */
+ * scale is allowed. Digits only up front: strtoull would also take leading
+ * white space and a sign. */
 static int parse_size(const char *s, int base, int scale, unsigned long long min,
 		      unsigned long long max, unsigned long long *out)
 {
 	char *end;
-	if (!*s || *s == '-' || *s == '+' || *s == ' ')
+	if (*s < '0' || *s > '9')
 		return -1;
 	errno = 0;
 	unsigned long long v = strtoull(s, &end, base);
@@ -84,6 +85,48 @@ static int parse_size(const char *s, int base, int scale, unsigned long long min
 	*out = v;
 	return 0;
 }
+
+/* How a numeric option is read, and how its error names what it takes. */
+struct number_option {
+	const char *name; /* "--threads" */
+	enum { NUMBER, OCTAL_MODE, SIZE } kind;
+	unsigned long long min, max;
+};
+
+/* Reads arg as opt says into *out; on a bad value, says on stderr what the
+ * option takes (its range, as the user would write it) and returns -1. */
+static int parse_number_option(const struct number_option *opt, const char *arg,
+			       unsigned long long *out)
+{
+	int base = opt->kind == OCTAL_MODE ? 8 : 10;
+	if (parse_size(arg, base, opt->kind == SIZE, opt->min, opt->max, out) == 0)
+		return 0;
+	switch (opt->kind) {
+	case OCTAL_MODE:
+		fprintf(stderr,
+			"chat-fcgi: %s takes octal permissions up to %04llo, such as 0660, "
+			"not '%s'\n",
+			opt->name, opt->max, arg);
+		break;
+	case SIZE:
+		fprintf(stderr, "chat-fcgi: %s takes a size from %llu to %lluM, not '%s'\n",
+			opt->name, opt->min, opt->max / (1024 * 1024), arg);
+		break;
+	default:
+		fprintf(stderr, "chat-fcgi: %s takes a number from %llu to %llu, not '%s'\n",
+			opt->name, opt->min, opt->max, arg);
+		break;
+	}
+	return -1;
+}
+
+static const struct number_option socket_mode = {"--socket-mode", OCTAL_MODE, 0, 0777};
+static const struct number_option threads = {"--threads", NUMBER, 1, OPTIONS_THREADS_MAX};
+static const struct number_option max_waits = {"--max-waits", NUMBER, 0, OPTIONS_MAX_WAITS_MAX};
+/* Its error says the limit in M. */
+_Static_assert(OPTIONS_MAX_BODY_LIMIT % (1024 * 1024) == 0, "--max-body's limit is whole MiB");
+static const struct number_option max_body = {"--max-body", SIZE, 1, OPTIONS_MAX_BODY_LIMIT};
+static const struct number_option room_history = {"--room-history", NUMBER, 1, STORE_HISTORY_MAX};
 
 enum options_result options_parse(int argc, char **argv, struct options *opt)
 {
@@ -134,33 +177,18 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 			opt->listen = optarg;
 			break;
 		case 'm':
-			if (parse_size(optarg, 8, 0, 0, 0777, &v) != 0) {
-				fprintf(stderr,
-					"chat-fcgi: --socket-mode takes octal permissions "
-					"such as 0660, not '%s'\n",
-					optarg);
+			if (parse_number_option(&socket_mode, optarg, &v) != 0)
 				goto bad;
-			}
 			opt->socket_mode = (mode_t)v;
 			break;
 		case 't':
-			if (parse_size(optarg, 10, 0, 1, OPTIONS_THREADS_MAX, &v) != 0) {
-				fprintf(stderr,
-					"chat-fcgi: --threads takes a number from 1 to %u, "
-					"not '%s'\n",
-					OPTIONS_THREADS_MAX, optarg);
+			if (parse_number_option(&threads, optarg, &v) != 0)
 				goto bad;
-			}
 			opt->threads = (unsigned)v;
 			break;
 		case 'w':
-			if (parse_size(optarg, 10, 0, 0, OPTIONS_MAX_WAITS_MAX, &v) != 0) {
-				fprintf(stderr,
-					"chat-fcgi: --max-waits takes a number from 0 to %u, "
-					"not '%s'\n",
-					OPTIONS_MAX_WAITS_MAX, optarg);
+			if (parse_number_option(&max_waits, optarg, &v) != 0)
 				goto bad;
-			}
 			opt->max_waits = (unsigned)v;
 			break;
 		case 'E':
@@ -184,13 +212,8 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 			opt->stream_pace_ms = (unsigned)v;
 			break;
 		case 'b':
-			if (parse_size(optarg, 10, 1, 1, OPTIONS_MAX_BODY_LIMIT, &v) != 0) {
-				fprintf(stderr,
-					"chat-fcgi: --max-body takes a size from 1 to 16M, "
-					"not '%s'\n",
-					optarg);
+			if (parse_number_option(&max_body, optarg, &v) != 0)
 				goto bad;
-			}
 			opt->max_body = (size_t)v;
 			break;
 		case 's':
@@ -206,13 +229,8 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 			}
 			break;
 		case 'r':
-			if (parse_size(optarg, 10, 0, 1, STORE_HISTORY_MAX, &v) != 0) {
-				fprintf(stderr,
-					"chat-fcgi: --room-history takes a number from 1 to %u, "
-					"not '%s'\n",
-					STORE_HISTORY_MAX, optarg);
+			if (parse_number_option(&room_history, optarg, &v) != 0)
 				goto bad;
-			}
 			opt->room_history = (unsigned)v;
 			break;
 		case 'Y':

@@ -111,6 +111,28 @@ for my $bad (['--bogus'], ['--threads', '0'], ['--threads', 'many'], ['--threads
 	like($err, qr/^usage: chat-fcgi/m, "@$bad prints usage");
 }
 
+# A bad number says what the option takes, in the user's terms.
+for my $case (
+	[['--threads', '0'], "--threads takes a number from 1 to 512, not '0'"],
+	[['--threads', 'many'], "--threads takes a number from 1 to 512, not 'many'"],
+	[['-t', '513'], "--threads takes a number from 1 to 512, not '513'"],
+	[['--max-waits', '-1'], "--max-waits takes a number from 0 to 100000, not '-1'"],
+	[['--max-body', '17M'], "--max-body takes a size from 1 to 16M, not '17M'"],
+	[['--max-body', '0'], "--max-body takes a size from 1 to 16M, not '0'"],
+	[['--socket-mode', '999'], "--socket-mode takes octal permissions up to 0777, such as 0660, not '999'"],
+	[['--room-history', '0'], "--room-history takes a number from 1 to 100000000, not '0'"],
+	# strtoull alone would skip the white space and read 5.
+	[['--threads', "\t5"], "--threads takes a number from 1 to 512, not '\t5'"],
+	[['--threads', ' 5'], "--threads takes a number from 1 to 512, not ' 5'"],
+	[['--room-history', '+5'], "--room-history takes a number from 1 to 100000000, not '+5'"],
+	[['--max-waits', '5 '], "--max-waits takes a number from 0 to 100000, not '5 '"])
+{
+	my ($args, $message) = @$case;
+	($code, $out, $err) = run(@$args);
+	is($code, 2, "@$args exits 2");
+	like($err, qr/^chat-fcgi: \Q$message\E\n/, "@$args: says $message");
+}
+
 ($code, $out, $err) = run();
 is($code, 1, 'without --listen and no socket on fd 0: exit 1');
 like($err, qr/fd 0 is not a listening socket.*spawn-fcgi/, '... saying what to do');

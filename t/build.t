@@ -93,19 +93,8 @@ SKIP: {
 	# The http part includes the rate limit by its final path: here, staged.
 	(my $staged_http = $http_conf) =~ s{^include (/\S+);$}{include $dest$1;}mg;
 	ChatTest::write_file("$run/http.conf", $staged_http);
-	ChatTest::write_file("$run/nginx.conf", <<"CONF");
-pid $run/nginx.pid;
-error_log $run/error.log;
-events { }
-http {
-    access_log off;
-    client_body_temp_path $run/body;
-    include $run/http.conf;
-    server { listen 127.0.0.1:1; include $dest$snippet; }
-}
-CONF
-	my $t = `"$nginx" -t -p "$run/" -c "$run/nginx.conf" -e "$run/error.log" 2>&1`;
-	is($?, 0, 'nginx -t accepts a server that includes the installed snippet') or diag($t);
+	my ($status, $t) = ChatTest::nginx_accepts_snippets($nginx, $run, "$run/http.conf", "$dest$snippet");
+	is($status, 0, 'nginx -t accepts a server that includes the installed snippet') or diag($t);
 }
 
 my ($man) = grep { m{/man/man8/chat-fcgi\.8$} } keys %found;

@@ -40,18 +40,6 @@ sub is_reply {
 				$got, $want));
 }
 
-# A JSON error answer: status, type, {"error": "<sentence>"}.
-sub is_error {
-	my ($r, $status, $name) = @_;
-	is($r->{status}, $status, "$name: status $status") or diag($r->{raw});
-	like($r->{headers}{'content-type'} // '', qr{^application/json(;|$)},
-		"$name: Content-Type is application/json");
-	my $j = $t->json($r);
-	ok(ref $j eq 'HASH' && defined $j->{error} && !ref $j->{error} && $j->{error} =~ /\w/,
-		"$name: body is {\"error\": \"<sentence>\"}")
-		or diag($r->{body});
-}
-
 # --- the tutorial's exchange ----------------------------------------------------
 
 {
@@ -192,14 +180,14 @@ sub chunked {
 	is_reply($t->post($kbody), "received $korean", 'multibyte text just under 64 KiB: accepted');
 
 	my $r = $t->post(qq({"message":"${fill}y"}));
-	is_error($r, 413, '65537 bytes (Content-Length)');
+	$t->is_json_error($r, 413, '65537 bytes (Content-Length)');
 	like($t->error_log, qr/client intended to send too large body: 65537 bytes/,
 		'65537 bytes: refused by nginx itself (its error log says so)');
 
 	$r = $t->request(method => 'POST', path => '/chat/',
 		headers => ['Content-Type' => 'application/json', 'Transfer-Encoding' => 'chunked'],
 		body => chunked('{"message":"', $fill, 'y"}'));
-	is_error($r, 413, '65537 bytes chunked');
+	$t->is_json_error($r, 413, '65537 bytes chunked');
 
 	$r = $t->post('{"message":"after"}');
 	is_reply($r, 'received after', 'a normal post after the 413s');

@@ -41,10 +41,13 @@ my ($deb) = glob("$tmp/chat-fcgi_${version}_*.deb");
 ok($deb && -f $deb, '... a .deb') or BAIL_OUT("no .deb built:\n$out");
 my ($changes) = glob("$tmp/chat-fcgi_${version}_*.changes");
 
-# lintian: errors fail the test; warnings are shown.
+# lintian: errors fail the test, and so does a program without its man
+# page; other warnings are shown.
 my $lint = `lintian --no-tag-display-limit "$changes" 2>&1`;
 my @errors = grep { /^E: / } split /\n/, $lint;
 is_deeply(\@errors, [], 'lintian finds no error');
+my @no_man = grep { /\bno-manual-page\b/ } split /\n/, $lint;
+is_deeply(\@no_man, [], 'lintian finds a man page for every program');
 diag("lintian: $_") for grep { /^[WI]: / } split /\n/, $lint;
 
 ## The files, unpacked into a scratch root
@@ -56,6 +59,7 @@ my @files = map { s{^\./}{/}r } grep { !m{/$} } map { (split ' ', $_, 6)[5] }
 	split /\n/, `dpkg-deb -c "$deb"`;
 my %has = map { $_ => 1 } @files;
 for my $f ('/usr/sbin/chat-fcgi', '/usr/share/man/man8/chat-fcgi.8.gz',
+	'/usr/sbin/chat-fcgi-supervise', '/usr/share/man/man8/chat-fcgi-supervise.8.gz',
 	'/usr/share/chat-fcgi/html/index.html', '/usr/share/chat-fcgi/html/chat.js',
 	'/usr/share/chat-fcgi/html/chat.css', '/usr/share/chat-fcgi/html/favicon.svg',
 	'/etc/nginx/snippets/chat-fcgi.conf', '/etc/nginx/conf.d/chat-fcgi-http.conf',
@@ -156,22 +160,10 @@ SKIP: {
 	like($http, qr{include /etc/chat-fcgi/rate-limit\.conf;}, 'the http part includes the rate limit from /etc');
 	$http =~ s{include /etc/chat-fcgi/}{include $root/etc/chat-fcgi/}g;
 	ChatTest::write_file("$run/conf.d/chat-fcgi-http.conf", $http);
-	ChatTest::write_file("$run/nginx.conf", <<"CONF");
-pid $run/nginx.pid;
-error_log $run/error.log;
-events { }
-http {
-    access_log off;
-    client_body_temp_path $run/body;
-    include $run/conf.d/*.conf;
-    server {
-        listen 127.0.0.1:1;
-        include $root/etc/nginx/snippets/chat-fcgi.conf;
-    }
-}
-CONF
-	$out = `"$nginx" -t -p "$run/" -c "$run/nginx.conf" -e "$run/error.log" 2>&1`;
-	is($?, 0, "nginx -t accepts the snippets laid out as Debian's nginx.conf includes them")
+	my $status;
+	($status, $out) = ChatTest::nginx_accepts_snippets($nginx, $run, "$run/conf.d/*.conf",
+		"$root/etc/nginx/snippets/chat-fcgi.conf");
+	is($status, 0, "nginx -t accepts the snippets laid out as Debian's nginx.conf includes them")
 		or diag($out);
 }
 

@@ -85,7 +85,7 @@ my $stored = entries($t, 'ev');
 	is_deeply(ev_seqs(@live), [7, 8], 'a post reaches the open stream: ids 7, 8');
 	is_deeply([map { $_->{text} } @{ ev_data(@live) }], ['live one', 'received live one'],
 		'... with the message and its reply');
-	ok($took < 1, sprintf('... at once (%.0f ms)', $took * 1000));
+	ok($took < 1 * ChatTest::slack(), sprintf('... at once (%.0f ms)', $took * 1000));
 	post_room($t, 'other', 'elsewhere');
 	ok(!defined $es->next(0.5), 'a post to another room does not reach it');
 	is(streams_open($t), 1, 'the metrics count one open stream');
@@ -269,7 +269,7 @@ $t->done;
 	my $took = time - $t0;
 	is($r->{status}, 503, 'the third: 503');
 	like($c->json($r)->{error}, qr{poll /chat/messages}, '... a JSON error saying to poll');
-	ok($took < 1, sprintf('... at once (%.0f ms)', $took * 1000));
+	ok($took < 1 * ChatTest::slack(), sprintf('... at once (%.0f ms)', $took * 1000));
 	my ($m) = $c->request(path => '/chat/messages?room=cap&wait=1&after=0');
 	is($m->{status}, 200, 'long-polling still works meanwhile');
 	$_->close for @open;
@@ -290,7 +290,7 @@ $t->done;
 	my ($status) = $s->signal_backend('TERM', 10);
 	my $took = time - $t0;
 	is($status, 0, 'SIGTERM with 3 open streams: exit 0');
-	ok($took < 3, sprintf('... at once (%.1f s)', $took));
+	ok($took < 3 * ChatTest::slack(), sprintf('... at once (%.1f s)', $took));
 	$_->drain(2) for @es;
 	is_deeply([map { $_->ended } @es], [1, 1, 1],
 		'... each stream ended with the last chunk (a clean end; EventSource reconnects)');
@@ -310,7 +310,7 @@ $t->done;
 	my @ev = ($es->next(5), $es->next(5));
 	my $took = time - $t0;
 	is_deeply(ev_seqs(@ev), [1, 2], 'a post through backend 2 reaches a stream on backend 1');
-	ok($took < 0.5, sprintf('... within 500 ms (%.0f ms)', $took * 1000));
+	ok($took < 0.5 * ChatTest::slack(), sprintf('... within 500 ms (%.0f ms)', $took * 1000));
 	$es->close;
 	$_->done for @side;
 }

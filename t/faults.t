@@ -156,6 +156,29 @@ sub median {
 	$t->stop;
 }
 
+{
+	# spawn-fcgi itself fails (here: a socket in a directory that does not
+	# exist, status 255): not a signal, and worth another try, since the
+	# directory may yet appear.
+	my $t = ChatTest->new(supervise => 1, no_backend => 1, no_nginx => 1);
+	my $log = $t->dir . '/nosock.log';
+	local $ENV{SPAWN_FCGI} = $t->{spawn};
+	local $ENV{CHAT_FCGI_RESTART_DELAY} = '0.05';
+	my $pid = $t->spawn_logged($log, ChatTest::srcdir() . '/conf/chat-fcgi-supervise',
+		'-s', $t->dir . '/missing/chat.sock', '--', $t->bin);
+	my $tries = sub { my @l = ChatTest::read_file($log) =~ /could not start chat-fcgi/g; scalar @l };
+	ok(wait_until(sub { $tries->() >= 3 }, 5),
+		'spawn-fcgi cannot make the socket: the supervisor keeps trying');
+	like(ChatTest::read_file($log),
+		qr/^chat-fcgi-supervise: spawn-fcgi could not start chat-fcgi \(status 255\); trying again$/m,
+		'... and says spawn-fcgi failed (status 255), not that a signal killed chat-fcgi');
+	unlike(ChatTest::read_file($log), qr/killed by signal/, '... with no signal in it');
+	kill 'TERM', $pid;
+	ok(wait_until(sub { waitpid($pid, WNOHANG) == $pid }, 5), 'SIGTERM stops it meanwhile');
+	is($? >> 8, 0, '... with status 0');
+	$t->stop;
+}
+
 ## What the backend writes: its socket, its log
 
 {

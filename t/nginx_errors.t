@@ -13,15 +13,6 @@ use ChatTest;
 
 $| = 1;
 
-sub is_json_error {
-	my ($t, $r, $status, $name) = @_;
-	is($r->{status}, $status, "$name: $status");
-	like($r->{headers}{'content-type'} // '', qr{^application/json; charset=utf-8$},
-		"$name: JSON content type");
-	my $j = $t->json($r);
-	ok($j && defined $j->{error} && length $j->{error}, "$name: {\"error\": sentence}")
-		or diag($r->{raw});
-}
 
 {
 	# A backend that stops answering (SIGSTOP) gets nginx's 504 after
@@ -32,7 +23,7 @@ sub is_json_error {
 	my $r = $t->post('{"message":"anyone?"}', timeout => 20);
 	my $took = time - $t0;
 	kill 'CONT', $t->backend_pid;
-	is_json_error($t, $r, 504, 'stopped backend');
+	$t->is_json_error($r, 504, 'stopped backend');
 	cmp_ok($took, '>=', 9, "504 comes after the 10 s read timeout (took ${\ sprintf '%.1f', $took} s)");
 	cmp_ok($took, '<', 20, '... and not much later');
 	is($t->json($t->post('{"message":"back"}'))->{message}, 'received back',

@@ -16,18 +16,6 @@ $| = 1;
 my $t = ChatTest->new;
 my $src = ChatTest::srcdir();
 
-# A nginx error with the snippet's JSON body: status, type, {"error": text}.
-sub is_json_error {
-	my ($r, $status, $name) = @_;
-	is($r->{status}, $status, "$name: status $status");
-	like($r->{headers}{'content-type'} // '', qr{^application/json(;|$)},
-		"$name: Content-Type is application/json");
-	my $j = $t->json($r);
-	ok(ref $j eq 'HASH' && defined $j->{error} && !ref $j->{error} && $j->{error} =~ /\w/,
-		"$name: body is {\"error\": \"<sentence>\"}")
-		or diag($r->{raw});
-}
-
 # --- / redirects to /chat/ --------------------------------------------------
 
 {
@@ -169,11 +157,11 @@ like($html, qr{<[a-z]+\b(?=[^>]*\bid="connection")(?=[^>]*\brole="status")}, '#c
 
 {
 	my $r = $t->request(method => 'GET', path => '/chat/nope.js');
-	is_json_error($r, 404, 'GET /chat/nope.js');
+	$t->is_json_error($r, 404, 'GET /chat/nope.js');
 	is($r->{headers}{'x-content-type-options'}, 'nosniff', 'GET /chat/nope.js: nosniff on the 404');
 
 	$r = $t->request(method => 'GET', path => '/chat/no/such/dir/');
-	is_json_error($r, 404, 'GET /chat/no/such/dir/');
+	$t->is_json_error($r, 404, 'GET /chat/no/such/dir/');
 }
 
 # --- other methods -------------------------------------------------------------------
@@ -184,7 +172,7 @@ for my $m (qw(PUT DELETE PATCH OPTIONS)) {
 			($m eq 'PUT' || $m eq 'PATCH'
 				? (headers => ['Content-Type' => 'application/json'], body => '{"message":"x"}')
 				: ()));
-		is_json_error($r, 405, "$m $path");
+		$t->is_json_error($r, 405, "$m $path");
 		my %allow = map { uc($_) => 1 } split /\s*,\s*/, $r->{headers}{allow} // '';
 		ok($allow{GET} && $allow{HEAD} && $allow{POST}, "$m $path: Allow lists GET, HEAD and POST")
 			or diag('Allow: ' . ($r->{headers}{allow} // 'none'));

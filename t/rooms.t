@@ -41,15 +41,6 @@ sub messages {
 sub texts { return [map { $_->{text} } @{ $_[0]{entries} // [] }] }
 sub seqs  { return [map { $_->{seq} } @{ $_[0]{entries} // [] }] }
 
-# A JSON error: status and {"error": "<sentence>"}.
-sub is_error {
-	my ($t, $r, $status, $name) = @_;
-	is($r->{status}, $status, "$name: $status") or diag($r->{raw});
-	my $j = $t->json($r);
-	ok(ref $j eq 'HASH' && ($j->{error} // '') =~ /\w/, "$name: a JSON error sentence")
-		or diag($r->{body});
-}
-
 my $t = ChatTest->new;
 
 ## Two clients in one room, and the history after a reload
@@ -122,21 +113,21 @@ my $t = ChatTest->new;
 
 ## Bad requests
 
-is_error($t, $t->request(path => '/chat/messages'), 400, 'GET /chat/messages without a room');
-is_error($t, $t->request(path => '/chat/messages?room=a%20b'), 400, 'a bad room name');
-is_error($t, $t->request(path => '/chat/messages?room=a&after=-1'), 400, 'a negative after');
-is_error($t, $t->request(path => '/chat/messages?room=a&limit=501'), 400, 'limit over 500');
-is_error($t, $t->request(path => '/chat/messages?room=a&wait=31'), 400, 'wait over 30');
-is_error($t, $t->request(path => '/chat/messages?room=a&room=b'), 400, 'room given twice');
-is_error($t, post_room($t, 'no spaces', 'x'), 400, 'POST with a bad room');
-is_error($t, $t->post('{"message":"x","room":7}'), 400, 'POST with a number as room');
-is_error($t, post_room($t, 'lobby', 'x', ''), 400, 'POST with an empty client_id');
+$t->is_json_error($t->request(path => '/chat/messages'), 400, 'GET /chat/messages without a room');
+$t->is_json_error($t->request(path => '/chat/messages?room=a%20b'), 400, 'a bad room name');
+$t->is_json_error($t->request(path => '/chat/messages?room=a&after=-1'), 400, 'a negative after');
+$t->is_json_error($t->request(path => '/chat/messages?room=a&limit=501'), 400, 'limit over 500');
+$t->is_json_error($t->request(path => '/chat/messages?room=a&wait=31'), 400, 'wait over 30');
+$t->is_json_error($t->request(path => '/chat/messages?room=a&room=b'), 400, 'room given twice');
+$t->is_json_error(post_room($t, 'no spaces', 'x'), 400, 'POST with a bad room');
+$t->is_json_error($t->post('{"message":"x","room":7}'), 400, 'POST with a number as room');
+$t->is_json_error(post_room($t, 'lobby', 'x', ''), 400, 'POST with an empty client_id');
 {
 	my $r = $t->request(method => 'POST', path => '/chat/messages?room=a', body => '{}',
 		headers => ['Content-Type' => 'application/json']);
-	is_error($t, $r, 405, 'POST /chat/messages');
+	$t->is_json_error($r, 405, 'POST /chat/messages');
 	is($r->{headers}{allow}, 'GET, HEAD', '... Allow: GET, HEAD');
-	is_error($t, $t->request(method => 'PUT', path => '/chat/messages?room=a', body => 'x'), 405,
+	$t->is_json_error($t->request(method => 'PUT', path => '/chat/messages?room=a', body => 'x'), 405,
 		'PUT /chat/messages');
 	$r = $t->request(method => 'HEAD', path => '/chat/messages?room=lobby&wait=5');
 	is($r->{status}, 200, 'HEAD /chat/messages: 200 at once, even with wait');
@@ -380,7 +371,7 @@ $t->done;
 	my $deadline = time + 10;
 	sleep 0.05 until ChatTest::read_file("$dir/lock.out") =~ /locked/ || time > $deadline;
 	my $r = post_room($l, 'locked', 'during', undef, timeout => 15);
-	is_error($l, $r, 503, 'a post while another process holds the write lock');
+	$l->is_json_error($r, 503, 'a post while another process holds the write lock');
 	my ($g, $j) = messages($l, 'room=locked');
 	is($g->{status}, 200, '... reads go on meanwhile');
 	like($l->request(path => '/chat/metrics')->{body}, qr/^chat_fcgi_store_errors_total 1$/m,

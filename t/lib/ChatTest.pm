@@ -166,6 +166,27 @@ sub read_file {
 	return scalar <$fh>;
 }
 
+# nginx -t on an nginx.conf of its own in the directory run: the http level
+# includes http_include (a file or a glob), one server includes
+# server_include, as an admin's nginx.conf would. Returns nginx's exit
+# status (as $?) and what it printed.
+sub nginx_accepts_snippets {
+	my ($nginx, $run, $http_include, $server_include) = @_;
+	write_file("$run/nginx.conf", <<"CONF");
+pid $run/nginx.pid;
+error_log $run/error.log;
+events { }
+http {
+    access_log off;
+    client_body_temp_path $run/body;
+    include $http_include;
+    server { listen 127.0.0.1:1; include $server_include; }
+}
+CONF
+	my $out = `"$nginx" -t -p "$run/" -c "$run/nginx.conf" -e "$run/error.log" 2>&1`;
+	return ($?, $out);
+}
+
 # Starts chat-fcgi on the test's socket: by itself with --listen, or under
 # spawn-fcgi (fd 0) when the test asked for spawn => 1. Extra arguments
 # replace the ones given to new.
@@ -309,54 +330,12 @@ sub access_log  { read_file("$_[0]{dir}/access.log") }
 # Raw HTTP: sends $raw as is and reads until the server closes or timeout.
 sub http {
 	my ($self, $raw, %o) = @_;
-	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port},
-		Proto => 'tcp', Timeout => 5) or die "connect: $!";
-	binmode $s;
-	$s->autoflush(1);
-	print $s $raw;
-	my $out = '';
-	my $deadline = time + ($o{timeout} // 10);
-	my $rin = '';
-	vec($rin, fileno($s), 1) = 1;
-	while (time < $deadline) {
-		my $n = select(my $rout = $rin, undef, undef, 0.2);
-		next unless $n;
-		my $got = sysread($s, my $buf, 65536);
-		last unless $got;
-		$out .= $buf;
-	}
-	close $s;
-	return $out;
+	return read_until_closed($self->send_raw($raw), $o{timeout});
 }
 
-# Builds a request: method, path, headers (a list of name => value pairs, so
-# a header may repeat), body. Host, Connection: close and Content-Length
-# (when there is a body and no length was given) are added.
-sub request {
-	my ($self, %r) = @_;
-	my @h = @{ $r{headers} // [] };
-	my %given = map { lc($h[$_ * 2]) => 1 } 0 .. int(@h / 2) - 1;
-	my $raw = ($r{method} // 'GET') . ' ' . ($r{path} // '/') . " HTTP/1.1\r\n";
-	$raw .= "Host: localhost\r\n" unless $given{host};
-	$raw .= "Connection: close\r\n" unless $given{connection};
-	$raw .= 'Content-Length: ' . length($r{body}) . "\r\n"
-		if defined $r{body} && !$given{'content-length'} && !$given{'transfer-encoding'};
-	while (my ($k, $v) = splice(@h, 0, 2)) { $raw .= "$k: $v\r\n" }
-	$raw .= "\r\n" . ($r{body} // '');
-	return parse_response($self->http($raw, timeout => $r{timeout}));
-}
-
-# A request sent now and read later (long-polls): begin_request takes the
-# arguments of request and returns the socket; finish_request reads the
-# answer until the server closes, or timeout seconds.
-sub begin_request {
-	my ($self, %r) = @_;
-	my @h = @{ $r{headers} // [] };
-	my $raw = ($r{method} // 'GET') . ' ' . ($r{path} // '/') . " HTTP/1.1\r\n"
-		. "Host: localhost\r\nConnection: close\r\n";
-	$raw .= 'Content-Length: ' . length($r{body}) . "\r\n" if defined $r{body};
-	while (my ($k, $v) = splice(@h, 0, 2)) { $raw .= "$k: $v\r\n" }
-	$raw .= "\r\n" . ($r{body} // '');
+# Connects to nginx and sends raw; returns the socket.
+sub send_raw {
+	my ($self, $raw) = @_;
 	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port},
 		Proto => 'tcp', Timeout => 5) or die "connect: $!";
 	binmode $s;
@@ -365,8 +344,9 @@ sub begin_request {
 	return $s;
 }
 
-sub finish_request {
-	my ($self, $s, $timeout) = @_;
+# What the server sends until it closes, or timeout seconds (default 10).
+sub read_until_closed {
+	my ($s, $timeout) = @_;
 	my $out = '';
 	my $deadline = time + ($timeout // 10);
 	my $rin = '';
@@ -379,7 +359,42 @@ sub finish_request {
 		$out .= $buf;
 	}
 	close $s;
-	return parse_response($out);
+	return $out;
+}
+
+# A raw request: method, path, headers (a list of name => value pairs, so a
+# header may repeat), body. Host, Connection: close and Content-Length (when
+# there is a body and no length was given) are added.
+sub raw_request {
+	my (%r) = @_;
+	my @h = @{ $r{headers} // [] };
+	my %given = map { lc($h[$_ * 2]) => 1 } 0 .. int(@h / 2) - 1;
+	my $raw = ($r{method} // 'GET') . ' ' . ($r{path} // '/') . " HTTP/1.1\r\n";
+	$raw .= "Host: localhost\r\n" unless $given{host};
+	$raw .= "Connection: close\r\n" unless $given{connection};
+	$raw .= 'Content-Length: ' . length($r{body}) . "\r\n"
+		if defined $r{body} && !$given{'content-length'} && !$given{'transfer-encoding'};
+	while (my ($k, $v) = splice(@h, 0, 2)) { $raw .= "$k: $v\r\n" }
+	return $raw . "\r\n" . ($r{body} // '');
+}
+
+# Sends raw_request(%r) and returns the parsed answer (timeout => seconds).
+sub request {
+	my ($self, %r) = @_;
+	return parse_response($self->http(raw_request(%r), timeout => $r{timeout}));
+}
+
+# A request sent now and read later (long-polls): begin_request takes the
+# arguments of request and returns the socket; finish_request reads the
+# answer until the server closes, or timeout seconds.
+sub begin_request {
+	my ($self, %r) = @_;
+	return $self->send_raw(raw_request(%r));
+}
+
+sub finish_request {
+	my ($self, $s, $timeout) = @_;
+	return parse_response(read_until_closed($s, $timeout));
 }
 
 # Is an answer waiting on a begun request's socket? (Without reading it.)
@@ -425,6 +440,19 @@ sub parse_response {
 }
 
 # The body as JSON (bytes in, Perl characters out); undef if it is not JSON.
+# A JSON error, from the backend or from nginx's own error pages: the
+# status, the JSON type, and a body {"error": "<sentence>"}.
+sub is_json_error {
+	my ($self, $r, $status, $name) = @_;
+	is($r->{status}, $status, "$name: status $status") or diag($r->{raw});
+	like($r->{headers}{'content-type'} // '', qr{^application/json; charset=utf-8$},
+		"$name: Content-Type is application/json; charset=utf-8");
+	my $j = $self->json($r);
+	ok(ref $j eq 'HASH' && defined $j->{error} && !ref $j->{error} && $j->{error} =~ /\w/,
+		"$name: body is {\"error\": \"<sentence>\"}")
+		or diag($r->{body});
+}
+
 sub json {
 	my ($self, $r) = @_;
 	my $v = eval { JSON::PP->new->utf8->decode($r->{body}) };
