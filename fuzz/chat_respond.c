@@ -10,12 +10,20 @@
  * never gets past the head; and chat_check_head judges the head as
  * chat_respond does.
  *
+ * With STREAMS, the path /chat/messages becomes /chat/events, and the
+ * Accept and Last-Event-ID headers and the state of an open stream come
+ * from the input too: event streams are well-formed (retry, comments, and
+ * events whose ids go up and whose data is an entry), and a streamed reply's
+ * deltas spell the message its done event carries.
+ *
  * Input: two flag bytes (enum flags, enum more_flags), then
  * "method\ncontent type\n", then one line each, in this order, for what the
  * flags say is there: content length, query string, Origin, Sec-Fetch-Site,
- * Host, scheme; then the body.
+ * Host, scheme, and with STREAMS three: Accept, Last-Event-ID, and the
+ * cursor of an open stream (empty: not open yet); then the body.
  */
 #include "chat.h"
+#include "events.h"
 #include "fuzz.h"
 #include "json_strict.h"
 #include "media_type.h"
@@ -43,7 +51,7 @@ enum flags {
 	HOLD_SHIFT = 6, /* two bits: enum chat_hold_mode, modulo 3 */
 };
 
-/* The second byte; bit 7 is unused. */
+/* The second byte. */
 enum more_flags {
 	PATH_ROOMS = 1 << 0, /* "/chat/messages" (PATH_NONE still wins) */
 	WITH_STORE = 1 << 1, /* a SQLite store, as --store sqlite:PATH */
@@ -52,6 +60,7 @@ enum more_flags {
 	HAS_SEC_FETCH_SITE = 1 << 4,
 	HAS_HOST = 1 << 5,
 	HAS_SCHEME = 1 << 6,
+	STREAMS = 1 << 7,
 };
 
 /* A store in a directory of its own under $TMPDIR (fuzz/run points it into
@@ -180,8 +189,101 @@ static void check_room_entries(json_object *obj, const char *query, const char *
 /* Where 200s differ: a post's reply, or a room's entries. */
 enum answer { POST_REPLY, ROOM_ENTRIES };
 
+/* The data line of the event at *p, which must start with prefix; moves
+ * *p past the event. */
+static char *event_data(const char **p, const char *end, const char *prefix, const char *body)
+{
+	size_t plen = strlen(prefix);
+	FUZZ_CHECK((size_t)(end - *p) > plen && memcmp(*p, prefix, plen) == 0,
+		   "an event without '%s': %s", prefix, body);
+	const char *data = *p + plen;
+	const char *stop = strstr(data, "\n\n");
+	FUZZ_CHECK(stop && stop < end && !memchr(data, '\n', (size_t)(stop - data)) &&
+		       !memchr(data, '\r', (size_t)(stop - data)),
+		   "an event's data is not one line: %s", body);
+	*p = stop + 2;
+	size_t len = (size_t)(stop - data);
+	const char *why = NULL;
+	FUZZ_CHECK(json_strict_check(data, len, 3, &why), "data not JSON (%s): %s", why, body);
+	char *copy = fuzz_alloc(len + 1);
+	memcpy(copy, data, len);
+	copy[len] = '\0';
+	return copy;
+}
+
+/* A text/event-stream body: a streamed reply (deltas, then done with the
+ * answer), or a part of GET /chat/events (retry:, keep-alive, entries). */
+static void check_stream(const struct chat_response *res, bool reply)
+{
+	FUZZ_CHECK(res->status == 200, "a stream with status %d", res->status);
+	FUZZ_CHECK(!res->body_len || (res->body && strlen(res->body) == res->body_len),
+		   "a stream's length is wrong");
+	const char *body = res->body_len ? res->body : "";
+	FUZZ_CHECK(utf8_valid(body, res->body_len), "a stream not UTF-8");
+	const char *p = body, *end = body + res->body_len;
+	if (reply) {
+		FUZZ_CHECK(!res->stream, "a streamed reply held open");
+		size_t cap = res->body_len + 1, spelled = 0;
+		char *text = fuzz_alloc(cap);
+		while (p < end && strncmp(p, "event: delta\n", 13) == 0) {
+			char *d = event_data(&p, end, "event: delta\ndata: ", body);
+			json_object *o = json_tokener_parse(d), *t;
+			FUZZ_CHECK(o && json_object_object_get_ex(o, "text", &t), "a delta: %s", d);
+			size_t n = (size_t)json_object_get_string_len(t);
+			FUZZ_CHECK(n > 0 && n <= EVENTS_DELTA_MAX && spelled + n < cap,
+				   "a delta of %zu bytes", n);
+			memcpy(text + spelled, json_object_get_string(t), n);
+			spelled += n;
+			json_object_put(o);
+			free(d);
+		}
+		char *done = event_data(&p, end, "event: done\ndata: ", body);
+		FUZZ_CHECK(p == end, "bytes after done: %s", body);
+		json_object *o = json_tokener_parse(done), *m;
+		FUZZ_CHECK(o && json_object_object_get_ex(o, "message", &m) &&
+			       (size_t)json_object_get_string_len(m) == spelled &&
+			       memcmp(json_object_get_string(m), text, spelled) == 0,
+			   "the deltas do not spell done's message: %s", body);
+		json_object_put(o);
+		free(done);
+		free(text);
+		return;
+	}
+	if (p < end && strncmp(p, "retry: ", 7) == 0) {
+		FUZZ_CHECK(strncmp(p, "retry: 2000\n\n", 13) == 0, "a bad retry: %s", body);
+		p += 13;
+	}
+	int64_t last = -1;
+	while (p < end) {
+		if (strncmp(p, ": keep-alive\n\n", 14) == 0) {
+			p += 14;
+			continue;
+		}
+		FUZZ_CHECK(strncmp(p, "id: ", 4) == 0, "not an event: %s", p);
+		char *idend;
+		long long id = strtoll(p + 4, &idend, 10);
+		FUZZ_CHECK(id > last && strncmp(idend, "\nevent: message\ndata: ", 22) == 0,
+			   "a bad event head: %s", body);
+		last = id;
+		p = idend + 1;
+		char *d = event_data(&p, end, "event: message\ndata: ", body);
+		json_object *o = json_tokener_parse(d);
+		FUZZ_CHECK(o && int_member(o, "seq", d) == id, "an event's id is not its seq: %s",
+			   d);
+		json_object_put(o);
+		free(d);
+	}
+	if (res->stream)
+		FUZZ_CHECK(res->hold.ms == 0 || res->hold.ms == EVENTS_HEARTBEAT_MS,
+			   "a stream held %u ms", res->hold.ms);
+}
+
 static void check_body(const struct chat_response *res, enum answer kind, const char *query)
 {
+	if (res->content_type && strcmp(res->content_type, EVENTS_CONTENT_TYPE) == 0) {
+		check_stream(res, kind == POST_REPLY);
+		return;
+	}
 	FUZZ_CHECK(res->body != NULL && res->body_len > 0, "status %d without a body", res->status);
 	FUZZ_CHECK(strlen(res->body) == res->body_len, "body length %zu is wrong", res->body_len);
 	FUZZ_CHECK(utf8_valid(res->body, res->body_len), "body not UTF-8: %s", res->body);
@@ -230,6 +332,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char *sec_fetch_site = more & HAS_SEC_FETCH_SITE ? take_line(&p, &n) : NULL;
 	char *host = more & HAS_HOST ? take_line(&p, &n) : NULL;
 	char *scheme = more & HAS_SCHEME ? take_line(&p, &n) : NULL;
+	char *accept = more & STREAMS ? take_line(&p, &n) : NULL;
+	char *last_event_id = more & STREAMS ? take_line(&p, &n) : NULL;
+	char *cursor = more & STREAMS ? take_line(&p, &n) : NULL;
 
 	/* The body in a buffer of its own exact size, so ASan sees any read
 	 * past its end. */
@@ -246,7 +351,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct chat_request req = {
 	    .method = method,
 	    .path = flags & PATH_NONE    ? NULL
-		    : more & PATH_ROOMS  ? ROOMS_PATH
+		    : more & PATH_ROOMS  ? (more & STREAMS ? EVENTS_PATH : ROOMS_PATH)
 		    : flags & PATH_OTHER ? "/chat"
 					 : "/chat/",
 	    .query = query,
@@ -261,12 +366,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    .body = n == 0 && (flags & NULL_BODY) ? NULL : body,
 	    .body_len = n,
 	    .hold_mode = (enum chat_hold_mode)((flags >> HOLD_SHIFT) % 3),
+	    .accept = accept,
+	    .last_event_id = last_event_id,
+	    .stream_open = cursor && *cursor,
+	    .stream_after = cursor && *cursor ? strtoll(cursor, NULL, 10) : 0,
 	};
 	struct chat_limits lim = {
 	    .max_body = flags & SMALL_LIMIT ? 64 : CHAT_MAX_BODY_DEFAULT,
 	    .store = more & WITH_STORE ? store : NULL,
 	};
-	bool rooms = req.path && strcmp(req.path, ROOMS_PATH) == 0;
+	bool rooms =
+	    req.path && (strcmp(req.path, ROOMS_PATH) == 0 || strcmp(req.path, EVENTS_PATH) == 0);
 	bool chat = req.path && strcmp(req.path, "/chat/") == 0;
 
 	struct chat_response head, res;
@@ -328,6 +438,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	chat_response_free(&head);
 	chat_response_free(&res);
 	free(body);
+	free(cursor);
+	free(last_event_id);
+	free(accept);
 	free(scheme);
 	free(host);
 	free(sec_fetch_site);

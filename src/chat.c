@@ -312,6 +312,12 @@ void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 		events_stream_reply(lim, res);
 }
 
+void chat_may_block(const struct chat_limits *lim)
+{
+	if (lim->may_block)
+		lim->may_block();
+}
+
 void chat_out_of_memory(struct chat_response *res, const char *reason)
 {
 	memset(res, 0, sizeof *res);

@@ -27,7 +27,13 @@ struct chat_limits {
 	/* A streamed reply (POST with Accept: text/event-stream) is sent one
 	 * event at a time, this many milliseconds apart: --stream-pace. */
 	unsigned stream_pace_ms;
+	/* Optional: called before work that may wait (the store) or take long,
+	 * so the server can let another thread take new requests meanwhile. */
+	void (*may_block)(void);
 };
+
+/* Calls lim->may_block if there is one. */
+void chat_may_block(const struct chat_limits *lim);
 
 /* What the FastCGI layer knows of a request. Any string may be NULL when the
  * parameter is absent. */

@@ -144,6 +144,7 @@ void events_respond(const struct chat_request *req, const struct chat_limits *li
 	struct event_ctx ctx = {.out = &o};
 	int64_t last;
 	const char *why = NULL;
+	chat_may_block(lim);
 	enum store_result r =
 	    store_read(lim->store, q.room, after, limit, add_event, &ctx, &last, &why);
 	if (r != STORE_OK) {

@@ -1,10 +1,12 @@
 #include "fcgi_head.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #define RECORD_HEADER   8
 #define VERSION_1       1
 #define TYPE_PARAMS     4
+#define TYPE_STDIN      5
 #define TYPE_GET_VALUES 9
 
 /* Walks the name-value pairs of the parameter stream across records. */
@@ -97,4 +99,19 @@ enum fcgi_head fcgi_head_check(const unsigned char *buf, size_t len)
 								 : FCGI_HEAD_PARTIAL;
 		off += record;
 	}
+}
+
+bool fcgi_request_whole(const unsigned char *buf, size_t len)
+{
+	for (size_t off = 0; len - off >= RECORD_HEADER;) {
+		const unsigned char *h = buf + off;
+		size_t content = (size_t)h[4] << 8 | h[5];
+		size_t record = RECORD_HEADER + content + h[6];
+		if (len - off < record)
+			return false;
+		if (h[1] == TYPE_STDIN && content == 0)
+			return true;
+		off += record;
+	}
+	return false;
 }

@@ -7,6 +7,7 @@
 #ifndef FCGI_HEAD_H
 #define FCGI_HEAD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* The most parameter bytes a request may bring: nginx sends a few hundred
@@ -26,5 +27,9 @@ enum fcgi_head {
 
 /* Judges the first len bytes waiting on a connection. */
 enum fcgi_head fcgi_head_check(const unsigned char *buf, size_t len);
+
+/* Is the whole request in buf, up to the empty STDIN record that ends its
+ * body? Then reading it cannot wait on the peer. */
+bool fcgi_request_whole(const unsigned char *buf, size_t len);
 
 #endif

@@ -96,6 +96,7 @@ int main(int argc, char **argv)
 	struct server_config cfg = {
 	    .listen_fd = l.fd,
 	    .threads = opt.threads,
+	    .pollers = opt.pollers,
 	    .max_held = opt.max_waits,
 	    .max_streams = opt.max_streams,
 	    .limits = {.max_body = opt.max_body,

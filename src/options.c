@@ -12,8 +12,8 @@
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: chat-fcgi [--listen unix:PATH|HOST:PORT] [--socket-mode MODE]\n"
-		     "                 [--threads N] [--max-waits N] [--max-streams N]\n"
-		     "                 [--stream-pace MS] [--max-body BYTES]\n"
+		     "                 [--threads N] [--pollers N] [--max-waits N]\n"
+		     "                 [--max-streams N] [--stream-pace MS] [--max-body BYTES]\n"
 		     "                 [--store sqlite:PATH|none] [--room-history N]\n"
 		     "                 [--store-sync normal|full] [--no-sandbox]\n"
 		     "                 [--quiet|--verbose] [--help] [--version]\n");
@@ -31,6 +31,9 @@ static void help(void)
 	       "  -m, --socket-mode MODE permissions of a unix socket (octal; default 0660)\n"
 	       "  -t, --threads N        requests worked on at once (default %u); idle\n"
 	       "                         connections and held long-polls take none\n"
+	       "      --pollers N        of those, how many take new requests at once\n"
+	       "                         (default: half the CPUs, at least 1); the\n"
+	       "                         others stand in while one waits on the store\n"
 	       "  -w, --max-waits N      long-polls held at once (default %u); past it,\n"
 	       "                         polls are answered at once with \"busy\"\n"
 	       "      --max-streams N    event streams (GET /chat/events) open at once\n"
@@ -123,6 +126,11 @@ static int parse_number_option(const struct number_option *opt, const char *arg,
 static const struct number_option socket_mode = {"--socket-mode", OCTAL_MODE, 0, 0777};
 static const struct number_option threads = {"--threads", NUMBER, 1, OPTIONS_THREADS_MAX};
 static const struct number_option max_waits = {"--max-waits", NUMBER, 0, OPTIONS_MAX_WAITS_MAX};
+static const struct number_option pollers = {"--pollers", NUMBER, 1, OPTIONS_THREADS_MAX};
+static const struct number_option max_streams = {"--max-streams", NUMBER, 0,
+						 OPTIONS_MAX_STREAMS_MAX};
+static const struct number_option stream_pace = {"--stream-pace", NUMBER, 0,
+						 OPTIONS_STREAM_PACE_MAX};
 /* Its error says the limit in M. */
 _Static_assert(OPTIONS_MAX_BODY_LIMIT % (1024 * 1024) == 0, "--max-body's limit is whole MiB");
 static const struct number_option max_body = {"--max-body", SIZE, 1, OPTIONS_MAX_BODY_LIMIT};
@@ -135,6 +143,7 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 	    {"socket-mode", required_argument, NULL, 'm'},
 	    {"threads", required_argument, NULL, 't'},
 	    {"max-waits", required_argument, NULL, 'w'},
+	    {"pollers", required_argument, NULL, 'O'},
 	    {"max-streams", required_argument, NULL, 'E'},
 	    {"stream-pace", required_argument, NULL, 'P'},
 	    {"max-body", required_argument, NULL, 'b'},
@@ -191,24 +200,19 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 				goto bad;
 			opt->max_waits = (unsigned)v;
 			break;
-		case 'E':
-			if (parse_size(optarg, 10, 0, 0, OPTIONS_MAX_STREAMS_MAX, &v) != 0) {
-				fprintf(stderr,
-					"chat-fcgi: --max-streams takes a number from 0 to %u, "
-					"not '%s'\n",
-					OPTIONS_MAX_STREAMS_MAX, optarg);
+		case 'O':
+			if (parse_number_option(&pollers, optarg, &v) != 0)
 				goto bad;
-			}
+			opt->pollers = (unsigned)v;
+			break;
+		case 'E':
+			if (parse_number_option(&max_streams, optarg, &v) != 0)
+				goto bad;
 			opt->max_streams = (unsigned)v;
 			break;
 		case 'P':
-			if (parse_size(optarg, 10, 0, 0, OPTIONS_STREAM_PACE_MAX, &v) != 0) {
-				fprintf(stderr,
-					"chat-fcgi: --stream-pace takes milliseconds from 0 to %u, "
-					"not '%s'\n",
-					OPTIONS_STREAM_PACE_MAX, optarg);
+			if (parse_number_option(&stream_pace, optarg, &v) != 0)
 				goto bad;
-			}
 			opt->stream_pace_ms = (unsigned)v;
 			break;
 		case 'b':

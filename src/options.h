@@ -27,6 +27,7 @@ struct options {
 	const char *listen; /* "unix:PATH" or "HOST:PORT"; NULL: the socket on fd 0 */
 	mode_t socket_mode;
 	unsigned threads;
+	unsigned pollers; /* threads taking requests at once; 0: half the CPUs */
 	unsigned max_waits;
 	unsigned max_streams;
 	unsigned stream_pace_ms; /* between the events of a streamed reply */

@@ -110,6 +110,7 @@ void rooms_post(const struct chat_limits *lim, const char *room, const char *cli
 	size_t answer_len;
 	bool replayed;
 	const char *why = NULL;
+	chat_may_block(lim);
 	enum store_result r =
 	    store_post(lim->store, room, client_id, client_id_len, text, text_len, reply, reply_len,
 		       build_post_answer, &ctx, &answer, &answer_len, &replayed, &why);
@@ -286,6 +287,7 @@ void rooms_messages(const struct chat_request *req, const struct chat_limits *li
 	struct read_ctx ctx = {.out = &o};
 	int64_t last;
 	const char *why = NULL;
+	chat_may_block(lim);
 	enum store_result r =
 	    store_read(lim->store, q.room, q.after, q.limit, add_entry, &ctx, &last, &why);
 	if (r != STORE_OK) {

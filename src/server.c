@@ -15,6 +15,18 @@
  * times keepalive is. The same goes for long-polls: a held request waits in
  * a list, not in a thread, until its room changes or its time is up.
  *
+ * Not every thread waits in epoll_wait, though. Waking a sleeping thread
+ * costs far more than answering a small request (on the 2-core machine of
+ * bench/RESULTS.md, a thread switch per request tripled the backend's CPU
+ * per request), so only a few threads - "pollers", half the CPUs, at least
+ * one - take events, and a poller answers what it took itself, going
+ * straight back to epoll_wait, where under load the next request is already
+ * waiting. The other threads are parked. A poller about to do something
+ * that may wait or take long (the store, a large body, writing to an event
+ * stream) first hands its place to a parked thread (server_may_block), so
+ * a slow request never holds up the others; it parks itself afterwards if
+ * enough pollers are about.
+ *
  * Connections live in a fixed table of slots. Every event carries the
  * slot's index and the "arm" count it was armed with; the count goes up at
  * every arm and at close, so an event that went stale while another thread
@@ -60,6 +72,8 @@
 #define IO_TIMEOUT_S 10
 /* How often held requests look for posts made by other processes. */
 #define STORE_POLL_MS 100
+/* Bodies larger than this are read and parsed off the pollers' place. */
+#define BIG_BODY ((size_t)8 * 1024)
 /* Connections accepted per wake-up before others get a turn. */
 #define ACCEPT_BATCH 32
 /* Upper bound on the slot table, whatever RLIMIT_NOFILE allows. */
@@ -96,6 +110,9 @@ struct conn {
 	/* Held because its request has not fully arrived: looked at again by
 	 * the timer, after partial_wait_ms, until partial_since + IO_TIMEOUT. */
 	bool partial;
+	/* The whole request, body included, was seen waiting: reading it
+	 * cannot block. */
+	bool whole;
 	uint64_t partial_since_ms;
 	unsigned partial_wait_ms;
 	/* An open event stream: its head is sent, it counts in nstreams, and
@@ -141,7 +158,41 @@ struct server {
 	unsigned nstreams;  /* open event streams, held or being written */
 	uint64_t store_version;
 	uint64_t timer_due_ms; /* 0: not set */
+
+	/* The pollers' places (see the top of the file). */
+	pthread_mutex_t gate_lock;
+	pthread_cond_t gate_free;
+	unsigned pollers, max_pollers;
 };
+
+/* The server a worker thread serves, and whether it holds a poller's place. */
+static _Thread_local struct server *tl_server;
+static _Thread_local bool tl_poller;
+
+/* Takes a poller's place, waiting (parked) until one is free. */
+static void gate_enter(struct server *srv)
+{
+	pthread_mutex_lock(&srv->gate_lock);
+	while (srv->pollers >= srv->max_pollers && !atomic_load(&srv->stopping))
+		pthread_cond_wait(&srv->gate_free, &srv->gate_lock);
+	srv->pollers++;
+	pthread_mutex_unlock(&srv->gate_lock);
+	tl_poller = true;
+}
+
+/* Gives the calling thread's place to a parked thread: it is about to do
+ * something that may wait. A no-op for a thread that holds none. */
+static void server_may_block(void)
+{
+	struct server *srv = tl_server;
+	if (!tl_poller || !srv)
+		return;
+	tl_poller = false;
+	pthread_mutex_lock(&srv->gate_lock);
+	srv->pollers--;
+	pthread_cond_signal(&srv->gate_free);
+	pthread_mutex_unlock(&srv->gate_lock);
+}
 
 static uint64_t now_ms(void)
 {
@@ -515,6 +566,8 @@ static int write_stream_head(FCGX_Stream *out, const char *content_type)
 
 static int write_part(FCGX_Stream *out, const char *part, size_t len)
 {
+	/* nginx reads an event stream only as fast as its browser does. */
+	server_may_block();
 	/* Parts are at most a few times max_body, far below INT_MAX. */
 	if (len && FCGX_PutStr(part, (int)len, out) != (int)len)
 		return -1;
@@ -884,6 +937,7 @@ static void service_answer(struct server *srv, struct conn *c, const struct chat
 	}
 	if (c->route == ROUTE_HEALTH) {
 		char why[256] = "";
+		server_may_block();
 		if (!srv->cfg.store_check ||
 		    srv->cfg.store_check(srv->cfg.store_ctx, why, sizeof why) == 0) {
 			set_body(res, 200, "{\"status\":\"ok\"}", NULL);
@@ -961,6 +1015,10 @@ static void serve(struct server *srv, struct conn *c)
 		return;
 	}
 	bool gone = false, oom = false;
+	/* A body still on its way, or a large one, is read off the pollers'
+	 * place. */
+	if (announced > BIG_BODY || !c->whole)
+		server_may_block();
 	c->body =
 	    read_body(c->req.in, announced, srv->cfg.limits.max_body, &c->body_len, &gone, &oom);
 	if (gone) {
@@ -1051,11 +1109,14 @@ static bool head_ready(struct server *srv, struct conn *c)
 	int fd = c->req.ipcFd;
 	ssize_t n = recv(fd, small, sizeof small, MSG_PEEK | MSG_DONTWAIT);
 	enum fcgi_head v = FCGI_HEAD_BAD;
+	c->whole = false;
 	if (n > 0) {
 		v = fcgi_head_check(small, (size_t)n);
 		if (v == FCGI_HEAD_PARTIAL && (size_t)n == sizeof small) {
 			n = recv(fd, big, sizeof big, MSG_PEEK | MSG_DONTWAIT);
 			v = n > 0 ? fcgi_head_check(big, (size_t)n) : FCGI_HEAD_BAD;
+		} else if (v == FCGI_HEAD_READY) {
+			c->whole = fcgi_request_whole(small, (size_t)n);
 		}
 	} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
 		if (c->partial) {
@@ -1262,7 +1323,10 @@ static void accept_event(struct server *srv)
 static void *worker(void *arg)
 {
 	struct server *srv = arg;
+	tl_server = srv;
 	for (;;) {
+		if (!tl_poller)
+			gate_enter(srv);
 		struct epoll_event ev;
 		/* One event per call: it goes to one thread, and the others stay
 		 * free for the next. */
@@ -1284,6 +1348,7 @@ static void *worker(void *arg)
 		else
 			conn_event(srv, ev.data.u64);
 	}
+	server_may_block();
 	pthread_mutex_lock(&srv->lock);
 	srv->running--;
 	pthread_cond_signal(&srv->done);
@@ -1333,6 +1398,8 @@ static void server_free(struct server *srv)
 	free(srv->slots);
 	pthread_mutex_destroy(&srv->lock);
 	pthread_cond_destroy(&srv->done);
+	pthread_mutex_destroy(&srv->gate_lock);
+	pthread_cond_destroy(&srv->gate_free);
 	free(srv);
 }
 
@@ -1347,6 +1414,14 @@ struct server *server_start(const struct server_config *cfg)
 	srv->ep = srv->stop_fd = srv->timer_fd = -1;
 	pthread_mutex_init(&srv->lock, NULL);
 	pthread_cond_init(&srv->done, NULL);
+	pthread_mutex_init(&srv->gate_lock, NULL);
+	pthread_cond_init(&srv->gate_free, NULL);
+	srv->cfg.limits.may_block = server_may_block;
+	/* Half the CPUs: nginx's workers want the other half. */
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	srv->max_pollers = cfg->pollers ? cfg->pollers : cpus >= 4 ? (unsigned)(cpus / 2) : 1;
+	if (srv->max_pollers > cfg->threads)
+		srv->max_pollers = cfg->threads;
 
 	srv->nslots = slot_count();
 	srv->slots = calloc(srv->nslots, sizeof *srv->slots);
@@ -1398,6 +1473,10 @@ struct server *server_start(const struct server_config *cfg)
 unsigned long server_stop(struct server *srv, unsigned grace_ms)
 {
 	atomic_store(&srv->stopping, true);
+	/* Parked threads come out to see the stop event and end. */
+	pthread_mutex_lock(&srv->gate_lock);
+	pthread_cond_broadcast(&srv->gate_free);
+	pthread_mutex_unlock(&srv->gate_lock);
 	uint64_t one = 1;
 	ssize_t w;
 	do

@@ -66,6 +66,18 @@ int main(void)
 		partial += fcgi_head_check(o.b, cut) == FCGI_HEAD_PARTIAL;
 	is_int(partial, (int)head, "cut anywhere before the parameters end: partial");
 
+	/* fcgi_request_whole: the body too, up to its empty STDIN record. */
+	ok(!fcgi_request_whole(o.b, o.n), "a body without its closing STDIN record: not whole");
+	size_t body_end = o.n;
+	record(&o, 1, 5, NULL, 0, 0);
+	ok(fcgi_request_whole(o.b, o.n), "with it: whole");
+	int cut_whole = 0;
+	for (size_t cut = 0; cut < o.n; cut++)
+		cut_whole += fcgi_request_whole(o.b, cut);
+	is_int(cut_whole, 0, "cut anywhere before the end: not whole");
+	ok(!fcgi_request_whole(o.b, body_end + 4), "... half a record header included");
+	o.n = body_end;
+
 	o.b[0] = 2;
 	is_int(fcgi_head_check(o.b, o.n), FCGI_HEAD_BAD, "another protocol version: bad");
 

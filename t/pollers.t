@@ -1,0 +1,103 @@
+#!/usr/bin/perl
+# --pollers: only that many threads take new requests, and one about to wait
+# on the store hands its place to a parked thread first. With the database
+# locked by another process, posts to a room wait (then 503), and stateless
+# posts, health checks and polls go on being answered at once. With a
+# single thread there is nobody to hand over to: the same stateless post
+# then waits behind the store, which shows what the test would catch.
+
+use strict;
+use warnings;
+
+use JSON::PP;
+use Test::More;
+use Time::HiRes qw(time sleep);
+
+use ChatTest;
+
+$| = 1;
+
+my $sqlite3 = ChatTest::which('sqlite3', '/usr/bin');
+BAIL_OUT('sqlite3 (the Debian package sqlite3) is needed by this test') unless $sqlite3;
+
+# Holds the write lock of $db until the returned handle is closed.
+sub lock_db {
+	my ($t, $db) = @_;
+	my $out = $t->dir . '/lock.out';
+	unlink $out;
+	open(my $lock, '|-', "$sqlite3 '$db' > '$out' 2>&1") or die "sqlite3: $!";
+	$lock->autoflush(1);
+	print $lock "BEGIN IMMEDIATE;\nSELECT 'locked';\n";
+	my $deadline = time + 10;
+	sleep 0.05 until ChatTest::read_file($out) =~ /locked/ || time > $deadline;
+	return $lock;
+}
+
+sub room_post {
+	my ($t, $text) = @_;
+	return $t->begin_request(method => 'POST', path => '/chat/',
+		body => qq({"message":"$text","room":"locked"}),
+		headers => ['Content-Type' => 'application/json']);
+}
+
+# Seconds a stateless post takes, and its status.
+sub timed_post {
+	my ($t, $text) = @_;
+	my $t0 = time;
+	my $r = $t->post(qq({"message":"$text"}), timeout => 15);
+	return (time - $t0, $r->{status});
+}
+
+{
+	my $t = ChatTest->new(backend_args => ['--threads', '3', '--pollers', '1'],
+		rate_limit => 'off');
+	is($t->post('{"message":"warm","room":"locked"}')->{status}, 200, 'a room post before the lock');
+	my $lock = lock_db($t, $t->store_path);
+	my @waiting = map { room_post($t, "w$_") } 1 .. 2;
+	sleep 0.2;    # both are inside the store's busy wait now
+	my ($worst, @status) = (0);
+	for my $i (1 .. 20) {
+		my ($took, $status) = timed_post($t, "s$i");
+		$worst = $took if $took > $worst;
+		push @status, $status;
+	}
+	is_deeply(\@status, [(200) x 20],
+		'--pollers 1, two room posts waiting on a locked store: 20 stateless posts answered');
+	ok($worst < 0.5 * ChatTest::slack(),
+		sprintf('... none held up by the store (slowest %.0f ms)', $worst * 1000));
+	my $h = $t->request(path => '/chat/health', timeout => 15);
+	is($h->{status}, 200, '... health answers');
+	my $m = $t->request(path => '/chat/messages?room=locked', timeout => 15);
+	is($m->{status}, 200, '... a read of the room answers');
+	my @r = map { $t->finish_request($_, 15) } @waiting;
+	is_deeply([map { $_->{status} } @r], [503, 503], 'the room posts end in 503 (locked past 2 s)');
+	close($lock);
+	is($t->post('{"message":"again","room":"locked"}')->{status}, 200,
+		'once the lock is gone, room posts work again');
+	my ($took, $status) = timed_post($t, 'after');
+	is($status, 200, '... and stateless ones still do');
+	$t->done;
+}
+
+{
+	my $t = ChatTest->new(backend_args => ['--threads', '1'], rate_limit => 'off');
+	my $lock = lock_db($t, $t->store_path);
+	my $w = room_post($t, 'w');
+	sleep 0.2;
+	my ($took, $status) = timed_post($t, 'stuck');
+	ok($took > 1, sprintf('with --threads 1 a stateless post waits behind the store (%.1f s)',
+		$took));
+	$t->finish_request($w, 15);
+	close($lock);
+	$t->done;
+}
+
+{
+	my $t = ChatTest->new(backend_args => ['--threads', '2', '--pollers', '8']);
+	is($t->post('{"message":"capped"}')->{status}, 200, '--pollers above --threads is capped');
+	$t->done;
+	my $out = `$ENV{CHAT_FCGI} --pollers 0 2>&1`;
+	like($out, qr/--pollers takes a number from 1 to 512, not '0'/, '--pollers 0 is refused');
+}
+
+done_testing;
