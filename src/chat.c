@@ -28,28 +28,30 @@ void chat_set_error(struct chat_response *res, int status, const char *body, con
 	res->reason = reason;
 }
 
-/* Error sentences come from the parsers as plain text; they hold no
- * character that needs escaping except '"' and '\', escaped here. */
-static void set_error_text(struct chat_response *res, int status, const char *why)
+void chat_set_escaped(struct chat_response *res, int status, const char *head, const char *text,
+		      const char *tail, const char *reason)
 {
-	static const char head[] = "{\"error\":\"";
-	static const char tail[] = "\"}";
-	size_t why_len = strlen(why);
-	size_t esc = reply_escaped_len(why, why_len);
-	char *buf = malloc(sizeof head - 1 + esc + sizeof tail);
+	size_t head_len = strlen(head), text_len = strlen(text), tail_len = strlen(tail);
+	char *buf = malloc(head_len + reply_escaped_len(text, text_len) + tail_len + 1);
 
 	if (!buf) {
 		chat_out_of_memory(res, "out of memory");
 		return;
 	}
-	memcpy(buf, head, sizeof head - 1);
-	char *p = reply_escape(buf + sizeof head - 1, why, why_len);
-	memcpy(p, tail, sizeof tail);
+	memcpy(buf, head, head_len);
+	char *p = reply_escape(buf + head_len, text, text_len);
+	memcpy(p, tail, tail_len + 1);
 	res->status = status;
 	res->body = buf;
-	res->body_len = (size_t)(p - buf) + sizeof tail - 1;
+	res->body_len = (size_t)(p - buf) + tail_len;
 	res->body_owned = true;
-	res->reason = why;
+	res->reason = reason;
+}
+
+/* Error sentences come from the parsers as plain text, escaped here. */
+static void set_error_text(struct chat_response *res, int status, const char *why)
+{
+	chat_set_escaped(res, status, "{\"error\":\"", why, "\"}", why);
 }
 
 /* CONTENT_LENGTH: digits only (RFC 9110, 8.6), no sign, no spaces. */

@@ -134,6 +134,11 @@ void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
  * the log. */
 void chat_set_error(struct chat_response *res, int status, const char *body, const char *reason);
 
+/* An answer made of head, text escaped as the inside of a JSON string,
+ * and tail (all NUL-terminated; the body is malloc'd). */
+void chat_set_escaped(struct chat_response *res, int status, const char *head, const char *text,
+		      const char *tail, const char *reason);
+
 /* The 503 answer when memory runs out; reason goes to the log. */
 void chat_out_of_memory(struct chat_response *res, const char *reason);
 

@@ -16,7 +16,7 @@
 #define OPTIONS_MAX_WAITS_MAX     100000u
 /* Event streams open at once; each costs what a held long-poll costs, and
  * two nginx connections for as long as the page stays open. */
-#define OPTIONS_MAX_STREAMS_DEFAULT 1024u
+#define OPTIONS_MAX_STREAMS_DEFAULT 2048u
 #define OPTIONS_MAX_STREAMS_MAX     100000u
 #define OPTIONS_STREAM_PACE_MAX     10000u
 #define OPTIONS_SOCKET_MODE_DEFAULT 0660
@@ -27,7 +27,7 @@ struct options {
 	const char *listen; /* "unix:PATH" or "HOST:PORT"; NULL: the socket on fd 0 */
 	mode_t socket_mode;
 	unsigned threads;
-	unsigned pollers; /* threads taking requests at once; 0: half the CPUs */
+	unsigned pollers; /* threads taking requests at once; 0: half the CPUs, 2 at least */
 	unsigned max_waits;
 	unsigned max_streams;
 	unsigned stream_pace_ms; /* between the events of a streamed reply */

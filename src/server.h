@@ -12,7 +12,7 @@ struct server;
 struct server_config {
 	int listen_fd;
 	unsigned threads;
-	unsigned pollers;     /* threads taking requests at once; 0: half the CPUs */
+	unsigned pollers;     /* threads taking requests at once; 0: half the CPUs, 2 at least */
 	unsigned max_held;    /* long-polls held at once; more get CHAT_HOLD_FULL */
 	unsigned max_streams; /* event streams open at once; more get CHAT_HOLD_FULL */
 	struct chat_limits limits;

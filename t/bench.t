@@ -16,7 +16,7 @@ my $src = ChatTest::srcdir();
 my $build = $ENV{CHAT_BUILDDIR} // $src;
 my $backend = $ENV{CHAT_FCGI} // "$build/src/chat-fcgi";
 my $driver = "$build/bench/request_cost";
-for my $tool (qw(wrk valgrind nginx spawn-fcgi)) {
+for my $tool (qw(wrk valgrind nginx spawn-fcgi sqlite3)) {
 	plan(skip_all => "$tool not installed")
 		unless ChatTest::which($tool, '/usr/sbin', '/sbin', '/usr/bin');
 }
@@ -48,6 +48,25 @@ like($out, qr/^\| chat-fcgi \| round 1 \| 8 \|(?: [^|]+ \|){8} $num \| $num \| $
 like($out, qr/^\| chat-fcgi \| 64 KiB \| 8 \| [1-9]\d* \|/m, 'the 64 KiB round served requests');
 like($out, qr/^\| 64 KiB message \| 65536 \| [1-9]\d* \| $num \|/m,
 	'the 64 KiB callgrind count, with instructions per byte');
+
+# The rooms' measurements (--rooms): stored against stateless posts, the
+# fan-out to long-pollers (bench/fanout), the poll cost over filled
+# databases; each counts its errors, and the run exits 1 on any.
+($status, $out) = bench('--rooms');
+is($status, 0, 'bench/run --rooms --smoke exits 0: everything ran, no error counted')
+	or diag($out);
+for my $title ('Stored posts against stateless posts', 'Fan-out: 50 long-pollers in one room',
+	'Poll cost against stored entries') {
+	like($out, qr/^#### \Q$title\E/m, "the rooms report has the table: $title");
+}
+for my $target ('stateless', 'stored', '1000 entries', '10000 entries') {
+	like($out, qr/^\| \Q$target\E \| round 1 \| 8 \| [1-9]\d* \| $num \| $num \| $num \| 0 \|/m,
+		"rooms: $target served requests with no error");
+}
+like($out, qr/^\| pollers held at once \(backend metrics\) \| 50 \|$/m, 'all 50 polls were held');
+like($out, qr/^\| deliveries \(posts × pollers\) \| [1-9]\d* \|$/m, 'posts reached the pollers');
+like($out, qr{^\| errors: failed polls / missing / duplicated / busy / failed posts \| 0 / 0 / 0 / 0 / 0 \|$}m,
+	'the fan-out counted no error');
 
 # A backend that cannot answer the benchmark's bodies makes the run fail
 # before any figure is taken, and says why.

@@ -472,6 +472,79 @@ static void test_processes(void)
 	store_close(st);
 }
 
+/* Group commit: threads of one process post the same client ids at once,
+ * so a retry often shares a batch (one transaction) with its first post.
+ * Each client id is stored once, and every thread gets its first answer. */
+#define RACERS 8
+#define RACES  40
+
+struct racer {
+	struct store *st;
+	char *answers[RACES];
+	int replays, failures;
+};
+
+static void *race(void *arg)
+{
+	struct racer *r = arg;
+	for (int i = 0; i < RACES; i++) {
+		char cid[32];
+		snprintf(cid, sizeof cid, "race-%d", i);
+		bool replayed = false;
+		r->answers[i] = post(r->st, "race", cid, cid, &replayed);
+		if (!r->answers[i])
+			r->failures++;
+		else if (replayed)
+			r->replays++;
+	}
+	return NULL;
+}
+
+static void test_group_commit(void)
+{
+	struct store *st = open_store(db_path("race.db"), 1000);
+	if (!st)
+		return;
+	pthread_t t[RACERS];
+	struct racer r[RACERS];
+	int started = 0;
+	for (int j = 0; j < RACERS; j++) {
+		r[j] = (struct racer){.st = st};
+		if (pthread_create(&t[j], NULL, race, &r[j]) == 0)
+			started++;
+	}
+	is_int(started, RACERS, "%d threads post the same %d client ids at once", RACERS, RACES);
+	int failures = 0, replays = 0;
+	bool same = true;
+	for (int j = 0; j < started; j++) {
+		pthread_join(t[j], NULL);
+		failures += r[j].failures;
+		replays += r[j].replays;
+	}
+	for (int j = 1; j < started; j++)
+		for (int i = 0; i < RACES; i++)
+			same = same && r[j].answers[i] && r[0].answers[i] &&
+			       strcmp(r[j].answers[i], r[0].answers[i]) == 0;
+	for (int j = 0; j < started; j++)
+		for (int i = 0; i < RACES; i++)
+			free(r[j].answers[i]);
+	is_int(failures, 0, "no post failed");
+	is_int(replays, (started - 1) * RACES, "all but the first post of each client id replayed");
+	ok(same, "every thread got the first answer of each client id, byte for byte");
+	struct seen *s = calloc(1, sizeof *s);
+	if (!s)
+		abort();
+	int64_t last;
+	if (read_room(st, "race", 0, 500, s, &last) == STORE_OK) {
+		bool gapless = s->n == 2 * RACES;
+		for (size_t i = 0; i < s->n; i++)
+			gapless = gapless && s->seq[i] == (int64_t)i + 1;
+		ok(gapless, "the room holds each client id's post once: seq 1..%d", 2 * RACES);
+	}
+	free(s);
+	store_close(st);
+}
+
 int main(void)
 {
 	const char *tmp = getenv("TMPDIR");
@@ -487,6 +560,7 @@ int main(void)
 	test_locked();
 	test_data_version();
 	test_processes();
+	test_group_commit();
 
 	/* Remove what was made, unless the run is to be looked at. */
 	if (!getenv("CHAT_KEEP")) {
