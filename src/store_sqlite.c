@@ -591,10 +591,11 @@ static void write_batch(struct store_sqlite *st, struct pending *batch)
 	}
 }
 
-enum store_result store_sqlite_post(struct store_sqlite *st, const char *room, const char *client_id,
-			     size_t client_id_len, const char *text, size_t text_len,
-			     const char *reply, size_t reply_len, store_answer_fn build, void *ctx,
-			     char **answer, size_t *answer_len, bool *replayed, const char **why)
+enum store_result store_sqlite_post(struct store_sqlite *st, const char *room,
+				    const char *client_id, size_t client_id_len, const char *text,
+				    size_t text_len, const char *reply, size_t reply_len,
+				    store_answer_fn build, void *ctx, char **answer,
+				    size_t *answer_len, bool *replayed, const char **why)
 {
 	struct pending me = {.room = room,
 			     .client_id = client_id,
