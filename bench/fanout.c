@@ -3,7 +3,10 @@
  * through nginx while one client posts to it, all on one epoll loop, so a
  * thousand sockets cost one process and no thread each.
  *
- *   fanout [--events] PORT ROOM POLLERS SECONDS INTERVAL_MS [BACKEND_PID]
+ *   fanout [--events] [--post-port P] PORT ROOM POLLERS SECONDS INTERVAL_MS [BACKEND_PID]
+ *
+ * With --post-port the posts go to another port: another node sharing the
+ * store (bench/cross-node), so what is measured is delivery across nodes.
  *
  * With --events the "pollers" are event streams instead: each opens
  * GET /chat/events?room=ROOM&after=NEXT once and reads the entries' events
@@ -47,6 +50,7 @@
 
 struct client {
 	int fd;
+	int port;
 	bool connected, reading;
 	char *out;
 	size_t out_len, out_off;
@@ -178,7 +182,7 @@ static int64_t json_int(const char *body, const char *key)
 	return p ? strtoll(p + strlen(key), NULL, 10) : -1;
 }
 
-static int connect_to(bool blocking)
+static int connect_to(bool blocking, int to_port)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | (blocking ? 0 : SOCK_NONBLOCK) | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
@@ -188,7 +192,7 @@ static int connect_to(bool blocking)
 	int one = 1;
 	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0)
 		perror("fanout: TCP_NODELAY");
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)to_port)};
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0 && errno != EINPROGRESS) {
 		perror("fanout: connect");
@@ -201,7 +205,7 @@ static int connect_to(bool blocking)
 /* One blocking GET (before and outside the measurement). */
 static char *get(const char *path, int *status)
 {
-	int fd = connect_to(true);
+	int fd = connect_to(true, port);
 	if (fd < 0)
 		return NULL;
 	char req[512];
@@ -249,7 +253,7 @@ static void send_request(struct client *c, size_t id)
 	c->reading = false;
 	c->sent_at = now();
 	if (c->fd < 0) {
-		c->fd = connect_to(false);
+		c->fd = connect_to(false, c->port);
 		if (c->fd < 0) {
 			error_seen("connect failed", NULL, 0);
 			exit(1);
@@ -548,14 +552,23 @@ static long held_waits(void)
 
 int main(int argc, char **argv)
 {
-	if (argc > 1 && strcmp(argv[1], "--events") == 0) {
-		events_mode = true;
-		argv++;
-		argc--;
+	int post_port = 0;
+	for (;;) {
+		if (argc > 1 && strcmp(argv[1], "--events") == 0) {
+			events_mode = true;
+			argv++;
+			argc--;
+		} else if (argc > 2 && strcmp(argv[1], "--post-port") == 0) {
+			post_port = atoi(argv[2]);
+			argv += 2;
+			argc -= 2;
+		} else {
+			break;
+		}
 	}
 	if (argc < 6 || argc > 7) {
-		fputs("usage: fanout [--events] PORT ROOM POLLERS SECONDS INTERVAL_MS "
-		      "[BACKEND_PID]\n",
+		fputs("usage: fanout [--events] [--post-port P] PORT ROOM POLLERS SECONDS "
+		      "INTERVAL_MS [BACKEND_PID]\n",
 		      stderr);
 		return 2;
 	}
@@ -610,8 +623,11 @@ int main(int argc, char **argv)
 	}
 	for (size_t i = 0; i <= npoll; i++) {
 		cl[i].fd = -1;
+		cl[i].port = port;
 		cl[i].after = base;
 	}
+	if (post_port > 0)
+		cl[npoll].port = post_port;
 	for (size_t i = 0; i < npoll; i++)
 		poll_request(&cl[i], i);
 

@@ -80,12 +80,20 @@ like($out, qr/backend answered 64K with 413/, '... and the reason is shown');
 # bench/store-compare --smoke: stored posts on SQLite and on a private
 # PostgreSQL, through nginx, both without an error.
 SKIP: {
-	skip 'built without PostgreSQL', 3 if ($ENV{CHAT_POSTGRESQL} // '') eq '0';
+	skip 'built without PostgreSQL', 5 if ($ENV{CHAT_POSTGRESQL} // '') eq '0';
 	my $cmp = `"$^X" "$src/bench/store-compare" --smoke --backend "$backend" 2>&1`;
 	is($?, 0, 'bench/store-compare --smoke exits 0') or diag($cmp);
 	for my $store ('SQLite', 'PostgreSQL') {
 		like($cmp, qr/^\| 1 \| \Q$store\E \| [1-9]\d* \| $num \| $num \| 0 \|/m,
 			"it stored posts on $store with no error");
 	}
+
+	# bench/cross-node --smoke: event streams on one node, posts to another,
+	# one PostgreSQL: every post reaches every stream once.
+	my $fanout = "$build/bench/fanout";
+	my $x = `"$^X" "$src/bench/cross-node" --smoke --backend "$backend" --fanout "$fanout" 2>&1`;
+	is($?, 0, 'bench/cross-node --smoke exits 0') or diag($x);
+	like($x, qr{^\| errors: failed / missing / duplicated / busy / failed posts \| 0 / 0 / 0 / 0 / 0 \|$}m,
+		'... every post reached every stream on the other node once');
 }
 done_testing;
