@@ -108,17 +108,9 @@ static int add_event(void *arg, const struct store_entry *e)
 void events_respond(const struct chat_request *req, const struct chat_limits *lim,
 		    struct chat_response *res)
 {
-	memset(res, 0, sizeof *res);
-	if (!lim->store) {
-		chat_set_error(res, 404, ROOMS_OFF_BODY, "history is off (--store none)");
-		return;
-	}
 	struct rooms_query q;
-	const char *bad = rooms_parse_query(req->query, &q);
-	if (bad) {
-		chat_set_error(res, 400, bad, "bad query parameters");
+	if (!rooms_read_query(req, lim, res, &q))
 		return;
-	}
 	int64_t after = q.after;
 	/* What a reconnecting EventSource sends: the id of the last event it
 	 * got, which wins over the after it was first opened with. */

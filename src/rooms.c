@@ -263,20 +263,28 @@ static int add_entry(void *arg, const struct store_entry *e)
 	return ctx->out->failed ? -1 : 0;
 }
 
-void rooms_messages(const struct chat_request *req, const struct chat_limits *lim,
-		    struct chat_response *res)
+bool rooms_read_query(const struct chat_request *req, const struct chat_limits *lim,
+		      struct chat_response *res, struct rooms_query *q)
 {
 	memset(res, 0, sizeof *res);
 	if (!lim->store) {
 		chat_set_error(res, 404, ROOMS_OFF_BODY, "history is off (--store none)");
-		return;
+		return false;
 	}
-	struct rooms_query q;
-	const char *bad = rooms_parse_query(req->query, &q);
+	const char *bad = rooms_parse_query(req->query, q);
 	if (bad) {
 		chat_set_error(res, 400, bad, "bad query parameters");
-		return;
+		return false;
 	}
+	return true;
+}
+
+void rooms_messages(const struct chat_request *req, const struct chat_limits *lim,
+		    struct chat_response *res)
+{
+	struct rooms_query q;
+	if (!rooms_read_query(req, lim, res, &q))
+		return;
 	/* HEAD gets the headers of what is there now: no point in holding it. */
 	bool may_wait = q.wait > 0 && req->method && strcmp(req->method, "GET") == 0;
 

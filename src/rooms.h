@@ -47,6 +47,12 @@ struct rooms_query {
  * error body to answer 400 with. */
 const char *rooms_parse_query(const char *qs, struct rooms_query *q);
 
+/* Clears res and reads the query of a room endpoint into q: false, with
+ * res the answer (404 under --store none, 400 for a bad query), when there
+ * is nothing to read. */
+bool rooms_read_query(const struct chat_request *req, const struct chat_limits *lim,
+		      struct chat_response *res, struct rooms_query *q);
+
 /* The answer when the store failed: 503 (or the out-of-memory one). */
 void rooms_store_failed(struct chat_response *res, enum store_result r, const char *why);
 

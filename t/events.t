@@ -24,13 +24,6 @@ binmode(Test::More->builder->$_, ':encoding(UTF-8)') for qw(output failure_outpu
 
 my $json = JSON::PP->new->utf8->canonical;
 
-sub post_room {
-	my ($t, $room, $text, $cid, %o) = @_;
-	my %b = (message => $text, room => $room);
-	$b{client_id} = $cid if defined $cid;
-	return $t->post($json->encode(\%b), %o);
-}
-
 sub entries {
 	my ($t, $room) = @_;
 	my $r = $t->request(path => "/chat/messages?room=$room&after=0&limit=500");
@@ -61,7 +54,7 @@ sub wait_until {
 ## History, then live entries
 
 my $t = ChatTest->new(rate_limit => 'off');
-post_room($t, 'ev', "m$_", "c$_") for 1 .. 3;
+$t->post_room('ev', "m$_", "c$_") for 1 .. 3;
 my $stored = entries($t, 'ev');
 
 {
@@ -79,14 +72,14 @@ my $stored = entries($t, 'ev');
 	is_deeply(ev_data(@ev), $stored, '... each data: the entry as /chat/messages has it');
 
 	my $t0 = time;
-	post_room($t, 'ev', 'live one');
+	$t->post_room('ev', 'live one');
 	my @live = ($es->next(5), $es->next(5));
 	my $took = time - $t0;
 	is_deeply(ev_seqs(@live), [7, 8], 'a post reaches the open stream: ids 7, 8');
 	is_deeply([map { $_->{text} } @{ ev_data(@live) }], ['live one', 'received live one'],
 		'... with the message and its reply');
 	ok($took < 1 * ChatTest::slack(), sprintf('... at once (%.0f ms)', $took * 1000));
-	post_room($t, 'other', 'elsewhere');
+	$t->post_room('other', 'elsewhere');
 	ok(!defined $es->next(0.5), 'a post to another room does not reach it');
 	is(streams_open($t), 1, 'the metrics count one open stream');
 	$es->close;
@@ -97,7 +90,7 @@ my $stored = entries($t, 'ev');
 ## Many streams on one room: each gets its own continuation
 
 {
-	post_room($t, 'fan', "f$_") for 1 .. 2;    # entries 1..4
+	$t->post_room('fan', "f$_") for 1 .. 2;    # entries 1..4
 	# 20 at the newest entry, and 5 further back: answers computed once for
 	# a cursor are shared by the streams at that cursor only.
 	my @new = map { EventStream->open($t, '/chat/events?room=fan&after=4') } 1 .. 20;
@@ -106,10 +99,10 @@ my $stored = entries($t, 'ev');
 	my @old_first = map { [map { $_->{id} } $_->drain(0.3)] } @old;
 	is_deeply(\@old_first, [[1 .. 4], [2 .. 4], [3, 4], [4], []],
 		'5 streams opened at cursors 0..4 get what follows each');
-	post_room($t, 'fan', 'to all');
+	$t->post_room('fan', 'to all');
 	my @got = map { [map { $_->{id} } ($_->next(5), $_->next(5))] } @new, @old;
 	is_deeply(\@got, [([5, 6]) x 25], 'a post reaches all 25 streams, once each: ids 5, 6');
-	post_room($t, 'fan', 'and again');
+	$t->post_room('fan', 'and again');
 	@got = map { [map { $_->{id} } ($_->next(5), $_->next(5))] } @new, @old;
 	is_deeply(\@got, [([7, 8]) x 25], '... and the next one too');
 	$_->close for @new, @old;
@@ -130,7 +123,7 @@ my $stored = entries($t, 'ev');
 	$es->close;
 	$es = EventStream->open($t, '/chat/events?room=ev&after=8');
 	is_deeply(ev_seqs($es->drain(0.5)), [], 'after the newest: nothing yet');
-	post_room($t, 'ev', 'next');
+	$t->post_room('ev', 'next');
 	is_deeply(ev_seqs($es->drain(1)), [9, 10], '... then only the new entries');
 	$es->close;
 	$es = EventStream->open($t, '/chat/events?room=nobody-here');
@@ -142,7 +135,7 @@ my $stored = entries($t, 'ev');
 ## A backlog longer than one batch comes whole, in order
 
 {
-	post_room($t, 'big', "b$_") for 1 .. 300;
+	$t->post_room('big', "b$_") for 1 .. 300;
 	my $es = EventStream->open($t, '/chat/events?room=big&after=0');
 	my @ev = $es->drain(3);
 	is_deeply(ev_seqs(@ev), [1 .. 600], '600 entries after=0: all of them, in order');
@@ -272,7 +265,7 @@ $t->done;
 	is_deeply($es->comments, ['keep-alive'], sprintf('a quiet stream gets a comment (after %.1f s)',
 		$took));
 	ok($took > 13 && $took < 18, '... every 15 s');
-	post_room($h, 'quiet', 'after the heartbeat');
+	$h->post_room('quiet', 'after the heartbeat');
 	is($es->next(5)->{id}, 1, '... and still delivers');
 	$es->close;
 	$h->done;
@@ -327,7 +320,7 @@ $t->done;
 	my $es = EventStream->open($side[0], '/chat/events?room=both&after=0');
 	$es->drain(0.3);
 	my $t0 = time;
-	post_room($side[1], 'both', 'from the other backend');
+	$side[1]->post_room('both', 'from the other backend');
 	my @ev = ($es->next(5), $es->next(5));
 	my $took = time - $t0;
 	is_deeply(ev_seqs(@ev), [1, 2], 'a post through backend 2 reaches a stream on backend 1');

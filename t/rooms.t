@@ -23,21 +23,6 @@ binmode(Test::More->builder->$_, ':encoding(UTF-8)') for qw(output failure_outpu
 
 my $json = JSON::PP->new->utf8->canonical;
 
-# POST /chat/ with a room (and a client id when given).
-sub post_room {
-	my ($t, $room, $text, $cid, %o) = @_;
-	my %b = (message => $text, room => $room);
-	$b{client_id} = $cid if defined $cid;
-	return $t->post($json->encode(\%b), %o);
-}
-
-# GET /chat/messages?QUERY: the response and its JSON.
-sub messages {
-	my ($t, $query, %o) = @_;
-	my $r = $t->request(path => "/chat/messages?$query", %o);
-	return ($r, $t->json($r));
-}
-
 sub texts { return [map { $_->{text} } @{ $_[0]{entries} // [] }] }
 sub seqs  { return [map { $_->{seq} } @{ $_[0]{entries} // [] }] }
 
@@ -46,7 +31,7 @@ my $t = ChatTest->new;
 ## Two clients in one room, and the history after a reload
 
 {
-	my $r = post_room($t, 'lobby', 'hello from A', 'a-1');
+	my $r = $t->post_room('lobby', 'hello from A', 'a-1');
 	is($r->{status}, 200, 'A posts in lobby: 200') or diag($r->{raw});
 	my $a = $t->json($r);
 	is($a->{message}, 'received hello from A', '... "message" is the reply, as without a room');
@@ -56,22 +41,22 @@ my $t = ChatTest->new;
 	like($a->{entries}[0]{time} // '', qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/,
 		'... time is RFC 3339 UTC with milliseconds');
 
-	my (undef, $b) = messages($t, 'room=lobby&after=0');
+	my (undef, $b) = $t->messages('room=lobby&after=0');
 	is_deeply(texts($b), ['hello from A', 'received hello from A'], 'B reads A\'s message');
 
-	$r = post_room($t, 'lobby', 'hi from B', 'b-1');
+	$r = $t->post_room('lobby', 'hi from B', 'b-1');
 	is($t->json($r)->{next}, 4, 'B posts: next 4');
-	my (undef, $a2) = messages($t, 'room=lobby&after=2');
+	my (undef, $a2) = $t->messages('room=lobby&after=2');
 	is_deeply(texts($a2), ['hi from B', 'received hi from B'], 'A reads B\'s message after seq 2');
 	is($a2->{next}, 4, '... and is told to ask after 4 next');
 
-	my ($r3, $reload) = messages($t, 'room=lobby');
+	my ($r3, $reload) = $t->messages('room=lobby');
 	is($r3->{status}, 200, 'a reload (no after): 200');
 	is_deeply(seqs($reload), [1, 2, 3, 4], '... the history, oldest first');
 	is($reload->{next}, 4, '... next is the last seq');
-	my (undef, $last2) = messages($t, 'room=lobby&limit=2');
+	my (undef, $last2) = $t->messages('room=lobby&limit=2');
 	is_deeply(seqs($last2), [3, 4], 'limit=2 without after: the newest two');
-	my (undef, $none) = messages($t, 'room=nobody-here');
+	my (undef, $none) = $t->messages('room=nobody-here');
 	is_deeply($none, { room => 'nobody-here', entries => [], next => 0 },
 		'an unknown room: an empty list, not an error');
 }
@@ -79,25 +64,25 @@ my $t = ChatTest->new;
 ## An idempotent retry
 
 {
-	my $first = post_room($t, 'lobby', 'only once', 'a-2');
-	my $again = post_room($t, 'lobby', 'only once', 'a-2');
+	my $first = $t->post_room('lobby', 'only once', 'a-2');
+	my $again = $t->post_room('lobby', 'only once', 'a-2');
 	is($again->{status}, 200, 'a retry with the same client id: 200');
 	is($again->{body}, $first->{body}, '... with the first answer, byte for byte');
-	my (undef, $j) = messages($t, 'room=lobby&after=4');
+	my (undef, $j) = $t->messages('room=lobby&after=4');
 	is_deeply(seqs($j), [5, 6], '... and nothing stored twice');
 	my $form = $t->post('message=only+once&room=lobby&client_id=a-2',
 		type => 'application/x-www-form-urlencoded');
 	is($form->{body}, $first->{body}, 'a form retry gets the same answer');
-	my $other = post_room($t, 'elsewhere', 'only once', 'a-2');
+	my $other = $t->post_room('elsewhere', 'only once', 'a-2');
 	is_deeply(seqs($t->json($other)), [1, 2], 'the same client id in another room is a new post');
 
 	my $text = "<img src=x onerror=alert(1)> 안녕 😀 \"q\" \\ \n\x{0}";
-	post_room($t, 'lobby', $text, 'a-3');
-	my (undef, $k) = messages($t, 'room=lobby&after=6');
+	$t->post_room('lobby', $text, 'a-3');
+	my (undef, $k) = $t->messages('room=lobby&after=6');
 	is($k->{entries}[0]{text}, $text, 'any text comes back exactly from the history');
 	is($k->{entries}[0]{client_id}, 'a-3', '... with its client id');
-	post_room($t, 'lobby', 'anonymous');
-	(undef, $k) = messages($t, 'room=lobby&after=8');
+	$t->post_room('lobby', 'anonymous');
+	(undef, $k) = $t->messages('room=lobby&after=8');
 	ok(exists $k->{entries}[0]{client_id} && !defined $k->{entries}[0]{client_id},
 		'a post without client id has "client_id": null');
 }
@@ -107,7 +92,7 @@ my $t = ChatTest->new;
 {
 	my $r = $t->post('{"message":"django"}');
 	is($r->{body}, '{"message":"received django"}', 'a post without room: the stateless answer');
-	my (undef, $j) = messages($t, 'room=lobby&after=10');
+	my (undef, $j) = $t->messages('room=lobby&after=10');
 	is_deeply($j->{entries}, [], '... and nothing is stored');
 }
 
@@ -119,9 +104,9 @@ $t->is_json_error($t->request(path => '/chat/messages?room=a&after=-1'), 400, 'a
 $t->is_json_error($t->request(path => '/chat/messages?room=a&limit=501'), 400, 'limit over 500');
 $t->is_json_error($t->request(path => '/chat/messages?room=a&wait=31'), 400, 'wait over 30');
 $t->is_json_error($t->request(path => '/chat/messages?room=a&room=b'), 400, 'room given twice');
-$t->is_json_error(post_room($t, 'no spaces', 'x'), 400, 'POST with a bad room');
+$t->is_json_error($t->post_room('no spaces', 'x'), 400, 'POST with a bad room');
 $t->is_json_error($t->post('{"message":"x","room":7}'), 400, 'POST with a number as room');
-$t->is_json_error(post_room($t, 'lobby', 'x', ''), 400, 'POST with an empty client_id');
+$t->is_json_error($t->post_room('lobby', 'x', ''), 400, 'POST with an empty client_id');
 {
 	my $r = $t->request(method => 'POST', path => '/chat/messages?room=a', body => '{}',
 		headers => ['Content-Type' => 'application/json']);
@@ -132,19 +117,19 @@ $t->is_json_error(post_room($t, 'lobby', 'x', ''), 400, 'POST with an empty clie
 	$r = $t->request(method => 'HEAD', path => '/chat/messages?room=lobby&wait=5');
 	is($r->{status}, 200, 'HEAD /chat/messages: 200 at once, even with wait');
 	is($r->{body}, '', '... without a body');
-	my (undef, $j) = messages($t, 'room=lobby&x=1&zzz');
+	my (undef, $j) = $t->messages('room=lobby&x=1&zzz');
 	is($j->{room}, 'lobby', 'unknown parameters are ignored');
 }
 
 ## Long-polls: woken by a post, or timed out
 
 {
-	my (undef, $now) = messages($t, 'room=poll');
+	my (undef, $now) = $t->messages('room=poll');
 	my $after = $now->{next};
 	my $s = $t->begin_request(path => "/chat/messages?room=poll&after=$after&wait=20");
 	ok(!$t->request_ready($s, 0.5), 'a long-poll with nothing newer is held');
 	my $t0 = time;
-	my $p = post_room($t, 'poll', 'wake up');
+	my $p = $t->post_room('poll', 'wake up');
 	is($p->{status}, 200, 'a post in its room: 200 while the poll is held');
 	my $r = $t->finish_request($s, 25);
 	my $took = time - $t0;
@@ -154,7 +139,7 @@ $t->is_json_error(post_room($t, 'lobby', 'x', ''), 400, 'POST with an empty clie
 	diag(sprintf('long-poll woken %.1f ms after the post was sent', $took * 1000));
 
 	$t0 = time;
-	my ($q, $j) = messages($t, 'room=poll&after=2&wait=1', timeout => 15);
+	my ($q, $j) = $t->messages('room=poll&after=2&wait=1', timeout => 15);
 	my $waited = time - $t0;
 	is($q->{status}, 200, 'a long-poll that times out: 200');
 	is_deeply($j, { room => 'poll', entries => [], next => 2 }, '... with an empty list');
@@ -170,15 +155,15 @@ $t->done;
 	my @held = map { $c->begin_request(path => '/chat/messages?room=cap&after=0&wait=25') } 1 .. 2;
 	ok(!$c->request_ready($held[0], 0.5) && !$c->request_ready($held[1], 0), 'two polls are held');
 	my $t0 = time;
-	my ($r, $j) = messages($c, 'room=cap&after=0&wait=25');
+	my ($r, $j) = $c->messages('room=cap&after=0&wait=25');
 	my $took = time - $t0;
 	is($r->{status}, 200, 'a third poll over --max-waits 2: 200');
 	is_deeply($j, { room => 'cap', entries => [], next => 0, busy => JSON::PP::true, retry_after => 1 },
 		'... an empty list with busy and retry_after');
 	ok($took < 5, sprintf('... at once (%.0f ms)', $took * 1000));
-	my $p = post_room($c, 'other', 'still flowing');
+	my $p = $c->post_room('other', 'still flowing');
 	is($p->{status}, 200, 'posts are served while the waits are held');
-	post_room($c, 'cap', 'for the held ones');
+	$c->post_room('cap', 'for the held ones');
 	for my $i (0, 1) {
 		my $h = $c->finish_request($held[$i], 10);
 		is_deeply(texts($c->json($h)), ['for the held ones', 'received for the held ones'],
@@ -192,7 +177,7 @@ $t->done;
 
 {
 	my $n = ChatTest->new(backend_args => ['--store', 'none']);
-	my $r = post_room($n, 'lobby', 'x');
+	my $r = $n->post_room('lobby', 'x');
 	is($r->{status}, 404, '--store none: POST with a room is 404');
 	is($r->{body}, '{"error":"History is off on this server."}', '... saying history is off');
 	$r = $n->request(path => '/chat/messages?room=lobby');
@@ -213,7 +198,7 @@ $t->done;
 	my $s = $side[0]->begin_request(path => '/chat/messages?room=both&after=0&wait=20');
 	ok(!$side[0]->request_ready($s, 0.5), 'a poll is held by backend 1');
 	my $t0 = time;
-	post_room($side[1], 'both', 'from backend 2');
+	$side[1]->post_room('both', 'from backend 2');
 	my $r = $side[0]->finish_request($s, 25);
 	my $took = time - $t0;
 	is_deeply(texts($side[0]->json($r)), ['from backend 2', 'received from backend 2'],
@@ -228,7 +213,7 @@ $t->done;
 		if ($pid == 0) {
 			my $bad = 0;
 			for my $i (1 .. 25) {
-				my $r = post_room($side[$k % 2], 'both', "k$k n$i", "k$k-$i");
+				my $r = $side[$k % 2]->post_room('both', "k$k n$i", "k$k-$i");
 				$bad++ unless $r->{status} == 200;
 			}
 			_exit($bad ? 1 : 0);
@@ -238,7 +223,7 @@ $t->done;
 	my $failed = 0;
 	for (@kids) { waitpid($_, 0); $failed++ if $? }
 	is($failed, 0, '4 clients posted 25 times each through two backends, all 200');
-	my (undef, $j) = messages($side[0], 'room=both&after=0&limit=500');
+	my (undef, $j) = $side[0]->messages('room=both&after=0&limit=500');
 	is_deeply(seqs($j), [1 .. 202], 'the room holds seq 1..202, no gap, no repeat');
 	my %user = map { $_->{text} => 1 } grep { $_->{role} eq 'user' } @{ $j->{entries} };
 	is(scalar(keys %user), 101, 'every post is stored once');
@@ -257,7 +242,7 @@ $t->done;
 			open(my $ack, '>', "$dir/ack.$c") or _exit(2);
 			$ack->autoflush(1);
 			for my $i (1 .. 150) {
-				my $r = post_room($k, 'crash', "c$c m$i", "c$c-$i", timeout => 5);
+				my $r = $k->post_room('crash', "c$c m$i", "c$c-$i", timeout => 5);
 				last unless $r->{status} == 200;
 				print $ack "c$c-$i\n";
 			}
@@ -283,7 +268,7 @@ $t->done;
 	my (@entries, $after);
 	$after = 0;
 	while (1) {
-		my (undef, $j) = messages($k, "room=crash&after=$after&limit=500");
+		my (undef, $j) = $k->messages("room=crash&after=$after&limit=500");
 		last unless $j && @{ $j->{entries} };
 		push @entries, @{ $j->{entries} };
 		$after = $j->{next};
@@ -295,7 +280,7 @@ $t->done;
 	my %count;
 	$count{ $_->{client_id} }++ for grep { $_->{role} eq 'user' } @entries;
 	is_deeply([grep { $count{$_} > 1 } keys %count], [], '... none twice');
-	my $r = post_room($k, 'crash', 'after the restart');
+	my $r = $k->post_room('crash', 'after the restart');
 	is($k->json($r)->{next}, scalar(@entries) + 2, 'posting goes on from there');
 	$k->done(backend_was_down => 1);
 }
@@ -363,21 +348,21 @@ $t->done;
 
 	# Locked past the busy timeout while running: 503, a log line, then back.
 	my $l = ChatTest->new;
-	post_room($l, 'locked', 'before');
+	$l->post_room('locked', 'before');
 	my $db = $l->store_path;
 	open(my $lock, '|-', "$sqlite3 '$db' > '$dir/lock.out' 2>&1") or die "sqlite3: $!";
 	$lock->autoflush(1);
 	print $lock "BEGIN IMMEDIATE;\nSELECT 'locked';\n";
 	my $deadline = time + 10;
 	sleep 0.05 until ChatTest::read_file("$dir/lock.out") =~ /locked/ || time > $deadline;
-	my $r = post_room($l, 'locked', 'during', undef, timeout => 15);
+	my $r = $l->post_room('locked', 'during', undef, timeout => 15);
 	$l->is_json_error($r, 503, 'a post while another process holds the write lock');
-	my ($g, $j) = messages($l, 'room=locked');
+	my ($g, $j) = $l->messages('room=locked');
 	is($g->{status}, 200, '... reads go on meanwhile');
 	like($l->request(path => '/chat/metrics')->{body}, qr/^chat_fcgi_store_errors_total 1$/m,
 		'... and /chat/metrics counts the store error');
 	close($lock);
-	$r = post_room($l, 'locked', 'after');
+	$r = $l->post_room('locked', 'after');
 	is($r->{status}, 200, 'once the lock is gone, posts work again');
 	is_deeply(texts($l->json($r)), ['after', 'received after'], '... and are stored');
 	$l->stop;

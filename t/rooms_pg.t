@@ -19,19 +19,6 @@ use PgTest;
 $| = 1;
 my $json = JSON::PP->new->utf8->canonical;
 
-sub post_room {
-	my ($t, $room, $text, $cid, %o) = @_;
-	my %b = (message => $text, room => $room);
-	$b{client_id} = $cid if defined $cid;
-	return $t->post($json->encode(\%b), %o);
-}
-
-sub messages {
-	my ($t, $query, %o) = @_;
-	my $r = $t->request(path => "/chat/messages?$query", %o);
-	return ($r, $t->json($r));
-}
-
 sub seqs { return [map { $_->{seq} } @{ $_[0]{entries} // [] }] }
 
 my $pg = PgTest->new;
@@ -43,14 +30,14 @@ like($t->backend_log, qr/store postgresql, sandbox /,
 ## The room API
 
 {
-	my $r = post_room($t, 'lobby', 'hello', 'a-1');
+	my $r = $t->post_room('lobby', 'hello', 'a-1');
 	is($r->{status}, 200, 'a post in lobby: 200') or diag($r->{raw});
 	is_deeply(seqs($t->json($r)), [1, 2], '... entries seq 1 and 2');
-	$r = post_room($t, 'lobby', 'hello again', 'a-1');
+	$r = $t->post_room('lobby', 'hello again', 'a-1');
 	is($t->json($r)->{message}, 'received hello', 'a retry with the same client id: the first answer');
 	is_deeply(seqs($t->json($r)), [1, 2], '... and the same entries');
-	post_room($t, 'lobby', 'two', undef);
-	my ($m, $j) = messages($t, 'room=lobby&after=0');
+	$t->post_room('lobby', 'two', undef);
+	my ($m, $j) = $t->messages('room=lobby&after=0');
 	is($m->{status}, 200, 'GET /chat/messages: 200');
 	is_deeply([map { $_->{text} } @{ $j->{entries} }],
 		['hello', 'received hello', 'two', 'received two'], '... the history, once each');
@@ -60,7 +47,7 @@ like($t->backend_log, qr/store postgresql, sandbox /,
 
 	my $s = $t->begin_request(path => '/chat/messages?room=lobby&after=4&wait=20');
 	sleep 0.3;
-	post_room($t, 'lobby', 'wake up', undef);
+	$t->post_room('lobby', 'wake up', undef);
 	my $w = $t->finish_request($s, 5);
 	is_deeply(seqs($t->json($w)), [5, 6], 'a held long-poll is woken by a post');
 
@@ -86,12 +73,12 @@ like($t->backend_log, qr/store postgresql, sandbox /,
 {
 	$pg->stop('fast');
 	my $t0 = time;
-	my $r = post_room($t, 'lobby', 'while down', 'down-1', timeout => 15);
+	my $r = $t->post_room('lobby', 'while down', 'down-1', timeout => 15);
 	my $took = time - $t0;
 	is($r->{status}, 503, 'a post while PostgreSQL is down: 503') or diag($r->{raw});
 	ok(ref $t->json($r) eq 'HASH' && $t->json($r)->{error}, '... a JSON error');
 	ok($took < 3, sprintf('... at once (%.2f s)', $took));
-	my ($m) = messages($t, 'room=lobby&after=0', timeout => 15);
+	my ($m) = $t->messages('room=lobby&after=0', timeout => 15);
 	is($m->{status}, 503, 'a read while down: 503');
 	my $h = $t->request(path => '/chat/health', timeout => 15);
 	is($h->{status}, 503, 'health while down: 503');
@@ -102,7 +89,7 @@ like($t->backend_log, qr/store postgresql, sandbox /,
 	my $back;
 	my $deadline = time + 10;
 	while (time < $deadline) {
-		$r = post_room($t, 'lobby', 'after', 'down-1', timeout => 5);
+		$r = $t->post_room('lobby', 'after', 'down-1', timeout => 5);
 		last if ($back = $r->{status} == 200);
 		sleep 0.2;
 	}
@@ -122,7 +109,7 @@ like($t->backend_log, qr/store postgresql, sandbox /,
 			open(my $fh, '>', "$out.$c") or _exit(2);
 			my $end = time + 4;
 			for (my $i = 0; time < $end; $i++) {
-				my $r = post_room($t, 'load', "c$c m$i", "c$c-$i", timeout => 10);
+				my $r = $t->post_room('load', "c$c m$i", "c$c-$i", timeout => 10);
 				if ($r->{status} == 200) {
 					print $fh "c$c-$i\n";
 					$fh->flush;
@@ -170,12 +157,12 @@ like($t->backend_log, qr/store postgresql, sandbox /,
 		"postgresql://$host:" . $pg->port . "/$db2?sslmode=disable"]);
 	like($t2->backend_log, qr/sandbox seccomp|sandbox off \(sanitizer build\)|sandbox off \(--no-sandbox\)/,
 		'a second backend, over TCP to localhost');
-	is(post_room($t2, 'tcp', 'over tcp', undef)->{status}, 200, '... posts: 200');
+	is($t2->post_room('tcp', 'over tcp', undef)->{status}, 200, '... posts: 200');
 	$pg->restart('fast');
 	my $back;
 	my $deadline = time + 10;
 	while (time < $deadline) {
-		last if ($back = post_room($t2, 'tcp', 'again', undef, timeout => 5)->{status} == 200);
+		last if ($back = $t2->post_room('tcp', 'again', undef, timeout => 5)->{status} == 200);
 		sleep 0.2;
 	}
 	ok($back, '... and again after PostgreSQL restarted (it connected again, confined)');

@@ -21,13 +21,6 @@ use PgTest;
 $| = 1;
 my $json = JSON::PP->new->utf8->canonical;
 
-sub post_room {
-	my ($t, $room, $text, $cid, %o) = @_;
-	my %b = (message => $text, room => $room);
-	$b{client_id} = $cid if defined $cid;
-	return $t->post($json->encode(\%b), %o);
-}
-
 sub seqs { return [map { $_->{seq} } @{ $_[0]{entries} // [] }] }
 
 my $pg = PgTest->new(fsync_off => 1);
@@ -71,7 +64,7 @@ my @cases = (
 	# all, on every node.
 	[ 'long-polls on every node are woken by a post through any node' => sub {
 		my $room = 'cross';
-		my $first = post_room($t, $room, 'start', undef);
+		my $first = $t->post_room($room, 'start', undef);
 		is($first->{status}, 200, 'a post through nginx: 200') or diag($first->{raw});
 		my $after = $t->json($first)->{next};
 		my @held = map {
@@ -81,7 +74,7 @@ my @cases = (
 		} 1 .. 6;
 		sleep 0.5;
 		my $t0 = time;
-		my $r = post_room($t, $room, 'to everyone', undef);
+		my $r = $t->post_room($room, 'to everyone', undef);
 		is($r->{status}, 200, 'the post: 200');
 		my @took;
 		for my $s (@held) {
@@ -99,7 +92,7 @@ my @cases = (
 	# two entries as events, whichever node holds it.
 	[ 'event streams on every node get a post through any node' => sub {
 		my $room = 'cross-events';
-		my $first = post_room($t, $room, 'start', undef);
+		my $first = $t->post_room($room, 'start', undef);
 		is($first->{status}, 200, 'a post through nginx: 200') or diag($first->{raw});
 		my $after = $t->json($first)->{next};
 		my @streams = map {
@@ -109,7 +102,7 @@ my @cases = (
 		is(scalar(grep { $_->status == 200 } @streams), 6, 'six event streams open: 200');
 		sleep 0.5;
 		my $t0 = time;
-		my $r = post_room($t, $room, 'to every stream', undef);
+		my $r = $t->post_room($room, 'to every stream', undef);
 		is($r->{status}, 200, 'the post: 200');
 		my @took;
 		for my $es (@streams) {
@@ -136,7 +129,7 @@ for my $case (@cases) {
 	waitpid($nodes[1]{pid}, 0);
 	my $ok = 0;
 	for my $i (1 .. 12) {
-		my $r = post_room($t, 'after-kill', "m$i", "k-$i");
+		my $r = $t->post_room('after-kill', "m$i", "k-$i");
 		$ok++ if $r->{status} == 200;
 	}
 	is($ok, 12, 'with node 1 killed, every post through nginx is answered 200');
@@ -144,7 +137,7 @@ for my $case (@cases) {
 	is(scalar @{ $t->json($r)->{entries} // [] }, 24, '... and all are in the room, once');
 	my $s = $t->begin_request(path => '/chat/messages?room=after-kill&after=24&wait=20');
 	sleep 0.3;
-	post_room($t, 'after-kill', 'still', undef);
+	$t->post_room('after-kill', 'still', undef);
 	my $w = $t->finish_request($s, 5);
 	is_deeply(seqs($t->json($w)), [25, 26], '... and long-polls are still woken');
 }

@@ -413,6 +413,21 @@ sub post {
 		timeout => $o{timeout});
 }
 
+# POST /chat/ with a room (and a client id when given): the response.
+sub post_room {
+	my ($self, $room, $text, $cid, %o) = @_;
+	my %b = (message => $text, room => $room);
+	$b{client_id} = $cid if defined $cid;
+	return $self->post(JSON::PP->new->utf8->canonical->encode(\%b), %o);
+}
+
+# GET /chat/messages?QUERY: the response and its JSON.
+sub messages {
+	my ($self, $query, %o) = @_;
+	my $r = $self->request(path => "/chat/messages?$query", %o);
+	return ($r, $self->json($r));
+}
+
 sub parse_response {
 	my ($raw) = @_;
 	my %r = (raw => $raw, status => 0, headers => {}, body => '');
