@@ -23,53 +23,14 @@ BEGIN {
 }
 
 use ChatTest;
+use ChatPage;
 
 binmode Test::More->builder->$_, ':encoding(UTF-8)' for qw(output failure_output todo_output);
 
 my $ENTER = $WebDriver::ENTER;
-my $WAIT  = 10;    # seconds: a deadline, not an expectation
 
 my $t  = ChatTest->new(backend_args => ['--store', 'none']);
 my $wd = WebDriver->new(dir => $t->dir);
-
-# The log as the page shows it: one hash per .msg, in order.
-sub messages {
-	return $wd->execute(<<'JS');
-	return Array.from(document.querySelectorAll('#log .msg')).map(function (m) {
-		var text = m.querySelector('.text'), error = m.querySelector('.error');
-		var r = text.getBoundingClientRect();
-		return {
-			who: m.classList.contains('user') ? 'user' : m.classList.contains('bot') ? 'bot' : '?',
-			text: text.textContent,
-			state: m.classList.contains('failed') ? 'failed'
-			     : m.classList.contains('pending') ? 'pending' : '',
-			error: error ? error.textContent : null,
-			retry: m.querySelectorAll('button.retry').length,
-			left: r.left, right: r.right
-		};
-	});
-JS
-}
-
-# Waits until the log ends with these [who, text] pairs, all settled (neither
-# pending nor failed); returns the whole log, or undef (with a dump) if not.
-sub wait_log_ends_with {
-	my (@want) = @_;
-	my $log;
-	my $ok = $wd->wait_for(sub {
-		$log = messages();
-		return 0 if @$log < @want;
-		my @tail = @$log[-@want .. -1];
-		for my $i (0 .. $#want) {
-			return 0 unless $tail[$i]{who} eq $want[$i][0]
-			  && $tail[$i]{text} eq $want[$i][1] && $tail[$i]{state} eq '';
-		}
-		return 1;
-	}, $WAIT);
-	return $log if $ok;
-	diag explain $log;
-	return;
-}
 
 sub type_into_message {
 	my ($text) = @_;
@@ -100,7 +61,7 @@ ok($wd->execute('return document.getElementById("room").hidden && document.getEl
 # --- Send and reply ---------------------------------------------------------
 
 type_into_message("django$ENTER");
-my $log = wait_log_ends_with([user => 'django'], [bot => 'received django']);
+my $log = wait_log_ends_with($wd, [user => 'django'], [bot => 'received django']);
 ok($log, 'the message and then its reply are shown');
 SKIP: {
 	skip 'no reply', 3 unless $log;
@@ -116,23 +77,23 @@ is_deeply($wd->execute('return [document.activeElement.id, document.getElementBy
 
 my $html = '<img src=x onerror=alert(1)>';
 type_into_message("$html$ENTER");
-$log = wait_log_ends_with([user => $html], [bot => "received $html"]);
+$log = wait_log_ends_with($wd, [user => $html], [bot => "received $html"]);
 ok($log, 'markup comes back and is shown literally, as text');
 is($wd->execute('return document.querySelectorAll("#log img, #log script").length'), 0,
 	'no element was made from the message');
 
 # Korean: UTF-8 end to end.
 type_into_message("안녕하세요 $ENTER");
-ok(wait_log_ends_with([user => '안녕하세요 '], [bot => 'received 안녕하세요 ']),
+ok(wait_log_ends_with($wd, [user => '안녕하세요 '], [bot => 'received 안녕하세요 ']),
 	'Korean text (and its trailing space) goes through unchanged');
 
 # --- Nothing to send ----------------------------------------------------------
 
-my $count = scalar @{ messages() };
+my $count = scalar @{ messages($wd) };
 type_into_message("   $ENTER");
 $wd->click($wd->find('#chat button[type=submit]'));
 sleep 0.2;    # a sent message would show at once: submit adds it synchronously
-is(scalar @{ messages() }, $count, 'whitespace-only input is not sent');
+is(scalar @{ messages($wd) }, $count, 'whitespace-only input is not sent');
 $wd->clear($wd->find('#message'));
 
 # --- No history to show after a reload ----------------------------------------
@@ -140,9 +101,9 @@ $wd->clear($wd->find('#message'));
 $wd->refresh;
 ok($wd->wait_for('document.documentElement.dataset.chatMode === "stateless"', $WAIT),
 	'after a reload, still the stateless chat');
-is_deeply(messages(), [], 'which has no history to show');
+is_deeply(messages($wd), [], 'which has no history to show');
 type_into_message("django$ENTER");
-ok(wait_log_ends_with([user => 'django'], [bot => 'received django']), 'and goes on working');
+ok(wait_log_ends_with($wd, [user => 'django'], [bot => 'received django']), 'and goes on working');
 
 # --- The backend goes away: the message stays, marked, with Retry ------------
 
@@ -151,7 +112,7 @@ is(page_problems(), '[]', 'no CSP violation or script error so far');
 $t->stop_backend;
 type_into_message("hello$ENTER");
 my $failed = $wd->wait_for(sub {
-	my ($last) = reverse @{ messages() };
+	my ($last) = reverse @{ messages($wd) };
 	return $last && $last->{who} eq 'user' && $last->{text} eq 'hello' && $last->{state} eq 'failed'
 	  && $last->{retry} == 1 && $last;
 }, $WAIT);
@@ -169,7 +130,7 @@ note('error shown: ' . ($failed ? $failed->{error} : '(none)'));
 
 $t->start_backend;
 $wd->click($wd->find('#log .msg.failed button.retry'));
-ok(wait_log_ends_with([user => 'hello'], [bot => 'received hello']),
+ok(wait_log_ends_with($wd, [user => 'hello'], [bot => 'received hello']),
 	'Retry sends it again and the reply follows it');
 is($wd->execute('return document.querySelectorAll("#log .failed, #log .error, #log .retry").length'),
 	0, 'and the failure mark is gone');
@@ -194,18 +155,18 @@ JS
 
 # --- A 4xx answer ------------------------------------------------------------
 
-my $before = scalar @{ messages() };
+my $before = scalar @{ messages($wd) };
 $wd->execute(<<'JS');
 	document.getElementById('message').value = 'x'.repeat(70000);
 	document.getElementById('chat').requestSubmit();
 JS
 my $too_big = $wd->wait_for(sub {
-	my ($last) = reverse @{ messages() };
+	my ($last) = reverse @{ messages($wd) };
 	return $last && $last->{state} eq 'failed' && length($last->{text}) == 70000 && $last;
 }, $WAIT);
 ok($too_big, 'a message over the size limit stays, marked failed');
 is($too_big && $too_big->{error}, 'The message is too large.', "and nginx's JSON 413 sentence is shown");
-is(scalar @{ messages() }, $before + 1, 'no reply is added for it');
+is(scalar @{ messages($wd) }, $before + 1, 'no reply is added for it');
 
 # --- Looks ------------------------------------------------------------------
 
@@ -219,7 +180,7 @@ JS
 
 my $long = ('long' x 60) . ' and some words after a very long one';
 type_into_message("$long$ENTER");
-wait_log_ends_with([user => $long], [bot => "received $long"]);
+wait_log_ends_with($wd, [user => $long], [bot => "received $long"]);
 ok($wd->wait_for(sub { $wd->execute($NEWEST_IN_VIEW) }, 3), 'the newest message is scrolled into view');
 $wd->screenshot($t->dir . '/chat-desktop.png');
 

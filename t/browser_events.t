@@ -28,67 +28,16 @@ BEGIN {
 }
 
 use ChatTest;
+use ChatPage;
 
 binmode Test::More->builder->$_, ':encoding(UTF-8)' for qw(output failure_output todo_output);
 
-my $ENTER = $WebDriver::ENTER;
-our $WAIT = 10;    # seconds: a deadline, not an expectation
 my $PACE = 150;    # ms between the parts of a streamed reply
 
 my $t = ChatTest->new(backend_args => ['--stream-pace', $PACE]);
 
 my $wa = WebDriver->new(dir => $t->dir);
 my $wb = WebDriver->new(dir => $t->dir);
-
-# The log as a window shows it: one hash per .msg, in order.
-sub messages {
-	my ($wd) = @_;
-	return $wd->execute(<<'JS');
-	return Array.from(document.querySelectorAll('#log .msg')).map(function (m) {
-		return {
-			who: ['user', 'bot', 'other'].find(function (c) { return m.classList.contains(c); }) || '?',
-			text: m.querySelector('.text').textContent,
-			state: m.classList.contains('failed') ? 'failed'
-			     : m.classList.contains('pending') ? 'pending'
-			     : m.classList.contains('streaming') ? 'streaming' : '',
-			seq: m.dataset.seq === undefined ? null : Number(m.dataset.seq),
-			client_id: m.dataset.clientId || null
-		};
-	});
-JS
-}
-
-sub shown { return [map { [$_->{who}, $_->{text}] } @{ messages($_[0]) }] }
-
-# Waits until the window's log ends with these [who, text] pairs, each stored
-# (with a seq) and settled; returns the log, or undef (with a dump).
-sub wait_log_ends_with {
-	my ($wd, @want) = @_;
-	my $log;
-	my $ok = $wd->wait_for(sub {
-		$log = messages($wd);
-		return 0 if @$log < @want;
-		my @tail = @$log[-@want .. -1];
-		for my $i (0 .. $#want) {
-			return 0 unless $tail[$i]{who} eq $want[$i][0] && $tail[$i]{text} eq $want[$i][1]
-			  && $tail[$i]{state} eq '' && defined $tail[$i]{seq};
-		}
-		return 1;
-	}, $WAIT);
-	return $log if $ok;
-	diag explain $log;
-	return;
-}
-
-sub say_in {
-	my ($wd, $text) = @_;
-	$wd->send_keys($wd->find('#message'), "$text$ENTER");
-}
-
-sub data_attr {
-	my ($wd, $name) = @_;
-	return $wd->execute("return document.documentElement.dataset.$name");
-}
 
 sub receiving {
 	my ($wd, $how) = @_;
@@ -223,14 +172,14 @@ is(data_attr($wa, 'chatConnection'), 'ok', 'and are not reconnecting');
 
 my $t0 = time;
 say_in($wa, 'hello over events');
-ok(wait_log_ends_with($wb, [other => 'hello over events'], [bot => 'received hello over events']),
+ok(wait_stored_log_ends_with($wb, [other => 'hello over events'], [bot => 'received hello over events']),
 	"B sees A's message and the reply");
 note(sprintf "A's message reached B %.2f s after it was typed", time - $t0);
-ok(wait_log_ends_with($wa, [user => 'hello over events'], [bot => 'received hello over events']),
+ok(wait_stored_log_ends_with($wa, [user => 'hello over events'], [bot => 'received hello over events']),
 	'A sees its message, stored, and the whole reply');
 $t0 = time;
 say_in($wb, '안녕 from B <b>');
-ok(wait_log_ends_with($wa, [other => '안녕 from B <b>'], [bot => 'received 안녕 from B <b>']),
+ok(wait_stored_log_ends_with($wa, [other => '안녕 from B <b>'], [bot => 'received 안녕 from B <b>']),
 	"A sees B's message (Korean and markup as text)");
 note(sprintf "B's message reached A %.2f s after it was typed", time - $t0);
 is($wa->execute('return document.querySelectorAll("#log b").length'), 0, 'no element made from text');
@@ -245,7 +194,7 @@ say_in($wa, $words);
 ok($wa->wait_for('document.querySelector("#log .msg.bot.streaming")', $WAIT),
 	'the reply shows while it is still arriving (.streaming)');
 $wa->screenshot($t->dir . '/growing.png');
-my $log = wait_log_ends_with($wa, [user => $words], [bot => "received $words"]);
+my $log = wait_stored_log_ends_with($wa, [user => $words], [bot => "received $words"]);
 ok($log, 'then it is the whole reply, stored (a seq), no longer streaming');
 my $grown = $wa->execute('return window.grown');
 note('texts shown while it grew: ' . join(' | ', @$grown));
@@ -256,7 +205,7 @@ is_deeply([grep { index($final, $_) != 0 } @$grown], [], 'every text it showed w
 ok(!grep({ length($grown->[$_]) < length($grown->[$_ - 1]) } 1 .. $#$grown), 'and it only grew');
 my $plain = $t->json($t->post(JSON::PP->new->utf8->encode({ message => $words })));
 is($plain && $plain->{message}, $final, 'the finished text is the non-streamed reply');
-ok(wait_log_ends_with($wb, [other => $words], [bot => $final]), 'B gets the whole reply too');
+ok(wait_stored_log_ends_with($wb, [other => $words], [bot => $final]), 'B gets the whole reply too');
 my @replies = grep { $_->{text} eq $final } @{ messages($wa) };
 is(scalar @replies, 1, 'A shows the reply once, although events brought it before the stream ended');
 is($wa->execute('return document.querySelectorAll("#log [aria-busy]").length'), 0,
@@ -285,14 +234,14 @@ sub cut_reply {
 	sleep 0.5;
 	$t->start_backend;
 	local $WAIT = 25;    # the page's next try may be several seconds away (backoff)
-	ok(wait_log_ends_with($wa, [user => $text], [bot => "received $text"]),
+	ok(wait_stored_log_ends_with($wa, [user => $text], [bot => "received $text"]),
 		"$text: after the cut, the whole reply is shown");
 	my $after = () = $t->access_log =~ m{^HTTP POST /chat/ }mg;
 	my @entries = grep { $_->{text} =~ /\Q$text\E$/ } @{ stored($t, $room) };
 	is_deeply([map { $_->{role} } @entries], [qw(user bot)],
 		"$text: the server stored the message and its reply once each");
 	is(scalar(grep { $_->{text} eq "received $text" } @{ messages($wa) }), 1, "$text: A shows the reply once");
-	ok(wait_log_ends_with($wb, [other => $text], [bot => "received $text"]), "$text: B gets it too");
+	ok(wait_stored_log_ends_with($wb, [other => $text], [bot => "received $text"]), "$text: B gets it too");
 	return $after - $posts;
 }
 
@@ -325,7 +274,7 @@ $t->start_backend;
 note('backend restarted');
 sleep 3;
 say_in($wa, 'after a restart');
-ok(wait_log_ends_with($wb, [other => 'after a restart'], [bot => 'received after a restart']),
+ok(wait_stored_log_ends_with($wb, [other => 'after a restart'], [bot => 'received after a restart']),
 	'B gets a message posted after the restart');
 is(data_attr($wb, 'chatReceiving'), 'events', 'B is on the event stream');
 is(scalar @{ long_polls($wb) }, $polls_before, 'B did not fall back to long-polls: its stream reconnected');
@@ -353,9 +302,9 @@ cmp_ok(scalar @$down_polls - $polls_before, '<=', 6, 'B did not poll in a loop w
 	and note('long-polls while down: ' . (@$down_polls - $polls_before));
 $t->start_backend;
 $WAIT = 25;
-ok(wait_log_ends_with($wa, [user => 'queued on events'], [bot => 'received queued on events']),
+ok(wait_stored_log_ends_with($wa, [user => 'queued on events'], [bot => 'received queued on events']),
 	'once the backend is back, the queued message is sent and answered');
-ok(wait_log_ends_with($wb, [other => 'queued on events'], [bot => 'received queued on events']),
+ok(wait_stored_log_ends_with($wb, [other => 'queued on events'], [bot => 'received queued on events']),
 	'and B gets it');
 $WAIT = 10;
 ok(receiving($wa, 'events') && receiving($wb, 'events'), 'both windows are back on the event stream');
@@ -372,7 +321,7 @@ for ([A => $wa], [B => $wb]) {
 }
 $t0 = time;
 say_in($wb, 'on events again');
-ok(wait_log_ends_with($wa, [other => 'on events again'], [bot => 'received on events again']),
+ok(wait_stored_log_ends_with($wa, [other => 'on events again'], [bot => 'received on events again']),
 	'a new message reaches A');
 $wa->screenshot($t->dir . '/events-a.png');
 
@@ -400,9 +349,9 @@ ok(receiving($wa, 'long-poll') && receiving($wb, 'long-poll'),
 cmp_ok(scalar @{ requests_to($wb, 'events') }, '>=', 1, 'after asking for the event stream');
 watch_growth($wb);
 say_in($wb, 'through long-polls');
-ok(wait_log_ends_with($wa, [other => 'through long-polls'], [bot => 'received through long-polls']),
+ok(wait_stored_log_ends_with($wa, [other => 'through long-polls'], [bot => 'received through long-polls']),
 	'A gets B\'s message through a long-poll');
-ok(wait_log_ends_with($wb, [user => 'through long-polls'], [bot => 'received through long-polls']),
+ok(wait_stored_log_ends_with($wb, [user => 'through long-polls'], [bot => 'received through long-polls']),
 	'B gets the reply');
 cmp_ok(scalar(grep { length($_) && index('received through long-polls', $_) == 0 } @{ $wb->execute('return window.grown') }),
 	'>=', 2, 'which grew as its parts arrived');
@@ -484,7 +433,7 @@ ok($wc->wait_for(sub { (data_attr($wc, 'chatReceiving') // '') eq 'long-poll' },
 	and note(sprintf 'after %.1f s', time - $held_since);
 is(data_attr($wc, 'chatConnection'), 'ok', 'without saying it is reconnecting');
 say_in($wa, 'to a window whose stream never opened');
-ok(wait_log_ends_with($wc, [other => 'to a window whose stream never opened'],
+ok(wait_stored_log_ends_with($wc, [other => 'to a window whose stream never opened'],
 	[bot => 'received to a window whose stream never opened']), "A's message reaches it");
 $wc->cdp('Fetch.disable');
 
@@ -493,12 +442,12 @@ $wc->get($t->url("/chat/?room=$room"));
 ok(receiving($wc, 'long-poll'), 'without EventSource the page long-polls');
 is($wc->execute('return typeof EventSource'), 'undefined', '(EventSource is really gone)');
 say_in($wc, 'from an old browser');
-ok(wait_log_ends_with($wc, [user => 'from an old browser'], [bot => 'received from an old browser']),
+ok(wait_stored_log_ends_with($wc, [user => 'from an old browser'], [bot => 'received from an old browser']),
 	'its message is answered (a whole JSON answer)');
-ok(wait_log_ends_with($wa, [other => 'from an old browser'], [bot => 'received from an old browser']),
+ok(wait_stored_log_ends_with($wa, [other => 'from an old browser'], [bot => 'received from an old browser']),
 	'and reaches A on events');
 say_in($wa, 'to the old browser');
-ok(wait_log_ends_with($wc, [other => 'to the old browser'], [bot => 'received to the old browser']),
+ok(wait_stored_log_ends_with($wc, [other => 'to the old browser'], [bot => 'received to the old browser']),
 	"A's message reaches it through a long-poll");
 is_deeply(requests_to($wc, 'events'), [], 'it never asked for the event stream');
 is(data_attr($wc, 'chatErrors'), '[]', 'no CSP violation or script error');

@@ -22,11 +22,10 @@ BEGIN {
 
 use ChatTest;
 use PgTest;
+use ChatPage;
 
 binmode Test::More->builder->$_, ':encoding(UTF-8)' for qw(output failure_output todo_output);
 
-my $ENTER = $WebDriver::ENTER;
-my $WAIT  = 10;    # seconds: a deadline, not an expectation
 
 my $pg  = PgTest->new(fsync_off => 1);
 my $uri = $pg->uri($pg->createdb('browser_nodes'));
@@ -34,40 +33,6 @@ my @node = map { ChatTest->new(backend_args => ['--store', $uri, '--stream-pace'
 
 my $wa = WebDriver->new(dir => $node[0]->dir);
 my $wb = WebDriver->new(dir => $node[1]->dir);
-
-sub messages {
-	my ($wd) = @_;
-	return $wd->execute(<<'JS');
-	return Array.from(document.querySelectorAll('#log .msg')).map(function (m) {
-		return {
-			who: ['user', 'bot', 'other'].find(function (c) { return m.classList.contains(c); }) || '?',
-			text: m.querySelector('.text').textContent,
-			settled: !m.classList.contains('pending') && !m.classList.contains('failed')
-				&& !m.classList.contains('streaming'),
-			seq: m.dataset.seq === undefined ? null : Number(m.dataset.seq)
-		};
-	});
-JS
-}
-
-sub wait_log_ends_with {
-	my ($wd, @want) = @_;
-	my $log;
-	my $ok = $wd->wait_for(sub {
-		$log = messages($wd);
-		return 0 if @$log < @want;
-		my @tail = @$log[-@want .. -1];
-		return !grep { $tail[$_]{who} ne $want[$_][0] || $tail[$_]{text} ne $want[$_][1]
-			|| !$tail[$_]{settled} || !defined $tail[$_]{seq} } 0 .. $#want;
-	}, $WAIT);
-	return $log if $ok;
-	diag explain $log;
-	return;
-}
-
-sub say_in { $_[0]->send_keys($_[0]->find('#message'), "$_[1]$ENTER") }
-
-sub data_attr { $_[0]->execute("return document.documentElement.dataset.$_[1]") }
 
 my $room = 'nodes-' . int(rand(1e9));
 $wa->get($node[0]->url("/chat/?room=$room"));
@@ -78,17 +43,17 @@ ok($wa->wait_for(sub { (data_attr($wa, 'chatReceiving') // '') eq 'events' }, $W
 
 my $t0 = time;
 say_in($wa, 'hello from node 1');
-ok(wait_log_ends_with($wb, [other => 'hello from node 1'], [bot => 'received hello from node 1']),
+ok(wait_stored_log_ends_with($wb, [other => 'hello from node 1'], [bot => 'received hello from node 1']),
 	'B, on node 2, sees what A said on node 1');
 note(sprintf 'node 1 to node 2: %.2f s after it was typed', time - $t0);
 
 $t0 = time;
 say_in($wb, '안녕 from node 2, with a reply that grows');
 my $reply = 'received 안녕 from node 2, with a reply that grows';
-ok(wait_log_ends_with($wa, [other => '안녕 from node 2, with a reply that grows'], [bot => $reply]),
+ok(wait_stored_log_ends_with($wa, [other => '안녕 from node 2, with a reply that grows'], [bot => $reply]),
 	'A, on node 1, sees what B said on node 2');
 note(sprintf 'node 2 to node 1: %.2f s after it was typed', time - $t0);
-ok(wait_log_ends_with($wb, [user => '안녕 from node 2, with a reply that grows'], [bot => $reply]),
+ok(wait_stored_log_ends_with($wb, [user => '안녕 from node 2, with a reply that grows'], [bot => $reply]),
 	'B has its whole reply');
 
 $wb->execute(<<'JS');
@@ -99,12 +64,12 @@ $wb->execute(<<'JS');
 	}).observe(document.getElementById('log'), { subtree: true, childList: true, characterData: true });
 JS
 say_in($wb, 'one more, watched as it grows');
-ok(wait_log_ends_with($wb, [user => 'one more, watched as it grows'], [bot => 'received one more, watched as it grows']),
+ok(wait_stored_log_ends_with($wb, [user => 'one more, watched as it grows'], [bot => 'received one more, watched as it grows']),
 	'B asks again and gets the whole reply');
 my @partial = grep { length($_) && index('received one more, watched as it grows', $_) == 0
 	&& length($_) < length('received one more, watched as it grows') } @{ $wb->execute('return window.grown') };
 cmp_ok(scalar @partial, '>=', 2, 'which grew in B as it was streamed by node 2');
-ok(wait_log_ends_with($wa, [other => 'one more, watched as it grows'], [bot => 'received one more, watched as it grows']),
+ok(wait_stored_log_ends_with($wa, [other => 'one more, watched as it grows'], [bot => 'received one more, watched as it grows']),
 	'and A gets it');
 
 my $a_log = messages($wa);

@@ -24,11 +24,10 @@ BEGIN {
 }
 
 use ChatTest;
+use ChatPage;
 
 binmode Test::More->builder->$_, ':encoding(UTF-8)' for qw(output failure_output todo_output);
 
-my $ENTER = $WebDriver::ENTER;
-our $WAIT = 10;    # seconds: a deadline, not an expectation
 
 my $t = ChatTest->new;    # with a SQLite store in its temp dir
 
@@ -38,58 +37,6 @@ my $wb = WebDriver->new(dir => $t->dir);
 # EventSource, which long-poll from the start (the event stream, and the
 # fallback from it, are in t/browser_events.t).
 $_->before_scripts('delete window.EventSource;') for $wa, $wb;
-
-# The log as a window shows it: one hash per .msg, in order.
-sub messages {
-	my ($wd) = @_;
-	return $wd->execute(<<'JS');
-	return Array.from(document.querySelectorAll('#log .msg')).map(function (m) {
-		var error = m.querySelector('.error');
-		return {
-			who: ['user', 'bot', 'other'].find(function (c) { return m.classList.contains(c); }) || '?',
-			text: m.querySelector('.text').textContent,
-			state: m.classList.contains('failed') ? 'failed'
-			     : m.classList.contains('pending') ? 'pending' : '',
-			seq: m.dataset.seq === undefined ? null : Number(m.dataset.seq),
-			client_id: m.dataset.clientId || null,
-			error: error ? error.textContent : null
-		};
-	});
-JS
-}
-
-# [who, text] of each message, for comparisons.
-sub shown { return [map { [$_->{who}, $_->{text}] } @{ messages($_[0]) }] }
-
-# Waits until the window's log ends with these [who, text] pairs, each stored
-# (with a seq) and settled; returns the log, or undef (with a dump).
-sub wait_log_ends_with {
-	my ($wd, @want) = @_;
-	my $log;
-	my $ok = $wd->wait_for(sub {
-		$log = messages($wd);
-		return 0 if @$log < @want;
-		my @tail = @$log[-@want .. -1];
-		for my $i (0 .. $#want) {
-			return 0 unless $tail[$i]{who} eq $want[$i][0] && $tail[$i]{text} eq $want[$i][1]
-			  && $tail[$i]{state} eq '' && defined $tail[$i]{seq};
-		}
-		return 1;
-	}, $WAIT);
-	return $log if $ok;
-	diag explain $log;
-	return;
-}
-
-sub say_in {
-	my ($wd, $text) = @_;
-	$wd->send_keys($wd->find('#message'), "$text$ENTER");
-}
-
-sub data_attr {
-	my ($wd, $name) = @_;
-	return $wd->execute("return document.documentElement.dataset.$name");
-}
 
 sub room_mode {
 	my ($wd) = @_;
@@ -152,9 +99,9 @@ is_deeply(shown($wa), [], 'a new room is empty');
 
 my $t0 = time;
 say_in($wa, 'hello from A');
-ok(wait_log_ends_with($wa, [user => 'hello from A'], [bot => 'received hello from A']),
+ok(wait_stored_log_ends_with($wa, [user => 'hello from A'], [bot => 'received hello from A']),
 	'A sees its message, stored, and the reply');
-ok(wait_log_ends_with($wb, [other => 'hello from A'], [bot => 'received hello from A']),
+ok(wait_stored_log_ends_with($wb, [other => 'hello from A'], [bot => 'received hello from A']),
 	"B sees A's message and the reply");
 my $lag = time - $t0;
 note(sprintf "A's message reached B %.2f s after it was typed", $lag);
@@ -162,9 +109,9 @@ cmp_ok($lag, '<', 5, "B sees A's message within seconds, not at the next reload"
 
 $t0 = time;
 say_in($wb, '안녕 from B <b>');
-ok(wait_log_ends_with($wb, [user => '안녕 from B <b>'], [bot => 'received 안녕 from B <b>']),
+ok(wait_stored_log_ends_with($wb, [user => '안녕 from B <b>'], [bot => 'received 안녕 from B <b>']),
 	'B sees its own message and the reply');
-ok(wait_log_ends_with($wa, [other => '안녕 from B <b>'], [bot => 'received 안녕 from B <b>']),
+ok(wait_stored_log_ends_with($wa, [other => '안녕 from B <b>'], [bot => 'received 안녕 from B <b>']),
 	"A sees B's message (Korean and markup as text)");
 note(sprintf "B's message reached A %.2f s after it was typed", time - $t0);
 is($wa->execute('return document.querySelectorAll("#log b").length'), 0, 'no element made from text');
@@ -238,9 +185,9 @@ $wa->screenshot($t->dir . '/room-a-down.png');
 $t->start_backend;
 # The page's next try may be up to 10 s away (the longest backoff).
 $WAIT = 25;
-ok(wait_log_ends_with($wa, [user => 'sent while down'], [bot => 'received sent while down']),
+ok(wait_stored_log_ends_with($wa, [user => 'sent while down'], [bot => 'received sent while down']),
 	'once the backend is back, the queued message is sent and answered');
-ok(wait_log_ends_with($wb, [other => 'sent while down'], [bot => 'received sent while down']),
+ok(wait_stored_log_ends_with($wb, [other => 'sent while down'], [bot => 'received sent while down']),
 	'and the other window gets it');
 $WAIT = 10;
 ok($wa->wait_for(sub { (data_attr($wa, 'chatConnection') // '') eq 'ok' }, $WAIT)
@@ -312,7 +259,7 @@ $wb->get($full->url("/chat/?room=$busy_room"));
 ok(room_mode($wa) && room_mode($wb), 'both windows joined a room on a server that holds no poll');
 $t0 = time;
 say_in($wa, 'through busy polls');
-ok(wait_log_ends_with($wb, [other => 'through busy polls'], [bot => 'received through busy polls']),
+ok(wait_stored_log_ends_with($wb, [other => 'through busy polls'], [bot => 'received through busy polls']),
 	'the other window still gets the message');
 note(sprintf 'it took %.2f s', time - $t0);
 sleep 3;
@@ -342,10 +289,10 @@ $wa->get($t->url("/chat/?room=$room"));
 ok(room_mode($wa), 'a second tab of A joins the room');
 $wa->switch_to($first_tab);
 say_in($wa, 'from the first tab');
-ok(wait_log_ends_with($wa, [user => 'from the first tab'], [bot => 'received from the first tab']),
+ok(wait_stored_log_ends_with($wa, [user => 'from the first tab'], [bot => 'received from the first tab']),
 	'the first tab sends');
 $wa->switch_to($second_tab);
-ok(wait_log_ends_with($wa, [user => 'from the first tab'], [bot => 'received from the first tab']),
+ok(wait_stored_log_ends_with($wa, [user => 'from the first tab'], [bot => 'received from the first tab']),
 	'the second tab shows it as ours too');
 is(scalar(grep { $_->{text} eq 'from the first tab' } @{ messages($wa) }), 1, 'once');
 is(data_attr($wa, 'chatErrors'), '[]', 'second tab: no CSP violation or script error');

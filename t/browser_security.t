@@ -25,11 +25,11 @@ BEGIN {
 }
 
 use ChatTest;
+use ChatPage;
 
 binmode Test::More->builder->$_, ':encoding(UTF-8)' for qw(output failure_output todo_output);
 
 my $ENTER = $WebDriver::ENTER;
-my $WAIT  = 10;    # seconds: a deadline, not an expectation
 
 # A page on another origin (another port), and one on ours, each with a form
 # posting a message to our /chat/. nginx serves both from config; the other
@@ -60,22 +60,12 @@ CONF
 );
 my $wd = WebDriver->new(dir => $t->dir);
 
-sub messages {
-	return $wd->execute(<<'JS');
-	return Array.from(document.querySelectorAll('#log .msg')).map(function (m) {
-		return { who: m.classList.contains('user') ? 'user' : 'bot',
-		         text: m.querySelector('.text').textContent,
-		         settled: !m.classList.contains('pending') && !m.classList.contains('failed') };
-	});
-JS
-}
-
 sub wait_reply_to {
 	my ($text) = @_;
 	return $wd->wait_for(sub {
-		my $log = messages();
+		my $log = messages($wd);
 		return @$log >= 2 && $log->[-2]{text} eq $text && $log->[-1]{text} eq "received $text"
-			&& $log->[-1]{settled};
+			&& $log->[-1]{state} eq '';
 	}, $WAIT);
 }
 
@@ -106,7 +96,7 @@ $wd->get($t->url('/chat/'));
 is_deeply(problems(), [], 'the page loads without any CSP violation or error');
 for my $p (@payloads) {
 	$wd->send_keys($wd->find('#message'), "$p$ENTER");
-	ok(wait_reply_to($p), "shown literally, with its reply: $p") or diag explain messages();
+	ok(wait_reply_to($p), "shown literally, with its reply: $p") or diag explain messages($wd);
 }
 is(pwned(), undef, 'no message ran any script (window.pwned is unset)');
 is($wd->execute("return document.querySelectorAll('$FOREIGN').length"), 0,
