@@ -96,4 +96,24 @@ SKIP: {
 	like($x, qr{^\| errors: failed / missing / duplicated / busy / failed posts \| 0 / 0 / 0 / 0 / 0 \|$}m,
 		'... every post reached every stream on the other node once');
 }
+
+# bench/Results.pm: each writer of RESULTS.md replaces its own part and
+# keeps the others', whichever runs last.
+{
+	require "$src/bench/Results.pm";
+	my $slurp = sub { open(my $fh, '<', $_[0]) or die "$_[0]: $!"; local $/; scalar <$fh> };
+	my $file = "$ENV{TMPDIR}/RESULTS.md";
+	my ($rooms, $nodes) = map { $_->[1] } @Results::PARTS;
+	Results::replace_part($file, main => "# results\n\nmain 1\n");
+	Results::replace_part($file, nodes => "$nodes, x)\n\nnodes 1\n");
+	Results::replace_part($file, rooms => "$rooms\n\nrooms 1\n");
+	is($slurp->($file), "# results\n\nmain 1\n\n$rooms\n\nrooms 1\n\n$nodes, x)\n\nnodes 1\n",
+		'RESULTS.md: the main part, then rooms, then across nodes, whatever order they were written');
+	Results::replace_part($file, main => "# results\n\nmain 2\n");
+	like($slurp->($file), qr/main 2\n.*rooms 1\n.*nodes 1\n\z/s, 'a new main part keeps rooms and nodes');
+	Results::replace_part($file, nodes => "$nodes, y)\n\nnodes 2\n");
+	like($slurp->($file), qr/\A# results\n\nmain 2\n.*rooms 1\n.*nodes 2\n\z/s,
+		'a new nodes part keeps the others');
+	unlike($slurp->($file), qr/nodes 1|main 1/, 'and the old parts are gone');
+}
 done_testing;
