@@ -63,7 +63,11 @@
  *   #notice           why the page did not join the room asked for
  *   <html data-chat-mode="connecting|room|stateless">
  *   <html data-chat-connection="ok|reconnecting">
- *   <html data-chat-receiving="history|events|long-poll">  how entries come
+ *   <html data-chat-receiving="history|events|long-poll|resting">  how entries
+ *                     come (resting: a hidden tab, see below)
+ *   <html data-chat-rest-after="S">  seconds a hidden tab keeps receiving
+ *                     (default 60); then it closes its stream or long-poll
+ *                     and resumes from its cursor once shown again
  *   <html data-chat-errors="[...]">  JSON list of CSP violations and script
  *                     errors seen by the page; "[]" once chat.js has run.
  *   window.chatFcgi.SSEParser  the page's event-stream parser (see below)
@@ -87,6 +91,7 @@
   var EVENTS_OPEN_MS = 10000;      // a stream not open by then is given up
   var EVENTS_AGAIN_MS = 30000;     // after a fallback, try events again after this,
   var EVENTS_AGAIN_MAX_MS = 600000; // doubling up to this while they keep failing
+  var REST_AFTER_S = 60;           // a tab hidden this long stops receiving (<html data-chat-rest-after>)
   var ROOM_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
   var KEY_PRIVATE_ROOM = 'chat-fcgi.private-room';
@@ -265,6 +270,8 @@
     var streaming = new Set(); // client ids whose reply this tab is reading as a stream
     var deferred = new Map();  // client_id -> the stored reply, held until its stream ends
     var atEnd = true;
+    var resting = false;     // hidden long enough: neither stream nor long-poll open
+    var restTimer = null;
 
     setMode('connecting');
     setReceiving('history');
@@ -275,6 +282,8 @@
     restoreOutbox();
     poll();
     pump();
+    document.addEventListener('visibilitychange', restOrWake);
+    if (document.visibilityState === 'hidden') restOrWake(); // opened in the background
 
     // With an IME (Korean, Japanese, ...) Enter first commits the composed
     // word. That keydown must not submit the form, or the word would be sent
@@ -425,15 +434,16 @@
 
     function poll() {
       pollTimer = null;
-      if (mode === 'stateless') return;
+      if (mode === 'stateless' || resting) return;
       var first = cursor === null;
       var url = messagesURL + '?room=' + encodeURIComponent(room) + (first
         ? '&limit=' + HISTORY_LIMIT
         : '&after=' + cursor + '&wait=' + POLL_WAIT_S);
       var began = Date.now();
       if (first) log.setAttribute('aria-busy', 'true');
-      pollAbort = new AbortController();
-      call('GET', url, null, POLL_TIMEOUT_MS, pollAbort).then(function (r) {
+      var abort = pollAbort = new AbortController();
+      call('GET', url, null, POLL_TIMEOUT_MS, abort).then(function (r) {
+        if (pollAbort !== abort) return; // given up on purpose (rest, stateless)
         pollAbort = null;
         if (mode === 'stateless') return;
         if (r.status === 404) {
@@ -483,6 +493,7 @@
     // browser reconnects it by itself (with Last-Event-ID) when it ends, as
     // it does when the server shuts down.
     function listen() {
+      if (resting) return;
       var es = new EventSource(eventsURL + '?room=' + encodeURIComponent(room) + '&after=' + cursor);
       events = es;
       eventsErrors = 0;
@@ -542,6 +553,37 @@
       if (!events) return;
       events.close();
       events = null;
+    }
+
+    // Browsers give a site six connections over HTTP/1.1, and each tab's
+    // stream or long-poll holds one: a seventh tab could not even post. A
+    // tab hidden for a while lets its one go, and resumes from the cursor
+    // when shown again (no gap, no duplicate).
+    function restOrWake() {
+      clearTimeout(restTimer);
+      restTimer = null;
+      if (document.visibilityState === 'hidden') {
+        var s = Number(root.dataset.chatRestAfter);
+        restTimer = setTimeout(rest, 1000 * (s > 0 ? s : REST_AFTER_S));
+      } else if (resting) {
+        resting = false;
+        if (cursor !== null && HAS_EVENTSOURCE && Date.now() >= eventsAgainAt) listen();
+        else poll();
+      }
+    }
+
+    function rest() {
+      restTimer = null;
+      if (mode === 'stateless' || document.visibilityState !== 'hidden') return;
+      resting = true;
+      stopListening();
+      clearTimeout(pollTimer);
+      pollTimer = null;
+      var abort = pollAbort;
+      pollAbort = null;
+      if (abort) abort.abort();
+      setTrouble('poll', false); // nobody is trying: nothing to show as down
+      setReceiving('resting');
     }
 
     function setReceiving(how) {
@@ -815,7 +857,9 @@
     function goStateless() {
       setMode('stateless');
       setConnection();
-      if (pollAbort) pollAbort.abort();
+      var abort = pollAbort;
+      pollAbort = null;
+      if (abort) abort.abort();
       stopListening();
       clearTimeout(pollTimer);
       clearTimeout(sendTimer);

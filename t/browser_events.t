@@ -379,19 +379,9 @@ my $none = ChatTest->new(backend_args => ['--store', 'none', '--stream-pace', $P
 $wa->get($none->url('/chat/'));
 ok($wa->wait_for('document.documentElement.dataset.chatMode === "stateless"', $WAIT),
 	'on a server without history, the page runs the stateless chat');
-sub settled_tail {
-	my ($wd, @want) = @_;
-	return $wd->wait_for(sub {
-		my $l = messages($wd);
-		return 0 if @$l < @want;
-		my @tail = @$l[-@want .. -1];
-		return !grep { $tail[$_]{who} ne $want[$_][0] || $tail[$_]{text} ne $want[$_][1]
-			|| $tail[$_]{state} ne '' } 0 .. $#want;
-	}, $WAIT);
-}
 watch_growth($wa);
 say_in($wa, 'grow without a room');
-ok(settled_tail($wa, [user => 'grow without a room'], [bot => 'received grow without a room']),
+ok(wait_log_ends_with($wa, [user => 'grow without a room'], [bot => 'received grow without a room']),
 	'a message and its whole reply');
 cmp_ok(scalar(grep { length($_) && length($_) < 28 && index('received grow without a room', $_) == 0 }
 	@{ $wa->execute('return window.grown') }), '>=', 2, 'which grew as its parts arrived');
@@ -406,7 +396,7 @@ is($wa->execute('return document.querySelectorAll("#log .msg.streaming").length'
 	'and the part of the reply that came is gone');
 $none->start_backend;
 $wa->click($wa->find('#log .msg.failed button.retry'));
-ok(settled_tail($wa, [user => 'cut without a room'], [bot => 'received cut without a room']),
+ok(wait_log_ends_with($wa, [user => 'cut without a room'], [bot => 'received cut without a room']),
 	'Retry brings the whole reply');
 is(data_attr($wa, 'chatErrors'), '[]', 'stateless: no CSP violation or script error');
 my @severe_none = grep { $_->{level} eq 'SEVERE' && $_->{message} !~ /status of 404/ } $wa->browser_log;
@@ -414,6 +404,39 @@ is_deeply([map { $_->{message} } @severe_none], [], 'stateless: no errors in the
 $wa->get($t->url("/chat/?room=$room"));
 ok(receiving($wa, 'events'), 'A is back in its room, on events');
 $none->done(backend_was_down => 1);
+
+# --- A hidden tab lets its stream go, and resumes when shown --------------
+
+# What the browser does when a tab goes to the background or comes back.
+sub set_visibility {
+	my ($wd, $state) = @_;
+	$wd->execute(<<"JS");
+	Object.defineProperty(document, 'visibilityState', { configurable: true, get: function () { return '$state'; } });
+	document.dispatchEvent(new Event('visibilitychange'));
+JS
+}
+
+sub entries_seen { [map { $_->{seq} } grep { defined $_->{seq} } @{ messages($_[0]) }] }
+
+ok(receiving($wb, 'events'), 'B listens to the stream');
+my $streams = $t->metric('chat_fcgi_streams');
+$wa->execute('document.documentElement.dataset.chatRestAfter = "1"');
+set_visibility($wa, 'hidden');
+ok(receiving($wa, 'resting'), 'hidden for a second, A stops receiving');
+ok($wa->wait_for(sub { $t->metric('chat_fcgi_streams') == $streams - 1 }, $WAIT),
+	'and closes its event stream (the server holds one fewer)');
+is(data_attr($wa, 'chatConnection'), 'ok', 'which is not shown as trouble');
+say_in($wb, 'while A was hidden');
+ok(wait_stored_log_ends_with($wb, [user => 'while A was hidden'], [bot => 'received while A was hidden']),
+	'B posts meanwhile');
+sleep 0.5;
+ok(!grep({ $_->{text} eq 'while A was hidden' } @{ messages($wa) }), 'resting, A has not received it');
+set_visibility($wa, 'visible');
+ok(receiving($wa, 'events'), 'shown again, A listens to the event stream again');
+ok(wait_stored_log_ends_with($wa, [other => 'while A was hidden'], [bot => 'received while A was hidden']),
+	'and shows what was said while it was hidden');
+no_duplicates(messages($wa), 'A after resting');
+is_deeply(entries_seen($wa), [map { $_->{seq} } @{ stored($t, $room) }], 'no gap: A shows every stored entry');
 
 # --- A stream that never opens; a browser without EventSource or readable bodies ------
 
@@ -453,6 +476,23 @@ is_deeply(requests_to($wc, 'events'), [], 'it never asked for the event stream')
 is(data_attr($wc, 'chatErrors'), '[]', 'no CSP violation or script error');
 is_deeply([map { $_->{message} } grep { $_->{level} eq 'SEVERE' } $wc->browser_log], [],
 	'no errors in its console');
+
+# Long-polls rest too.
+$wc->execute('document.documentElement.dataset.chatRestAfter = "1"');
+set_visibility($wc, 'hidden');
+ok(receiving($wc, 'resting'), 'hidden for a second, the old browser stops long-polling');
+my $polls = scalar @{ long_polls($wc) };
+say_in($wa, 'while the old browser was hidden');
+ok(wait_stored_log_ends_with($wa, [user => 'while the old browser was hidden'],
+	[bot => 'received while the old browser was hidden']), 'A posts meanwhile');
+sleep 0.5;
+ok(!grep({ $_->{text} eq 'while the old browser was hidden' } @{ messages($wc) }), 'resting, it has not received it');
+is(scalar @{ long_polls($wc) }, $polls, 'and asked nothing more');
+set_visibility($wc, 'visible');
+ok(wait_stored_log_ends_with($wc, [other => 'while the old browser was hidden'],
+	[bot => 'received while the old browser was hidden']), 'shown again, it long-polls what it missed');
+ok(receiving($wc, 'long-poll'), 'and goes on long-polling');
+no_duplicates(messages($wc), 'the old browser after resting');
 $wc->quit;
 
 is(data_attr($wa, 'chatErrors'), '[]', 'A: still no CSP violation or script error');

@@ -34,12 +34,7 @@ sub entries {
 sub ev_seqs { [map { $_->{id} } @_] }
 sub ev_data { [map { $json->decode($_->{data}) } @_] }
 
-# The gauge chat_fcgi_streams, from /chat/metrics.
-sub streams_open {
-	my ($t) = @_;
-	my ($n) = $t->request(path => '/chat/metrics')->{body} =~ /^chat_fcgi_streams (\d+)$/m;
-	return $n;
-}
+sub streams_open { $_[0]->metric('chat_fcgi_streams') }
 
 sub wait_until {
 	my ($cond, $secs) = @_;

@@ -474,6 +474,14 @@ sub json {
 	return $v;
 }
 
+# The value of one unlabelled metric of GET /chat/metrics (undef if absent),
+# e.g. chat_fcgi_streams: the event streams the backend holds now.
+sub metric {
+	my ($self, $name) = @_;
+	my ($v) = $self->request(path => '/chat/metrics')->{body} =~ /^\Q$name\E (\S+)$/m;
+	return $v;
+}
+
 sub stop {
 	my ($self) = @_;
 	$self->stop_nginx;
