@@ -107,8 +107,9 @@ for my $word ('spawn-fcgi -n', 'SIGTERM', 'chat-fcgi(8)', '502', 'kill -9') {
 	like($sup, qr/\Q$word\E/, "chat-fcgi-supervise(8) mentions $word");
 }
 my ($sup_synopsis) = $sup =~ /^SYNOPSIS\n(.*?)^\S/ms;
-# A long installed path (make distcheck's) is broken across lines: join it.
-($sup_synopsis //= '') =~ s/-\n\s+/-/g;
+# A long installed path (make distcheck's) is broken across lines after a
+# hyphen inside a word: join it, but not the "--" that ends a line.
+($sup_synopsis //= '') =~ s/(?<=[^\s-])-\n\s+/-/g;
 $sup_synopsis =~ s/\s+/ /g;
 like($sup_synopsis, qr/chat-fcgi-supervise .* -- \S*chat-fcgi\b/s,
 	'its SYNOPSIS: spawn-fcgi options, then -- and chat-fcgi');
