@@ -100,6 +100,7 @@ SKIP: {
 # bench/Results.pm: each writer of RESULTS.md replaces its own part and
 # keeps the others', whichever runs last.
 {
+	no warnings q(once);    # @Results::PARTS is loaded at run time
 	require "$src/bench/Results.pm";
 	my $slurp = sub { open(my $fh, '<', $_[0]) or die "$_[0]: $!"; local $/; scalar <$fh> };
 	my $file = "$ENV{TMPDIR}/RESULTS.md";
