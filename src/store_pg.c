@@ -69,6 +69,7 @@ int store_pg_check(struct store_pg *st, char *why, size_t why_size)
 
 #else
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libpq-fe.h>
@@ -79,6 +80,105 @@ int store_pg_check(struct store_pg *st, char *why, size_t why_size)
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+/*
+ * libpq is loaded when a PostgreSQL store is opened, not linked: with what
+ * it pulls in (OpenSSL, GnuTLS, Kerberos, LDAP) it made some 5 MiB of a
+ * backend's resident memory, used or not. Its soname has been libpq.so.5
+ * since PostgreSQL 8.2.
+ */
+#define PQ_LIBRARY "libpq.so.5"
+#define PQ_FUNCTIONS(X)                                                                            \
+	X(PQclear)                                                                                 \
+	X(PQconnectdbParams)                                                                       \
+	X(PQconsumeInput)                                                                          \
+	X(PQenterPipelineMode)                                                                     \
+	X(PQerrorMessage)                                                                          \
+	X(PQexec)                                                                                  \
+	X(PQexecParams)                                                                            \
+	X(PQexecPrepared)                                                                          \
+	X(PQexitPipelineMode)                                                                      \
+	X(PQfinish)                                                                                \
+	X(PQfreemem)                                                                               \
+	X(PQgetResult)                                                                             \
+	X(PQgetisnull)                                                                             \
+	X(PQgetlength)                                                                             \
+	X(PQgetvalue)                                                                              \
+	X(PQnotifies)                                                                              \
+	X(PQntuples)                                                                               \
+	X(PQpipelineStatus)                                                                        \
+	X(PQpipelineSync)                                                                          \
+	X(PQprepare)                                                                               \
+	X(PQresultErrorField)                                                                      \
+	X(PQresultStatus)                                                                          \
+	X(PQsendQueryParams)                                                                       \
+	X(PQsendQueryPrepared)                                                                     \
+	X(PQsetNoticeProcessor)                                                                    \
+	X(PQsetnonblocking)                                                                        \
+	X(PQsocket)                                                                                \
+	X(PQstatus)                                                                                \
+	X(PQtransactionStatus)
+
+#define PQ_SLOT(f) __typeof__(f) *f;
+static struct {
+	PQ_FUNCTIONS(PQ_SLOT)
+} pq_fn;
+
+static pthread_once_t pq_once = PTHREAD_ONCE_INIT;
+static char pq_error[256]; /* empty once libpq is loaded */
+
+static void pq_load(void)
+{
+	void *lib = dlopen(PQ_LIBRARY, RTLD_NOW | RTLD_LOCAL);
+	if (!lib) {
+		const char *why = dlerror();
+		snprintf(pq_error, sizeof pq_error, "%s", why ? why : PQ_LIBRARY);
+		return;
+	}
+	/* dlsym's void * becomes a function pointer as POSIX says: by bytes. */
+#define PQ_RESOLVE(f)                                                                              \
+	if (!pq_error[0]) {                                                                        \
+		void *sym = dlsym(lib, #f);                                                        \
+		if (sym)                                                                           \
+			memcpy(&pq_fn.f, &sym, sizeof sym);                                        \
+		else                                                                               \
+			snprintf(pq_error, sizeof pq_error, "%s has no %s", PQ_LIBRARY, #f);       \
+	}
+	PQ_FUNCTIONS(PQ_RESOLVE)
+#undef PQ_RESOLVE
+	/* Never unloaded: its threads' state and atexit handlers stay valid. */
+}
+
+/* From here on, every PQ call goes through the loaded library. */
+#define PQclear                       pq_fn.PQclear
+#define PQconnectdbParams             pq_fn.PQconnectdbParams
+#define PQconsumeInput                pq_fn.PQconsumeInput
+#define PQenterPipelineMode           pq_fn.PQenterPipelineMode
+#define PQerrorMessage                pq_fn.PQerrorMessage
+#define PQexec                        pq_fn.PQexec
+#define PQexecParams                  pq_fn.PQexecParams
+#define PQexecPrepared                pq_fn.PQexecPrepared
+#define PQexitPipelineMode            pq_fn.PQexitPipelineMode
+#define PQfinish                      pq_fn.PQfinish
+#define PQfreemem                     pq_fn.PQfreemem
+#define PQgetResult                   pq_fn.PQgetResult
+#define PQgetisnull                   pq_fn.PQgetisnull
+#define PQgetlength                   pq_fn.PQgetlength
+#define PQgetvalue                    pq_fn.PQgetvalue
+#define PQnotifies                    pq_fn.PQnotifies
+#define PQntuples                     pq_fn.PQntuples
+#define PQpipelineStatus              pq_fn.PQpipelineStatus
+#define PQpipelineSync                pq_fn.PQpipelineSync
+#define PQprepare                     pq_fn.PQprepare
+#define PQresultErrorField            pq_fn.PQresultErrorField
+#define PQresultStatus                pq_fn.PQresultStatus
+#define PQsendQueryParams             pq_fn.PQsendQueryParams
+#define PQsendQueryPrepared           pq_fn.PQsendQueryPrepared
+#define PQsetNoticeProcessor          pq_fn.PQsetNoticeProcessor
+#define PQsetnonblocking              pq_fn.PQsetnonblocking
+#define PQsocket                      pq_fn.PQsocket
+#define PQstatus                      pq_fn.PQstatus
+#define PQtransactionStatus           pq_fn.PQtransactionStatus
 
 /* Step i brings a database from version i to i + 1; never edited once
  * released. The version lives in a table of its own. */
@@ -927,6 +1027,11 @@ int store_pg_open(struct store_pg **out, const char *uri, const struct store_opt
 		  char *err, size_t err_size)
 {
 	*out = NULL;
+	if (pthread_once(&pq_once, pq_load) != 0 || pq_error[0]) {
+		snprintf(err, err_size, "cannot load libpq for the PostgreSQL store: %s",
+			 pq_error[0] ? pq_error : "pthread_once failed");
+		return -1;
+	}
 	struct store_pg *st = calloc(1, sizeof *st);
 	if (!st || !(st->uri = strdup(uri))) {
 		free(st);

@@ -28,6 +28,11 @@ sub seqs  { return [map { $_->{seq} } @{ $_[0]{entries} // [] }] }
 
 my $t = ChatTest->new;
 
+# libpq and what it pulls in are some 5 MiB of resident memory: a backend
+# on SQLite does not load them.
+unlike(ChatTest::read_file('/proc/' . $t->backend_pid . '/maps'), qr/libpq/,
+	'a backend on SQLite has not loaded libpq');
+
 ## Two clients in one room, and the history after a reload
 
 {

@@ -26,6 +26,8 @@ my $db = $pg->createdb('rooms');
 my $t = ChatTest->new(backend_args => ['--store', $pg->uri($db)]);
 like($t->backend_log, qr/store postgresql, sandbox /,
 	'the backend starts on PostgreSQL and does not log the URI');
+like(ChatTest::read_file('/proc/' . $t->backend_pid . '/maps'), qr/libpq/,
+	'... having loaded libpq for it');
 
 ## The room API
 
