@@ -4,15 +4,23 @@
 #include "swar.h"
 #include "utf8.h"
 
+#include <string.h>
+
 /* Recursive descent over the grammar of RFC 8259; recursion is bounded by
  * max_depth, which the caller keeps small. */
 struct scan {
 	const unsigned char *p, *end;
 	unsigned depth, max_depth;
 	const char *why;
+	/* What scan_string learnt of the last string: whether it has an
+	 * escape, and whether it is written exactly as reply_escape would. */
+	bool escapes, as_reply;
+	struct json_strict_message *msg;
+	bool keys_escaped; /* a top-level key has an escape (and may be "message") */
 };
 
 static const char not_json[] = "The body is not valid JSON.";
+static const char not_utf8[] = "The body is not valid UTF-8.";
 
 static bool fail(struct scan *s, const char *why)
 {
@@ -48,15 +56,28 @@ static long read_u_escape(struct scan *s)
 	return v;
 }
 
+/* Whether the escape \\uXXXX of cp (its digits end at p) is the one
+ * reply_escape writes: only control characters without a short escape, with
+ * lowercase hex. */
+static bool u_escape_as_reply(long cp, const unsigned char *p)
+{
+	return cp < 0x20 && cp != '\b' && cp != '\t' && cp != '\n' && cp != '\f' && cp != '\r' &&
+	       !(p[-1] >= 'A' && p[-1] <= 'F');
+}
+
 /* A key may not hold U+0000: json-c cuts keys at the first NUL, so
- * "message\u0000x" would be taken for "message". */
+ * "message\u0000x" would be taken for "message". UTF-8 is checked here, in
+ * the one pass: outside strings the grammar admits only ASCII. */
 static bool scan_string(struct scan *s, bool is_key)
 {
 	s->p++; /* the opening quote */
+	s->escapes = false;
+	s->as_reply = true;
 	while (s->p < s->end) {
-		/* Plain runs (UTF-8 is checked for the whole text already). */
+		/* Plain ASCII runs, eight bytes at a time. */
 		while (s->end - s->p >= 8) {
-			uint64_t m = swar_json_special(swar_load(s->p));
+			uint64_t w = swar_load(s->p);
+			uint64_t m = swar_json_special(w) | (w & SWAR_HIGHS);
 			if (m) {
 				s->p += swar_first(m);
 				break;
@@ -73,17 +94,27 @@ static bool scan_string(struct scan *s, bool is_key)
 		if (c < 0x20)
 			return fail(s, "The JSON has a raw control character in a string; "
 				       "control characters must be escaped.");
-		if (c != '\\') {
-			s->p++; /* UTF-8 was checked for the whole text already */
+		if (c >= 0x80) {
+			size_t n = utf8_sequence(s->p, (size_t)(s->end - s->p));
+			if (!n)
+				return fail(s, not_utf8);
+			s->p += n;
 			continue;
 		}
+		if (c != '\\') {
+			s->p++;
+			continue;
+		}
+		s->escapes = true;
 		if (++s->p == s->end)
 			break;
 		c = *s->p++;
 		switch (c) {
+		case '/':
+			s->as_reply = false; /* the reply writes '/' as it is */
+			continue;
 		case '"':
 		case '\\':
-		case '/':
 		case 'b':
 		case 'f':
 		case 'n':
@@ -102,6 +133,8 @@ static bool scan_string(struct scan *s, bool is_key)
 			return fail(s, "The JSON has an object key with a NUL character.");
 		if (cp >= 0xDC00 && cp <= 0xDFFF)
 			return fail(s, "The JSON has an unpaired UTF-16 surrogate escape.");
+		if (!u_escape_as_reply(cp, s->p))
+			s->as_reply = false;
 		if (cp >= 0xD800 && cp <= 0xDBFF) {
 			/* A high surrogate must be followed at once by a low one. */
 			if (s->end - s->p < 2 || s->p[0] != '\\' || s->p[1] != 'u')
@@ -177,19 +210,34 @@ static bool scan_container(struct scan *s, unsigned char close)
 		return true;
 	}
 	for (;;) {
+		bool is_message = false;
 		if (close == '}') {
 			if (s->p == s->end || *s->p != '"')
 				return fail(s, "The JSON has an object key that is not a string.");
+			const unsigned char *key = s->p + 1;
 			if (!scan_string(s, true))
 				return false;
+			if (s->depth == 1) {
+				is_message = s->p - key == 8 && memcmp(key, "message\"", 8) == 0;
+				s->keys_escaped |= s->escapes;
+			}
 			skip_ws(s);
 			if (s->p == s->end || *s->p != ':')
 				return fail(s, not_json);
 			s->p++;
 			skip_ws(s);
 		}
+		const unsigned char *value = s->p;
 		if (!scan_value(s))
 			return false;
+		/* json-c keeps the last of duplicate keys: so does this. */
+		if (is_message && s->msg) {
+			bool string = *value == '"';
+			s->msg->raw = string ? (const char *)value + 1 : NULL;
+			s->msg->raw_len = string ? (size_t)(s->p - value) - 2 : 0;
+			s->msg->escapes = string && s->escapes;
+			s->msg->as_reply = string && s->as_reply;
+		}
 		skip_ws(s);
 		if (s->p == s->end)
 			return fail(s, "The JSON ends before the value does.");
@@ -229,24 +277,35 @@ static bool scan_value(struct scan *s)
 	}
 }
 
-bool json_strict_check(const char *text, size_t len, unsigned max_depth, const char **why)
+bool json_strict_scan(const char *text, size_t len, unsigned max_depth,
+		      struct json_strict_message *msg, const char **why)
 {
-	if (!utf8_valid(text, len)) {
-		*why = "The body is not valid UTF-8.";
-		return false;
-	}
 	struct scan s = {
 	    .p = (const unsigned char *)text,
 	    .end = (const unsigned char *)text + len,
 	    .max_depth = max_depth,
+	    .msg = msg,
 	};
+	if (msg)
+		*msg = (struct json_strict_message){0};
 	skip_ws(&s);
 	if (scan_value(&s)) {
 		skip_ws(&s);
-		if (s.p == s.end)
+		if (s.p == s.end) {
+			if (msg && s.keys_escaped)
+				msg->raw = NULL; /* "mess\u0061ge" may be the one */
 			return true;
+		}
 		fail(&s, "The body has bytes after the JSON value.");
 	}
-	*why = s.why;
+	/* Bad UTF-8 anywhere is the first thing a client is told of. */
+	*why = utf8_valid(text, len) ? s.why : not_utf8;
+	if (msg)
+		msg->raw = NULL;
 	return false;
+}
+
+bool json_strict_check(const char *text, size_t len, unsigned max_depth, const char **why)
+{
+	return json_strict_scan(text, len, max_depth, NULL, why);
 }
