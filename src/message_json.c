@@ -127,10 +127,8 @@ static size_t decode_string(const char *raw, size_t n, char *out)
 	}
 }
 
-/* Runs json-c on the given pieces of one text, in order; NULL with *why
- * set when it fails. */
-static json_object *json_c_parse(const char *const *piece, const size_t *piece_len, size_t pieces,
-				 const char **why, int *rc)
+/* Runs json-c on text; NULL with *why and *rc set when it fails. */
+static json_object *json_c_parse(const char *text, size_t len, const char **why, int *rc)
 {
 	json_tokener *tok = json_tokener_new_ex(CHAT_JSON_MAX_DEPTH + 1);
 	if (!tok) {
@@ -139,14 +137,8 @@ static json_object *json_c_parse(const char *const *piece, const size_t *piece_l
 		return NULL;
 	}
 	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
-	json_object *obj = NULL;
-	enum json_tokener_error err = json_tokener_success;
-	for (size_t i = 0; i < pieces; i++) {
-		obj = json_tokener_parse_ex(tok, piece[i], (int)piece_len[i]);
-		err = json_tokener_get_error(tok);
-		if (obj || err != json_tokener_continue)
-			break;
-	}
+	json_object *obj = json_tokener_parse_ex(tok, text, (int)len);
+	enum json_tokener_error err = json_tokener_get_error(tok);
 	json_tokener_free(tok);
 	if (!obj || err != json_tokener_success) {
 		json_object_put(obj);
@@ -158,6 +150,9 @@ static json_object *json_c_parse(const char *const *piece, const size_t *piece_l
 	}
 	return obj;
 }
+
+/* The rest of the body, when this short, is copied on the stack. */
+#define REST_ON_STACK ((size_t)512)
 
 int message_from_json(const char *body, size_t body_len, struct json_object **root,
 		      struct message_text *m, const char **why)
@@ -175,29 +170,41 @@ int message_from_json(const char *body, size_t body_len, struct json_object **ro
 	/*
 	 * The message's string, already checked, is kept from json-c, which
 	 * would spend tens of instructions a byte on it: json-c builds the
-	 * object around an empty string there, and the text comes from the
-	 * body (decoded only when asked, and echoed as it is when its escapes
-	 * are the reply's). The pieces json-c reads must hold no surrogate
-	 * pair (see above); else the whole body takes the slow way.
+	 * object of a copy of the body with an empty string there, and the
+	 * text comes from the body (decoded only when asked, and echoed as it
+	 * is when its escapes are the reply's). One copy costs less than a
+	 * second call of json-c, which makes a locale each time. The rest must
+	 * hold no surrogate pair (see above); else the whole body goes the
+	 * slow way.
 	 */
 	size_t head = msg.raw ? (size_t)(msg.raw - body) : 0;
 	size_t tail = msg.raw ? head + msg.raw_len : 0;
 	bool quick = msg.raw && !may_have_surrogate_escape(body, head) &&
 		     !may_have_surrogate_escape(body + tail, body_len - tail);
-	char *joined = NULL;
-	if (!quick && may_have_surrogate_escape(body, body_len)) {
-		joined = malloc(body_len); /* UTF-8 is shorter than the escapes */
-		if (!joined) {
-			*why = "The server is out of memory.";
-			return -2;
+	char stack[REST_ON_STACK], *copy = NULL;
+	size_t text_len = body_len;
+	if (quick) {
+		text_len = head + (body_len - tail);
+		copy = text_len <= sizeof stack ? stack : malloc(text_len);
+		if (copy) {
+			memcpy(copy, body, head);
+			memcpy(copy + head, body + tail, body_len - tail);
 		}
-		body_len = join_surrogate_escapes(body, body_len, joined);
+	} else if (may_have_surrogate_escape(body, body_len)) {
+		copy = malloc(body_len); /* UTF-8 is shorter than the escapes */
+		if (copy)
+			text_len = join_surrogate_escapes(body, body_len, copy);
+		else
+			text_len = 0;
 	}
-	const char *piece[2] = {joined ? joined : body, body + tail};
-	size_t piece_len[2] = {quick ? head : body_len, body_len - tail};
+	if (!copy && text_len != body_len) {
+		*why = "The server is out of memory.";
+		return -2;
+	}
 	int rc = 0;
-	json_object *obj = json_c_parse(piece, piece_len, quick ? 2 : 1, why, &rc);
-	free(joined); /* json-c copied what it kept */
+	json_object *obj = json_c_parse(copy ? copy : body, text_len, why, &rc);
+	if (copy != stack)
+		free(copy); /* json-c copied what it kept */
 	if (!obj)
 		return rc;
 	if (!json_object_is_type(obj, json_type_object)) {

@@ -1,0 +1,101 @@
+/* json_strict_scan: what it notes of the top-level "message" string in
+ * passing (which string, whether it has escapes, whether they are the
+ * reply's own), and which sentence it gives when UTF-8 and grammar both
+ * fail, now that one pass checks both. */
+#include "json_strict.h"
+#include "tap.h"
+
+#include <string.h>
+
+#define L(lit) lit, sizeof(lit) - 1
+
+static struct json_strict_message scan(const char *body, size_t len, bool *valid)
+{
+	struct json_strict_message m;
+	const char *why = NULL;
+	*valid = json_strict_scan(body, len, 4, &m, &why);
+	return m;
+}
+
+/* The message of body is the string want (its raw bytes), with the given
+ * flags. */
+static void found(const char *body, size_t len, const char *want, bool escapes, bool as_reply,
+		  const char *name)
+{
+	bool valid;
+	struct json_strict_message m = scan(body, len, &valid);
+	bool good = valid && m.raw && m.raw_len == strlen(want) &&
+		    memcmp(m.raw, want, m.raw_len) == 0 && m.escapes == escapes &&
+		    m.as_reply == as_reply;
+	if (!good)
+		diag("valid %d, raw %.*s, escapes %d, as_reply %d", valid,
+		     m.raw ? (int)m.raw_len : 0, m.raw ? m.raw : "", m.escapes, m.as_reply);
+	ok(good, "%s", name);
+}
+
+static void not_found(const char *body, size_t len, const char *name)
+{
+	bool valid;
+	struct json_strict_message m = scan(body, len, &valid);
+	ok(!m.raw, "no message string noted: %s", name);
+}
+
+static void why_is(const char *body, size_t len, const char *want, const char *name)
+{
+	const char *why = NULL;
+	struct json_strict_message m;
+	ok(!json_strict_scan(body, len, 4, &m, &why) && why && strcmp(why, want) == 0 && !m.raw,
+	   "%s (got: %s)", name, why ? why : "nothing");
+}
+
+int main(void)
+{
+	found(L("{\"message\":\"hi\"}"), "hi", false, true, "a plain message");
+	found(L("{\"message\":\"\"}"), "", false, true, "an empty message");
+	found(L(" { \"a\" : [1,{\"message\":\"no\"}] , \"message\" : \"x\\u00e9\" } "), "x\\u00e9",
+	      true, false, "the top-level one, among white space and other keys");
+	found(L("{\"message\":\"a\",\"message\":\"b\"}"), "b", false, true,
+	      "duplicates: the last, as json-c keeps");
+	found(L("{\"message\":1,\"message\":\"b\"}"), "b", false, true,
+	      "duplicates: a number, then a string");
+	found(L("{\"message\":\"a\\\"b\\\\c\\b\\f\\n\\r\\t\"}"), "a\\\"b\\\\c\\b\\f\\n\\r\\t", true,
+	      true, "short escapes are the reply's");
+	found(L("{\"message\":\"\\u0000\\u0001\\u001f\\u000b\"}"), "\\u0000\\u0001\\u001f\\u000b",
+	      true, true, "\\u00XX of controls without a short escape, lowercase, are the reply's");
+	found(L("{\"message\":\"\\u001F\"}"), "\\u001F", true, false, "upper-case hex is not");
+	found(L("{\"message\":\"\\u000a\"}"), "\\u000a", true, false,
+	      "\\u000a is not (the reply writes \\n)");
+	found(L("{\"message\":\"\\u0041\"}"), "\\u0041", true, false, "\\u0041 is not");
+	found(L("{\"message\":\"\\u007f\"}"), "\\u007f", true, false, "\\u007f is not");
+	found(L("{\"message\":\"a\\/b\"}"), "a\\/b", true, false, "\\/ is not");
+	found(L("{\"message\":\"\\ud83d\\ude00\"}"), "\\ud83d\\ude00", true, false,
+	      "a surrogate pair is not");
+	found(L("{\"message\":\"\xc3\xa9\xec\x95\x88\xf0\x9f\x98\x80/\x7f\"}"),
+	      "\xc3\xa9\xec\x95\x88\xf0\x9f\x98\x80/\x7f", false, true,
+	      "raw UTF-8, '/' and DEL are the reply's");
+
+	not_found(L("{\"message\":\"a\",\"message\":1}"), "the last duplicate is a number");
+	not_found(L("{\"message\":{\"message\":\"x\"}}"), "an object");
+	not_found(L("{\"a\":{\"message\":\"x\"}}"), "only nested");
+	not_found(L("[\"message\",\"x\"]"), "an array");
+	not_found(L("\"message\""), "a string");
+	not_found(L("{\"m\\u0065ssage\":\"x\"}"), "a key with an escape may be message");
+	not_found(L("{\"message\":\"x\",\"\\u0061\":\"y\"}"), "any escaped key makes it unknown");
+	not_found(L("{\"message\":\"x\"} x"), "an invalid text");
+
+	/* One pass checks UTF-8 and grammar: bad UTF-8 anywhere is still what
+	 * the client is told first, as when UTF-8 was checked before. */
+	why_is(L("{\"message\":\"\xc3\"}"), "The body is not valid UTF-8.", "a cut sequence");
+	why_is(L("{\"message\":\"\xed\xa0\x80\"}"), "The body is not valid UTF-8.",
+	       "a UTF-8 surrogate");
+	why_is(L("{\"message\":\xff}"), "The body is not valid UTF-8.",
+	       "bad UTF-8 outside a string");
+	why_is(L("{,\"message\":\"\xc0\xaf\"}"), "The body is not valid UTF-8.",
+	       "bad UTF-8 after a grammar error");
+	why_is(L("{\"message\":\"\xc3\xa9\"} \xc3\xa9"), "The body has bytes after the JSON value.",
+	       "valid UTF-8 after the value is a grammar error");
+	why_is(L("{\"message\":\"\\ud83d\xc3\xa9\"}"),
+	       "The JSON has an unpaired UTF-16 surrogate escape.",
+	       "a grammar error in valid UTF-8");
+	return done_testing();
+}
