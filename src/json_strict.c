@@ -5,6 +5,9 @@
 #include "utf8.h"
 
 #include <string.h>
+#if defined(__SSE2__) && defined(__GNUC__)
+#include <emmintrin.h>
+#endif
 
 /* Recursive descent over the grammar of RFC 8259; recursion is bounded by
  * max_depth, which the caller keeps small. */
@@ -65,53 +68,89 @@ static bool u_escape_as_reply(long cp, const unsigned char *p)
 	       !(p[-1] >= 'A' && p[-1] <= 'F');
 }
 
+/* Whether c ends a plain run in a string: what swar_string_stop flags. */
+static bool string_stop(unsigned char c)
+{
+	return c < 0x20 || c == '"' || c == '\\' || c >= 0x80;
+}
+
+#if defined(__SSE2__) && defined(__GNUC__)
+/* Bit i set when byte i of the sixteen at p ends a plain run: a signed
+ * compare with 0x20 takes the bytes of 0x80 and above with the controls. */
+static inline unsigned stop_mask16(const unsigned char *p)
+{
+	__m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+	__m128i quote = _mm_cmpeq_epi8(x, _mm_set1_epi8('"'));
+	__m128i backslash = _mm_cmpeq_epi8(x, _mm_set1_epi8('\\'));
+	__m128i low = _mm_cmplt_epi8(x, _mm_set1_epi8(0x20));
+	return (unsigned)_mm_movemask_epi8(_mm_or_si128(low, _mm_or_si128(quote, backslash)));
+}
+#endif
+
+/* The first byte from p on that ends a plain ASCII run in a string, or end:
+ * sixteen bytes at a time where SSE2 is there (all of x86-64), else eight. */
+static const unsigned char *plain_run_end(const unsigned char *p, const unsigned char *end)
+{
+#if defined(__SSE2__) && defined(__GNUC__)
+	for (; end - p >= 16; p += 16) {
+		unsigned m = stop_mask16(p);
+		if (m)
+			return p + __builtin_ctz(m);
+	}
+#endif
+	for (; end - p >= 8; p += 8) {
+		uint64_t m = swar_string_stop(swar_load(p));
+		if (m) {
+			p += swar_first(m);
+			break;
+		}
+	}
+	while (p < end && !string_stop(*p))
+		p++;
+	return p;
+}
+
 /* A key may not hold U+0000: json-c cuts keys at the first NUL, so
  * "message\u0000x" would be taken for "message". UTF-8 is checked here, in
- * the one pass: outside strings the grammar admits only ASCII. */
+ * the one pass: outside strings the grammar admits only ASCII. Locals, not
+ * s->p, keep the loop in registers. */
 static bool scan_string(struct scan *s, bool is_key)
 {
-	s->p++; /* the opening quote */
-	s->escapes = false;
-	s->as_reply = true;
-	while (s->p < s->end) {
-		/* Plain ASCII runs, eight bytes at a time. */
-		while (s->end - s->p >= 8) {
-			uint64_t w = swar_load(s->p);
-			uint64_t m = swar_json_special(w) | (w & SWAR_HIGHS);
-			if (m) {
-				s->p += swar_first(m);
-				break;
-			}
-			s->p += 8;
-		}
-		if (s->p == s->end)
+	const unsigned char *p = s->p + 1; /* after the opening quote */
+	const unsigned char *const end = s->end;
+	bool escapes = false, as_reply = true;
+	for (;;) {
+		p = plain_run_end(p, end);
+		if (p == end)
 			break;
-		unsigned char c = *s->p;
+		unsigned char c = *p;
+		if (c >= 0x80) {
+			size_t n = utf8_sequence(p, (size_t)(end - p));
+			if (!n) {
+				s->p = p;
+				return fail(s, not_utf8);
+			}
+			p += n;
+			continue;
+		}
 		if (c == '"') {
-			s->p++;
+			s->p = p + 1;
+			s->escapes = escapes;
+			s->as_reply = as_reply;
 			return true;
 		}
+		s->p = p;
 		if (c < 0x20)
 			return fail(s, "The JSON has a raw control character in a string; "
 				       "control characters must be escaped.");
-		if (c >= 0x80) {
-			size_t n = utf8_sequence(s->p, (size_t)(s->end - s->p));
-			if (!n)
-				return fail(s, not_utf8);
-			s->p += n;
-			continue;
-		}
-		if (c != '\\') {
-			s->p++;
-			continue;
-		}
-		s->escapes = true;
-		if (++s->p == s->end)
+		escapes = true;
+		if (end - p < 2)
 			break;
-		c = *s->p++;
+		c = p[1];
+		p += 2;
 		switch (c) {
 		case '/':
-			s->as_reply = false; /* the reply writes '/' as it is */
+			as_reply = false; /* the reply writes '/' as it is */
 			continue;
 		case '"':
 		case '\\':
@@ -126,6 +165,7 @@ static bool scan_string(struct scan *s, bool is_key)
 		default:
 			return fail(s, "The JSON has an invalid escape in a string.");
 		}
+		s->p = p;
 		long cp = read_u_escape(s);
 		if (cp < 0)
 			return fail(s, "The JSON has an invalid \\u escape in a string.");
@@ -134,7 +174,7 @@ static bool scan_string(struct scan *s, bool is_key)
 		if (cp >= 0xDC00 && cp <= 0xDFFF)
 			return fail(s, "The JSON has an unpaired UTF-16 surrogate escape.");
 		if (!u_escape_as_reply(cp, s->p))
-			s->as_reply = false;
+			as_reply = false;
 		if (cp >= 0xD800 && cp <= 0xDBFF) {
 			/* A high surrogate must be followed at once by a low one. */
 			if (s->end - s->p < 2 || s->p[0] != '\\' || s->p[1] != 'u')
@@ -144,6 +184,7 @@ static bool scan_string(struct scan *s, bool is_key)
 			if (lo < 0xDC00 || lo > 0xDFFF)
 				return fail(s, "The JSON has an unpaired UTF-16 surrogate escape.");
 		}
+		p = s->p;
 	}
 	return fail(s, "The JSON ends inside a string.");
 }

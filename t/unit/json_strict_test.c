@@ -5,6 +5,7 @@
 #include "json_strict.h"
 #include "tap.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #define L(lit) lit, sizeof(lit) - 1
@@ -97,5 +98,28 @@ int main(void)
 	why_is(L("{\"message\":\"\\ud83d\xc3\xa9\"}"),
 	       "The JSON has an unpaired UTF-16 surrogate escape.",
 	       "a grammar error in valid UTF-8");
+	/* Every byte value at every place of a 40-byte string: the runs are
+	 * read sixteen, then eight, then one byte at a time. */
+	unsigned long wrong = 0;
+	for (size_t at = 0; at < 40; at++)
+		for (unsigned v = 0; v < 256; v++) {
+			char body[64];
+			size_t n = (size_t)sprintf(body, "{\"message\":\"");
+			memset(body + n, 'x', 40);
+			body[n + at] = (char)v;
+			n += 40;
+			n += (size_t)sprintf(body + n, "\"}");
+			const char *why = NULL;
+			bool plain = v >= 0x20 && v < 0x80 && v != '"' && v != '\\';
+			bool valid = json_strict_check(body, n, 4, &why);
+			const char *want =
+			    v >= 0x80  ? "The body is not valid UTF-8."
+			    : v < 0x20 ? "The JSON has a raw control character in a string; "
+					 "control characters must be escaped."
+				       : NULL;
+			if (valid != plain || (want && strcmp(why, want) != 0))
+				wrong++;
+		}
+	is_int(wrong, 0, "every byte at every place of a string is judged right");
 	return done_testing();
 }
