@@ -87,16 +87,41 @@ static inline unsigned stop_mask16(const unsigned char *p)
 }
 #endif
 
+/* The last sixteen bytes looked at, and where their stops are: a string
+ * has a stop every few bytes (escapes, non-ASCII characters), and the next
+ * one is often in the same block. */
+struct run_block {
+	const unsigned char *base; /* NULL: none */
+	unsigned mask;
+};
+
 /* The first byte from p on that ends a plain ASCII run in a string, or end:
- * sixteen bytes at a time where SSE2 is there (all of x86-64), else eight. */
-static const unsigned char *plain_run_end(const unsigned char *p, const unsigned char *end)
+ * sixteen bytes at a time where SSE2 is there (all of x86-64), else eight.
+ * p never goes back between calls on one block. */
+static const unsigned char *plain_run_end(const unsigned char *p, const unsigned char *end,
+					  struct run_block *rb)
 {
 #if defined(__SSE2__) && defined(__GNUC__)
+	if (rb->base) {
+		size_t off = (size_t)(p - rb->base);
+		if (off < 16) {
+			unsigned m = rb->mask >> off << off;
+			if (m)
+				return rb->base + __builtin_ctz(m);
+			p = rb->base + 16;
+		}
+	}
 	for (; end - p >= 16; p += 16) {
 		unsigned m = stop_mask16(p);
-		if (m)
+		if (m) {
+			rb->base = p;
+			rb->mask = m;
 			return p + __builtin_ctz(m);
+		}
 	}
+	rb->base = NULL;
+#else
+	(void)rb;
 #endif
 	for (; end - p >= 8; p += 8) {
 		uint64_t m = swar_string_stop(swar_load(p));
@@ -119,18 +144,22 @@ static bool scan_string(struct scan *s, bool is_key)
 	const unsigned char *p = s->p + 1; /* after the opening quote */
 	const unsigned char *const end = s->end;
 	bool escapes = false, as_reply = true;
+	struct run_block rb = {NULL, 0};
 	for (;;) {
-		p = plain_run_end(p, end);
+		p = plain_run_end(p, end, &rb);
 		if (p == end)
 			break;
 		unsigned char c = *p;
 		if (c >= 0x80) {
-			size_t n = utf8_sequence(p, (size_t)(end - p));
-			if (!n) {
-				s->p = p;
-				return fail(s, not_utf8);
-			}
-			p += n;
+			/* Non-ASCII text is mostly runs of such characters. */
+			do {
+				size_t n = utf8_sequence(p, (size_t)(end - p));
+				if (!n) {
+					s->p = p;
+					return fail(s, not_utf8);
+				}
+				p += n;
+			} while (p < end && *p >= 0x80);
 			continue;
 		}
 		if (c == '"') {

@@ -4,6 +4,7 @@
  * fail, now that one pass checks both. */
 #include "json_strict.h"
 #include "tap.h"
+#include "utf8.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -121,5 +122,54 @@ int main(void)
 				wrong++;
 		}
 	is_int(wrong, 0, "every byte at every place of a string is judged right");
+
+	/* Strings of random UTF-8, valid or nearly (pieces of sequences, at
+	 * every alignment, across the sixteen-byte blocks): valid exactly when
+	 * utf8_valid says so. A fixed seed keeps the test repeatable. */
+	static const char *const pieces[] = {
+	    "a",
+	    "bcdefghijklmnopq",
+	    "\xc3\xa9",
+	    "\xec\x95\x88",
+	    "\xf0\x9f\x98\x80",
+	    "\xc3",
+	    "\xec\x95",
+	    "\xf0\x9f\x98",
+	    "\x80",
+	    "\xbf",
+	    "\xe0\x80\x80",
+	    "\xed\xa0\x80",
+	    "\xf4\x90\x80\x80",
+	    "\xc0\xaf",
+	    "\xff",
+	    "\\n",
+	    "\\u00e9",
+	};
+	unsigned long seed = 12345;
+	wrong = 0;
+	for (unsigned round = 0; round < 20000; round++) {
+		char text[256];
+		size_t n = 0;
+		while (n < 200) {
+			seed = seed * 6364136223846793005UL + 1442695040888963407UL;
+			unsigned r = (unsigned)(seed >> 33);
+			/* Mostly valid pieces, so that whole strings are often valid. */
+			size_t k = r % 64 < 60 ? r % 5 : r % (sizeof pieces / sizeof pieces[0]);
+			if (r % 97 == 0)
+				break;
+			size_t len = strlen(pieces[k]);
+			memcpy(text + n, pieces[k], len);
+			n += len;
+		}
+		char body[300];
+		size_t b = (size_t)sprintf(body, "{\"message\":\"");
+		memcpy(body + b, text, n);
+		b += n;
+		b += (size_t)sprintf(body + b, "\"}");
+		const char *why = NULL;
+		if (json_strict_check(body, b, 4, &why) != utf8_valid(body, b))
+			wrong++;
+	}
+	is_int(wrong, 0, "random UTF-8 in a string: valid exactly when utf8_valid says so");
 	return done_testing();
 }
