@@ -276,28 +276,33 @@ void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 
 	const char *body = req->body ? req->body : "";
 	json_object *root = NULL;
-	char *decoded = NULL;
-	const char *text, *why;
-	size_t len;
-	int rc = is_json ? message_from_json(body, req->body_len, &root, &text, &len, &why)
-			 : message_from_form(body, req->body_len, &decoded, &len, &why);
+	struct message_text m = {0};
+	const char *why;
+	int rc = is_json ? message_from_json(body, req->body_len, &root, &m, &why)
+			 : message_from_form(body, req->body_len, &m.owned, &m.len, &why);
 	if (rc != 0) {
 		set_error_text(res, rc == -2 ? 503 : 400, why);
 		return;
 	}
-	if (decoded)
-		text = decoded;
+	if (!is_json)
+		m.text = m.owned;
 
 	struct room_fields rf;
 	rc = read_room_fields(is_json, root, body, req->body_len, &rf, &why);
+	if (rc == 0 && rf.room && message_text_decode(&m) != 0) {
+		rc = -2;
+		why = "The server is out of memory.";
+	}
 	if (rc != 0)
 		set_error_text(res, rc == -2 ? 503 : 400, why);
 	else if (rf.room)
-		rooms_post(lim, rf.room, rf.client_id, rf.client_id_len, text, len, res);
+		rooms_post(lim, rf.room, rf.client_id, rf.client_id_len, m.text, m.len, res);
 	room_fields_free(&rf);
 	if (rc == 0 && !rf.room) {
 		size_t out_len;
-		char *out = reply_message(text, len, &out_len);
+		/* A message already written as the reply writes it is copied. */
+		char *out = m.escaped ? reply_message_escaped(m.escaped, m.escaped_len, &out_len)
+				      : reply_message(m.text, m.len, &out_len);
 		if (out) {
 			res->status = 200;
 			res->body = out;
@@ -308,7 +313,7 @@ void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 		}
 	}
 	json_object_put(root);
-	free(decoded);
+	message_text_free(&m);
 	/* Only a success is streamed: errors stay JSON whatever was asked. */
 	if (res->status == 200 && events_accepted(req->accept))
 		events_stream_reply(lim, res);

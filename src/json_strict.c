@@ -4,15 +4,26 @@
 #include "swar.h"
 #include "utf8.h"
 
+#include <string.h>
+#if defined(__SSE2__) && defined(__GNUC__)
+#include <emmintrin.h>
+#endif
+
 /* Recursive descent over the grammar of RFC 8259; recursion is bounded by
  * max_depth, which the caller keeps small. */
 struct scan {
 	const unsigned char *p, *end;
 	unsigned depth, max_depth;
 	const char *why;
+	/* What scan_string learnt of the last string: whether it has an
+	 * escape, and whether it is written exactly as reply_escape would. */
+	bool escapes, as_reply;
+	struct json_strict_message *msg;
+	bool keys_escaped; /* a top-level key has an escape (and may be "message") */
 };
 
 static const char not_json[] = "The body is not valid JSON.";
+static const char not_utf8[] = "The body is not valid UTF-8.";
 
 static bool fail(struct scan *s, const char *why)
 {
@@ -48,42 +59,130 @@ static long read_u_escape(struct scan *s)
 	return v;
 }
 
+/* Whether the escape \\uXXXX of cp (its digits end at p) is the one
+ * reply_escape writes: only control characters without a short escape, with
+ * lowercase hex. */
+static bool u_escape_as_reply(long cp, const unsigned char *p)
+{
+	return cp < 0x20 && cp != '\b' && cp != '\t' && cp != '\n' && cp != '\f' && cp != '\r' &&
+	       !(p[-1] >= 'A' && p[-1] <= 'F');
+}
+
+/* Whether c ends a plain run in a string: what swar_string_stop flags. */
+static bool string_stop(unsigned char c)
+{
+	return c < 0x20 || c == '"' || c == '\\' || c >= 0x80;
+}
+
+#if defined(__SSE2__) && defined(__GNUC__)
+/* Bit i set when byte i of the sixteen at p ends a plain run: a signed
+ * compare with 0x20 takes the bytes of 0x80 and above with the controls. */
+static inline unsigned stop_mask16(const unsigned char *p)
+{
+	__m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+	__m128i quote = _mm_cmpeq_epi8(x, _mm_set1_epi8('"'));
+	__m128i backslash = _mm_cmpeq_epi8(x, _mm_set1_epi8('\\'));
+	__m128i low = _mm_cmplt_epi8(x, _mm_set1_epi8(0x20));
+	return (unsigned)_mm_movemask_epi8(_mm_or_si128(low, _mm_or_si128(quote, backslash)));
+}
+#endif
+
+/* The last sixteen bytes looked at, and where their stops are: a string
+ * has a stop every few bytes (escapes, non-ASCII characters), and the next
+ * one is often in the same block. */
+struct run_block {
+	const unsigned char *base; /* NULL: none */
+	unsigned mask;
+};
+
+/* The first byte from p on that ends a plain ASCII run in a string, or end:
+ * sixteen bytes at a time where SSE2 is there (all of x86-64), else eight.
+ * p never goes back between calls on one block. */
+static const unsigned char *plain_run_end(const unsigned char *p, const unsigned char *end,
+					  struct run_block *rb)
+{
+#if defined(__SSE2__) && defined(__GNUC__)
+	if (rb->base) {
+		size_t off = (size_t)(p - rb->base);
+		if (off < 16) {
+			unsigned m = rb->mask >> off << off;
+			if (m)
+				return rb->base + __builtin_ctz(m);
+			p = rb->base + 16;
+		}
+	}
+	for (; end - p >= 16; p += 16) {
+		unsigned m = stop_mask16(p);
+		if (m) {
+			rb->base = p;
+			rb->mask = m;
+			return p + __builtin_ctz(m);
+		}
+	}
+	rb->base = NULL;
+#else
+	(void)rb;
+#endif
+	for (; end - p >= 8; p += 8) {
+		uint64_t m = swar_string_stop(swar_load(p));
+		if (m) {
+			p += swar_first(m);
+			break;
+		}
+	}
+	while (p < end && !string_stop(*p))
+		p++;
+	return p;
+}
+
 /* A key may not hold U+0000: json-c cuts keys at the first NUL, so
- * "message\u0000x" would be taken for "message". */
+ * "message\u0000x" would be taken for "message". UTF-8 is checked here, in
+ * the one pass: outside strings the grammar admits only ASCII. Locals, not
+ * s->p, keep the loop in registers. */
 static bool scan_string(struct scan *s, bool is_key)
 {
-	s->p++; /* the opening quote */
-	while (s->p < s->end) {
-		/* Plain runs (UTF-8 is checked for the whole text already). */
-		while (s->end - s->p >= 8) {
-			uint64_t m = swar_json_special(swar_load(s->p));
-			if (m) {
-				s->p += swar_first(m);
-				break;
-			}
-			s->p += 8;
-		}
-		if (s->p == s->end)
+	const unsigned char *p = s->p + 1; /* after the opening quote */
+	const unsigned char *const end = s->end;
+	bool escapes = false, as_reply = true;
+	struct run_block rb = {NULL, 0};
+	for (;;) {
+		p = plain_run_end(p, end, &rb);
+		if (p == end)
 			break;
-		unsigned char c = *s->p;
+		unsigned char c = *p;
+		if (c >= 0x80) {
+			/* Non-ASCII text is mostly runs of such characters. */
+			do {
+				size_t n = utf8_sequence(p, (size_t)(end - p));
+				if (!n) {
+					s->p = p;
+					return fail(s, not_utf8);
+				}
+				p += n;
+			} while (p < end && *p >= 0x80);
+			continue;
+		}
 		if (c == '"') {
-			s->p++;
+			s->p = p + 1;
+			s->escapes = escapes;
+			s->as_reply = as_reply;
 			return true;
 		}
+		s->p = p;
 		if (c < 0x20)
 			return fail(s, "The JSON has a raw control character in a string; "
 				       "control characters must be escaped.");
-		if (c != '\\') {
-			s->p++; /* UTF-8 was checked for the whole text already */
-			continue;
-		}
-		if (++s->p == s->end)
+		escapes = true;
+		if (end - p < 2)
 			break;
-		c = *s->p++;
+		c = p[1];
+		p += 2;
 		switch (c) {
+		case '/':
+			as_reply = false; /* the reply writes '/' as it is */
+			continue;
 		case '"':
 		case '\\':
-		case '/':
 		case 'b':
 		case 'f':
 		case 'n':
@@ -95,6 +194,7 @@ static bool scan_string(struct scan *s, bool is_key)
 		default:
 			return fail(s, "The JSON has an invalid escape in a string.");
 		}
+		s->p = p;
 		long cp = read_u_escape(s);
 		if (cp < 0)
 			return fail(s, "The JSON has an invalid \\u escape in a string.");
@@ -102,6 +202,8 @@ static bool scan_string(struct scan *s, bool is_key)
 			return fail(s, "The JSON has an object key with a NUL character.");
 		if (cp >= 0xDC00 && cp <= 0xDFFF)
 			return fail(s, "The JSON has an unpaired UTF-16 surrogate escape.");
+		if (!u_escape_as_reply(cp, s->p))
+			as_reply = false;
 		if (cp >= 0xD800 && cp <= 0xDBFF) {
 			/* A high surrogate must be followed at once by a low one. */
 			if (s->end - s->p < 2 || s->p[0] != '\\' || s->p[1] != 'u')
@@ -111,6 +213,7 @@ static bool scan_string(struct scan *s, bool is_key)
 			if (lo < 0xDC00 || lo > 0xDFFF)
 				return fail(s, "The JSON has an unpaired UTF-16 surrogate escape.");
 		}
+		p = s->p;
 	}
 	return fail(s, "The JSON ends inside a string.");
 }
@@ -177,19 +280,34 @@ static bool scan_container(struct scan *s, unsigned char close)
 		return true;
 	}
 	for (;;) {
+		bool is_message = false;
 		if (close == '}') {
 			if (s->p == s->end || *s->p != '"')
 				return fail(s, "The JSON has an object key that is not a string.");
+			const unsigned char *key = s->p + 1;
 			if (!scan_string(s, true))
 				return false;
+			if (s->depth == 1) {
+				is_message = s->p - key == 8 && memcmp(key, "message\"", 8) == 0;
+				s->keys_escaped |= s->escapes;
+			}
 			skip_ws(s);
 			if (s->p == s->end || *s->p != ':')
 				return fail(s, not_json);
 			s->p++;
 			skip_ws(s);
 		}
+		const unsigned char *value = s->p;
 		if (!scan_value(s))
 			return false;
+		/* json-c keeps the last of duplicate keys: so does this. */
+		if (is_message && s->msg) {
+			bool string = *value == '"';
+			s->msg->raw = string ? (const char *)value + 1 : NULL;
+			s->msg->raw_len = string ? (size_t)(s->p - value) - 2 : 0;
+			s->msg->escapes = string && s->escapes;
+			s->msg->as_reply = string && s->as_reply;
+		}
 		skip_ws(s);
 		if (s->p == s->end)
 			return fail(s, "The JSON ends before the value does.");
@@ -229,24 +347,35 @@ static bool scan_value(struct scan *s)
 	}
 }
 
-bool json_strict_check(const char *text, size_t len, unsigned max_depth, const char **why)
+bool json_strict_scan(const char *text, size_t len, unsigned max_depth,
+		      struct json_strict_message *msg, const char **why)
 {
-	if (!utf8_valid(text, len)) {
-		*why = "The body is not valid UTF-8.";
-		return false;
-	}
 	struct scan s = {
 	    .p = (const unsigned char *)text,
 	    .end = (const unsigned char *)text + len,
 	    .max_depth = max_depth,
+	    .msg = msg,
 	};
+	if (msg)
+		*msg = (struct json_strict_message){0};
 	skip_ws(&s);
 	if (scan_value(&s)) {
 		skip_ws(&s);
-		if (s.p == s.end)
+		if (s.p == s.end) {
+			if (msg && s.keys_escaped)
+				msg->raw = NULL; /* "mess\u0061ge" may be the one */
 			return true;
+		}
 		fail(&s, "The body has bytes after the JSON value.");
 	}
-	*why = s.why;
+	/* Bad UTF-8 anywhere is the first thing a client is told of. */
+	*why = utf8_valid(text, len) ? s.why : not_utf8;
+	if (msg)
+		msg->raw = NULL;
 	return false;
+}
+
+bool json_strict_check(const char *text, size_t len, unsigned max_depth, const char **why)
+{
+	return json_strict_scan(text, len, max_depth, NULL, why);
 }

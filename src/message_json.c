@@ -80,47 +80,133 @@ static size_t join_surrogate_escapes(const char *text, size_t len, char *out)
 	return o;
 }
 
+/* Decodes raw, the inside of a string the strict check passed, to out
+ * (room for n bytes: nothing decodes longer than its escape); returns the
+ * length written. Surrogate pairs become the UTF-8 of their code point. */
+static size_t decode_string(const char *raw, size_t n, char *out)
+{
+	static const char unescape[128] = {
+	    ['"'] = '"',  ['\\'] = '\\', ['/'] = '/',  ['b'] = '\b',
+	    ['f'] = '\f', ['n'] = '\n',  ['r'] = '\r', ['t'] = '\t',
+	};
+	const char *p = raw, *end = raw + n;
+	char *o = out;
+	for (;;) {
+		const char *bs = memchr(p, '\\', (size_t)(end - p));
+		size_t run = (size_t)((bs ? bs : end) - p);
+		memcpy(o, p, run);
+		o += run;
+		if (!bs)
+			return (size_t)(o - out);
+		if (bs[1] != 'u') {
+			*o++ = unescape[(unsigned char)bs[1]];
+			p = bs + 2;
+			continue;
+		}
+		unsigned long cp = u_escape_value(bs + 2);
+		p = bs + 6;
+		if (cp >= 0xD800 && cp <= 0xDBFF) {
+			cp = 0x10000 + ((cp - 0xD800) << 10) + (u_escape_value(p + 2) - 0xDC00);
+			p += 6;
+		}
+		if (cp < 0x80) {
+			*o++ = (char)cp;
+		} else if (cp < 0x800) {
+			*o++ = (char)(0xC0 | cp >> 6);
+			*o++ = (char)(0x80 | (cp & 0x3F));
+		} else if (cp < 0x10000) {
+			*o++ = (char)(0xE0 | cp >> 12);
+			*o++ = (char)(0x80 | (cp >> 6 & 0x3F));
+			*o++ = (char)(0x80 | (cp & 0x3F));
+		} else {
+			*o++ = (char)(0xF0 | cp >> 18);
+			*o++ = (char)(0x80 | (cp >> 12 & 0x3F));
+			*o++ = (char)(0x80 | (cp >> 6 & 0x3F));
+			*o++ = (char)(0x80 | (cp & 0x3F));
+		}
+	}
+}
+
+/* Runs json-c on text; NULL with *why and *rc set when it fails. */
+static json_object *json_c_parse(const char *text, size_t len, const char **why, int *rc)
+{
+	json_tokener *tok = json_tokener_new_ex(CHAT_JSON_MAX_DEPTH + 1);
+	if (!tok) {
+		*why = "The server is out of memory.";
+		*rc = -2;
+		return NULL;
+	}
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+	json_object *obj = json_tokener_parse_ex(tok, text, (int)len);
+	enum json_tokener_error err = json_tokener_get_error(tok);
+	json_tokener_free(tok);
+	if (!obj || err != json_tokener_success) {
+		json_object_put(obj);
+		/* Either memory ran out or json-c disagrees with RFC 8259 on a
+		 * text we passed; both are refusals, not crashes. */
+		*why = "The body is not valid JSON.";
+		*rc = -1;
+		return NULL;
+	}
+	return obj;
+}
+
+/* The rest of the body, when this short, is copied on the stack. */
+#define REST_ON_STACK ((size_t)512)
+
 int message_from_json(const char *body, size_t body_len, struct json_object **root,
-		      const char **text, size_t *len, const char **why)
+		      struct message_text *m, const char **why)
 {
 	*root = NULL;
-	if (!json_strict_check(body, body_len, CHAT_JSON_MAX_DEPTH, why))
+	*m = (struct message_text){.text = "", .len = 0};
+	struct json_strict_message msg;
+	if (!json_strict_scan(body, body_len, CHAT_JSON_MAX_DEPTH, &msg, why))
 		return -1;
 	if (body_len > INT_MAX) { /* json-c takes an int length */
 		*why = "The body is too large.";
 		return -1;
 	}
 
-	char *joined = NULL;
-	if (may_have_surrogate_escape(body, body_len)) {
-		joined = malloc(body_len); /* UTF-8 is shorter than the escapes */
-		if (!joined) {
-			*why = "The server is out of memory.";
-			return -2;
+	/*
+	 * The message's string, already checked, is kept from json-c, which
+	 * would spend tens of instructions a byte on it: json-c builds the
+	 * object of a copy of the body with an empty string there, and the
+	 * text comes from the body (decoded only when asked, and echoed as it
+	 * is when its escapes are the reply's). One copy costs less than a
+	 * second call of json-c, which makes a locale each time. The rest must
+	 * hold no surrogate pair (see above); else the whole body goes the
+	 * slow way.
+	 */
+	size_t head = msg.raw ? (size_t)(msg.raw - body) : 0;
+	size_t tail = msg.raw ? head + msg.raw_len : 0;
+	bool quick = msg.raw && !may_have_surrogate_escape(body, head) &&
+		     !may_have_surrogate_escape(body + tail, body_len - tail);
+	char stack[REST_ON_STACK], *copy = NULL;
+	size_t text_len = body_len;
+	if (quick) {
+		text_len = head + (body_len - tail);
+		copy = text_len <= sizeof stack ? stack : malloc(text_len);
+		if (copy) {
+			memcpy(copy, body, head);
+			memcpy(copy + head, body + tail, body_len - tail);
 		}
-		body_len = join_surrogate_escapes(body, body_len, joined);
-		body = joined;
+	} else if (may_have_surrogate_escape(body, body_len)) {
+		copy = malloc(body_len); /* UTF-8 is shorter than the escapes */
+		if (copy)
+			text_len = join_surrogate_escapes(body, body_len, copy);
+		else
+			text_len = 0;
 	}
-
-	/* The text is valid JSON now, so json-c only has to build the tree. */
-	json_tokener *tok = json_tokener_new_ex(CHAT_JSON_MAX_DEPTH + 1);
-	if (!tok) {
-		free(joined);
+	if (!copy && text_len != body_len) {
 		*why = "The server is out of memory.";
 		return -2;
 	}
-	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
-	json_object *obj = json_tokener_parse_ex(tok, body, (int)body_len);
-	enum json_tokener_error err = json_tokener_get_error(tok);
-	json_tokener_free(tok);
-	free(joined); /* json-c copied what it kept */
-	if (!obj || err != json_tokener_success) {
-		json_object_put(obj);
-		/* Either memory ran out or json-c disagrees with RFC 8259 on a
-		 * text we passed; both are refusals, not crashes. */
-		*why = "The body is not valid JSON.";
-		return -1;
-	}
+	int rc = 0;
+	json_object *obj = json_c_parse(copy ? copy : body, text_len, why, &rc);
+	if (copy != stack)
+		free(copy); /* json-c copied what it kept */
+	if (!obj)
+		return rc;
 	if (!json_object_is_type(obj, json_type_object)) {
 		json_object_put(obj);
 		*why = "The body must be a JSON object, such as {\"message\": \"hello\"}.";
@@ -130,8 +216,6 @@ int message_from_json(const char *body, size_t body_len, struct json_object **ro
 	json_object *message;
 	if (!json_object_object_get_ex(obj, "message", &message)) {
 		*root = obj;
-		*text = "";
-		*len = 0;
 		return 0;
 	}
 	if (!json_object_is_type(message, json_type_string)) {
@@ -140,9 +224,43 @@ int message_from_json(const char *body, size_t body_len, struct json_object **ro
 		return -1;
 	}
 	*root = obj;
-	*text = json_object_get_string(message);
-	*len = (size_t)json_object_get_string_len(message);
+	if (!quick) {
+		m->text = json_object_get_string(message);
+		m->len = (size_t)json_object_get_string_len(message);
+		return 0;
+	}
+	m->raw = msg.raw;
+	m->raw_len = msg.raw_len;
+	m->escaped = msg.as_reply ? msg.raw : NULL;
+	m->escaped_len = msg.as_reply ? msg.raw_len : 0;
+	m->text = msg.escapes ? NULL : msg.raw;
+	m->len = msg.escapes ? 0 : msg.raw_len;
+	if (!m->escaped && message_text_decode(m) != 0) {
+		json_object_put(obj);
+		*root = NULL;
+		*why = "The server is out of memory.";
+		return -2;
+	}
 	return 0;
+}
+
+int message_text_decode(struct message_text *m)
+{
+	if (m->text)
+		return 0;
+	m->owned = malloc(m->raw_len + 1);
+	if (!m->owned)
+		return -2;
+	m->len = decode_string(m->raw, m->raw_len, m->owned);
+	m->owned[m->len] = '\0';
+	m->text = m->owned;
+	return 0;
+}
+
+void message_text_free(struct message_text *m)
+{
+	free(m->owned);
+	m->owned = NULL;
 }
 
 int message_json_member(struct json_object *root, const char *name, const char **s, size_t *len)

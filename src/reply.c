@@ -82,21 +82,38 @@ char *reply_escape(char *out, const char *text, size_t len)
 	return out;
 }
 
-char *reply_message(const char *text, size_t len, size_t *out_len)
-{
-	static const char head[] = "{\"message\":\"" REPLY_PREFIX;
-	static const char tail[] = "\"}";
-	size_t body = reply_escaped_len(text, len);
-	size_t total = sizeof head - 1 + body + sizeof tail - 1;
+/* The head and tail of every message reply around the escaped text. */
+static const char head[] = "{\"message\":\"" REPLY_PREFIX;
+static const char tail[] = "\"}";
 
-	char *buf = malloc(total + 1);
+static char *reply_around(size_t body, char **text)
+{
+	char *buf = malloc(sizeof head - 1 + body + sizeof tail);
 	if (!buf)
 		return NULL;
-	char *p = buf;
-	memcpy(p, head, sizeof head - 1);
-	p = reply_escape(p + sizeof head - 1, text, len);
-	memcpy(p, tail, sizeof tail - 1);
-	buf[total] = '\0';
-	*out_len = total;
+	memcpy(buf, head, sizeof head - 1);
+	*text = buf + sizeof head - 1;
+	memcpy(*text + body, tail, sizeof tail);
+	return buf;
+}
+
+char *reply_message(const char *text, size_t len, size_t *out_len)
+{
+	size_t body = reply_escaped_len(text, len);
+	char *p, *buf = reply_around(body, &p);
+	if (!buf)
+		return NULL;
+	reply_escape(p, text, len);
+	*out_len = sizeof head - 1 + body + sizeof tail - 1;
+	return buf;
+}
+
+char *reply_message_escaped(const char *escaped, size_t len, size_t *out_len)
+{
+	char *p, *buf = reply_around(len, &p);
+	if (!buf)
+		return NULL;
+	memcpy(p, escaped, len);
+	*out_len = sizeof head - 1 + len + sizeof tail - 1;
 	return buf;
 }

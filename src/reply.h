@@ -16,6 +16,9 @@
  */
 char *reply_message(const char *text, size_t len, size_t *out_len);
 
+/* reply_message for a text already escaped as reply_escape writes it. */
+char *reply_message_escaped(const char *escaped, size_t len, size_t *out_len);
+
 /* Bytes that text takes once escaped inside a JSON string. */
 size_t reply_escaped_len(const char *text, size_t len);
 

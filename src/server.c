@@ -42,6 +42,7 @@
 #include "metrics.h"
 
 #include <errno.h>
+#include <fastcgi.h>
 #include <fcgiapp.h>
 #include <malloc.h> /* mallopt */
 #include <poll.h>
@@ -56,6 +57,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/timerfd.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -312,10 +314,74 @@ static char *put_decimal(char *at, size_t v)
 	return at;
 }
 
+/* Reply bodies longer than this skip libfcgi's 8 KiB stream buffer, which
+ * costs a write (and a copy) per 8 KiB: they go in records of their own, by
+ * one writev. */
+#define DIRECT_BODY ((size_t)8 * 1024)
+/* The content of one such record: the most FastCGI allows, kept a multiple
+ * of 8 as the specification recommends. */
+#define RECORD_MAX     ((size_t)FCGI_MAX_LENGTH & ~(size_t)7)
+#define DIRECT_RECORDS 8
+
+/* Writes all of iov (cnt entries, changed as they are written); -1 on an
+ * error or the socket's send timeout. */
+static int writev_all(int fd, struct iovec *iov, int cnt)
+{
+	while (cnt > 0) {
+		ssize_t n = writev(fd, iov, cnt);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		size_t done = (size_t)n;
+		while (cnt > 0 && done >= iov->iov_len) {
+			done -= iov->iov_len;
+			iov++;
+			cnt--;
+		}
+		if (cnt > 0) {
+			iov->iov_base = (char *)iov->iov_base + done;
+			iov->iov_len -= done;
+		}
+	}
+	return 0;
+}
+
+/* body as FCGI_STDOUT records of the request, straight to its socket;
+ * libfcgi's stream must have been flushed (it ends the stream later). */
+static int write_records(FCGX_Request *req, const char *body, size_t len)
+{
+	unsigned char head[DIRECT_RECORDS][FCGI_HEADER_LEN];
+	struct iovec iov[2 * DIRECT_RECORDS];
+	while (len > 0) {
+		int n = 0;
+		for (; n < DIRECT_RECORDS && len > 0; n++) {
+			size_t part = len < RECORD_MAX ? len : RECORD_MAX;
+			unsigned char *h = head[n];
+			h[0] = FCGI_VERSION_1;
+			h[1] = FCGI_STDOUT;
+			h[2] = (unsigned char)((unsigned)req->requestId >> 8 & 0xff);
+			h[3] = (unsigned char)((unsigned)req->requestId & 0xff);
+			h[4] = (unsigned char)(part >> 8 & 0xff);
+			h[5] = (unsigned char)(part & 0xff);
+			h[6] = 0; /* no padding */
+			h[7] = 0;
+			iov[2 * n] = (struct iovec){.iov_base = h, .iov_len = FCGI_HEADER_LEN};
+			iov[2 * n + 1] = (struct iovec){.iov_base = (void *)body, .iov_len = part};
+			body += part;
+			len -= part;
+		}
+		if (writev_all(req->ipcFd, iov, 2 * n) != 0)
+			return -1;
+	}
+	return 0;
+}
+
 /* The head is put together by hand: snprintf was a measurable part of a
  * small request's CPU. */
-static int write_response(FCGX_Stream *out, const struct chat_response *res)
+static int write_response(FCGX_Request *req, const struct chat_response *res)
 {
+	FCGX_Stream *out = req->out;
 	char head[256];
 	const char *type = res->content_type ? res->content_type : CHAT_CONTENT_TYPE;
 	const char *text = status_text(res->status);
@@ -343,6 +409,8 @@ static int write_response(FCGX_Stream *out, const struct chat_response *res)
 	int n = (int)(at - head);
 	if (FCGX_PutStr(head, n, out) != n)
 		return -1;
+	if (res->body_len > DIRECT_BODY)
+		return FCGX_FFlush(out) == 0 ? write_records(req, res->body, res->body_len) : -1;
 	/* Bodies are at most a few times max_body, far below INT_MAX. */
 	if (FCGX_PutStr(res->body, (int)res->body_len, out) != (int)res->body_len)
 		return -1;
@@ -930,8 +998,10 @@ static void answer(struct server *srv, struct conn *c, struct chat_request *creq
 			wake_room(srv, changed);
 		return;
 	}
-	if (write_response(c->req.out, res) != 0)
+	if (write_response(&c->req, res) != 0) {
 		log_msg(LOG_DEBUG, "could not send the answer: the connection is gone");
+		c->req.keepConnection = 0; /* a record may be cut short */
+	}
 	log_request(&c->req, res, &c->t0);
 	if (res->store_error)
 		metrics_store_error();

@@ -32,6 +32,13 @@ static inline uint64_t swar_json_special(uint64_t w)
 	       swar_has_zero(w ^ (SWAR_ONES * '\\'));
 }
 
+/* swar_json_special, and bytes of 0x80 and above too: where a plain ASCII
+ * run in a string ends. */
+static inline uint64_t swar_string_stop(uint64_t w)
+{
+	return swar_json_special(w) | (w & SWAR_HIGHS);
+}
+
 /* How many bytes of a word with a nonzero swar_json_special() mask come
  * before the first special one. The lowest flagged byte is always a true
  * one (the trick's borrows only run upwards), so this is exact. */

@@ -294,6 +294,27 @@ like(ChatTest::read_file("$dir/a.log"), qr/exiting after 1 requests/, 'one line 
 	stop($pid);
 }
 
+## A long reply goes out in records of its own: whole, and in step
+
+{
+	# 700 000 bytes: more records than one writev sends (8 x 65528).
+	$pid = start('long', '--listen', "unix:$sock", '--max-body', '1M');
+	my $k = wait_connect($sock, $pid);
+	my $text = ('z' x 99) . '\\"';
+	$text x= 7000;
+	print $k FastCGI::request(FastCGI::chat_params(),
+		qq({"message":"$text"}), keep => 1);
+	my $r = FastCGI::read_response($k, 10 * ChatTest::slack());
+	ok($r->{ended}, 'a 700 000-byte reply ends its request');
+	is($r->{headers}{'content-length'}, length($r->{body}), '... as long as it says');
+	ok($r->{body} eq qq({"message":"received $text"}), '... and is the message, byte for byte');
+	print $k FastCGI::request(FastCGI::chat_params(), '{"message":"next"}', keep => 1);
+	is(FastCGI::read_response($k)->{body}, '{"message":"received next"}',
+		'... and the kept connection stays in step after it');
+	close $k;
+	stop($pid);
+}
+
 ## Graceful shutdown: requests in flight finish, new ones are refused
 
 {

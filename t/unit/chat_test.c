@@ -1028,12 +1028,80 @@ static void test_surrogate_pairs(void)
 	ok(!failed, "echo: every surrogate pair comes back as its code point (%u pairs)", tried);
 }
 
+/* A long message of units (escaped form, decoded form) in turn, after a
+ * member of pad bytes: the message is read from the body, not by json-c,
+ * and echoed by a copy when its escapes are the reply's own. */
+static void long_message(const char *const (*units)[2], size_t n_units, size_t pad,
+			 const char *name)
+{
+	size_t cap = pad + 64 + 200000;
+	char *body = malloc(cap), *want = malloc(cap);
+	if (!body || !want)
+		abort();
+	size_t b = (size_t)sprintf(body, "{\"pad\":\"");
+	memset(body + b, 'p', pad);
+	b += pad;
+	b += (size_t)sprintf(body + b, "\",\"message\":\"");
+	size_t w = 0;
+	for (size_t i = 0; b < 60000; i++) {
+		const char *e = units[i % n_units][0], *d = units[i % n_units][1];
+		size_t dl = *d ? strlen(d) : 1; /* "" stands for one NUL */
+		memcpy(body + b, e, strlen(e));
+		b += strlen(e);
+		memcpy(want + w, d, dl);
+		w += dl;
+	}
+	b += (size_t)sprintf(body + b, "\",\"n\":[1,{\"message\":2}]}");
+	post_ok(JSON, body, b, want, w, name);
+	free(body);
+	free(want);
+}
+
+static void test_long_messages(void)
+{
+	static const char *const as_reply[][2] = {
+	    {"a", "a"},
+	    {"\\\"", "\""},
+	    {"\\\\", "\\"},
+	    {"\\n", "\n"},
+	    {"\\t", "\t"},
+	    {"\\b", "\b"},
+	    {"\\f", "\f"},
+	    {"\\r", "\r"},
+	    {"\\u0001", "\x01"},
+	    {"\\u0000", ""},
+	    {"\xc3\xa9", "\xc3\xa9"},
+	    {"/", "/"},
+	    {"\xf0\x9f\x98\x80", "\xf0\x9f\x98\x80"},
+	    {"\\u001f", "\x1f"},
+	    {" xyz ", " xyz "},
+	};
+	static const char *const others[][2] = {
+	    {"\\/", "/"},
+	    {"\\u0041", "A"},
+	    {"\\u00e9", "\xc3\xa9"},
+	    {"\\u001F", "\x1f"},
+	    {"\\u000a", "\n"},
+	    {"\\ud836\\udc00", "\xf0\x9d\xa0\x80"},
+	    {"\\uFFFF", "\xef\xbf\xbf"},
+	    {"\\\"", "\""},
+	    {"\xec\x95\x88", "\xec\x95\x88"},
+	};
+	size_t na = sizeof as_reply / sizeof as_reply[0], no = sizeof others / sizeof others[0];
+	long_message(as_reply, na, 10, "long message, escapes all the reply's, short rest");
+	long_message(as_reply, na, 1000, "long message, escapes all the reply's, long rest");
+	long_message(others, no, 10, "long message with escapes to decode, short rest");
+	long_message(others, no, 1000, "long message with escapes to decode, long rest");
+	long_message(as_reply + na - 1, 1, 1000, "long message without escapes");
+}
+
 int main(void)
 {
 	test_success();
 	test_content_types();
 	test_echo();
 	test_surrogate_pairs();
+	test_long_messages();
 	test_members();
 	test_whitespace();
 	test_strings();

@@ -44,6 +44,25 @@ int main(void)
 			}
 	is_int(wrong, 0, "every pair of neighbouring bytes at every position");
 
+	/* swar_string_stop also flags bytes of 0x80 and above, and its first
+	 * flagged byte is the first such or special byte. */
+	wrong = 0;
+	for (unsigned pos = 0; pos < 7; pos++)
+		for (unsigned v = 0; v < 256; v++)
+			for (unsigned u = 0; u < 256; u++) {
+				unsigned char b[8] = {'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x'};
+				b[pos] = (unsigned char)v;
+				b[pos + 1] = (unsigned char)u;
+				size_t want = 8;
+				for (size_t k = 8; k-- > 0;)
+					if (special(b[k]) || b[k] >= 0x80)
+						want = k;
+				uint64_t m = swar_string_stop(word(b));
+				if (want == 8 ? m != 0 : m == 0 || swar_first(m) != want)
+					wrong++;
+			}
+	is_int(wrong, 0, "swar_string_stop finds the first stop of every pair at every position");
+
 	unsigned char zero[8] = {1, 2, 3, 0, 5, 6, 7, 8}, none[8] = {1, 2, 3, 4, 5, 6, 7, 0x80};
 	ok(swar_has_zero(word(zero)), "a zero byte is found");
 	ok(!swar_has_zero(word(none)), "no zero byte, no answer");
