@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,7 +112,6 @@ struct store_sqlite {
 	 * posts share most of their pages (the tables' last leaves, the rooms
 	 * row), so a batch costs far less than its posts one by one. */
 	pthread_mutex_t batch_lock;
-	pthread_cond_t batch_done;
 	struct pending *queue, **queue_tail; /* under batch_lock */
 	bool writing;                        /* a thread is writing a batch */
 	pthread_mutex_t version_lock;
@@ -512,7 +512,10 @@ struct pending {
 	size_t answer_len;
 	bool replayed;
 	int rc;
-	bool done; /* under batch_lock */
+	/* Posted once by the thread that wrote this post (done set), or that
+	 * hands it the next batch to write (done clear). */
+	sem_t wake;
+	bool done;
 	struct pending *next;
 };
 
@@ -630,34 +633,49 @@ enum store_result store_sqlite_post(struct store_sqlite *st, const char *room,
 			     .reply_len = reply_len,
 			     .build = build,
 			     .ctx = ctx};
+	if (sem_init(&me.wake, 0, 0) != 0)
+		return result(SQLITE_NOMEM, why);
 	pthread_mutex_lock(&st->batch_lock);
 	*st->queue_tail = &me;
 	st->queue_tail = &me.next;
-	while (!me.done) {
-		if (st->writing) {
-			pthread_cond_wait(&st->batch_done, &st->batch_lock);
-			continue;
-		}
+	bool lead = !st->writing;
+	st->writing = true;
+	pthread_mutex_unlock(&st->batch_lock);
+	/* Each waiter is woken once, by its own semaphore: a broadcast woke
+	 * every waiter after each batch, most to sleep again, and they fought
+	 * over batch_lock (a thread switch per post costs as much as its SQL
+	 * on two cores). */
+	if (!lead)
+		while (sem_wait(&me.wake) != 0 && errno == EINTR)
+			;
+	if (!me.done) {
 		/* This thread writes what is queued, its own post among it. */
+		pthread_mutex_lock(&st->batch_lock);
 		struct pending *batch = st->queue;
 		st->queue = NULL;
 		st->queue_tail = &st->queue;
-		st->writing = true;
 		pthread_mutex_unlock(&st->batch_lock);
 		pthread_mutex_lock(&st->write_lock);
 		write_batch(st, batch);
 		pthread_mutex_unlock(&st->write_lock);
+		/* The first post queued meanwhile writes the next batch. */
 		pthread_mutex_lock(&st->batch_lock);
+		struct pending *next_lead = st->queue;
+		st->writing = next_lead != NULL;
+		pthread_mutex_unlock(&st->batch_lock);
+		if (next_lead)
+			sem_post(&next_lead->wake);
 		while (batch) {
-			/* Once done, a waiter may return and its entry vanish. */
+			/* Once woken, a waiter may return and its entry vanish. */
 			struct pending *next = batch->next;
-			batch->done = true;
+			if (batch != &me) {
+				batch->done = true;
+				sem_post(&batch->wake);
+			}
 			batch = next;
 		}
-		st->writing = false;
-		pthread_cond_broadcast(&st->batch_done);
 	}
-	pthread_mutex_unlock(&st->batch_lock);
+	sem_destroy(&me.wake);
 	*answer = me.answer;
 	*answer_len = me.answer_len;
 	*replayed = me.replayed;
@@ -902,7 +920,6 @@ int store_sqlite_open(struct store_sqlite **out, const char *path, const struct 
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_mutex_init(&st->write_lock, NULL);
 	pthread_mutex_init(&st->batch_lock, NULL);
-	pthread_cond_init(&st->batch_done, NULL);
 	st->queue_tail = &st->queue;
 	pthread_mutex_init(&st->version_lock, NULL);
 	pthread_mutex_init(&st->checkpoint_lock, NULL);
@@ -981,7 +998,6 @@ void store_sqlite_close(struct store_sqlite *st)
 	pthread_mutex_destroy(&st->lock);
 	pthread_mutex_destroy(&st->write_lock);
 	pthread_mutex_destroy(&st->batch_lock);
-	pthread_cond_destroy(&st->batch_done);
 	pthread_mutex_destroy(&st->version_lock);
 	free(st->path);
 	free(st);
