@@ -71,14 +71,17 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_BEGIN_READ] = "BEGIN",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
-    [ST_FIND_POST] = "SELECT answer FROM posts WHERE room = ?1 AND client_id = ?2",
+    [ST_FIND_POST] = "SELECT answer FROM posts WHERE room = ?1 AND client_id = ?2 AND seq > ?3",
     [ST_LAST_SEQ] = "SELECT last_seq FROM rooms WHERE name = ?1",
     [ST_ADD_ENTRY] = "INSERT INTO entries(room, seq, role, text, time_ms, client_id)"
 		     " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
     [ST_SET_LAST_SEQ] = "INSERT INTO rooms(name, last_seq) VALUES(?1, ?2)"
 			" ON CONFLICT(name) DO UPDATE SET last_seq = excluded.last_seq",
     [ST_TRIM_ENTRIES] = "DELETE FROM entries WHERE room = ?1 AND seq <= ?2",
-    [ST_ADD_POST] = "INSERT INTO posts(room, client_id, seq, answer) VALUES(?1, ?2, ?3, ?4)",
+    /* A row already there is an answer out of the history, not yet trimmed. */
+    [ST_ADD_POST] = "INSERT INTO posts(room, client_id, seq, answer) VALUES(?1, ?2, ?3, ?4)"
+		    " ON CONFLICT(room, client_id) DO UPDATE SET seq = excluded.seq,"
+		    " answer = excluded.answer",
     [ST_TRIM_POSTS] = "DELETE FROM posts WHERE room = ?1 AND seq <= ?2",
     [ST_READ_AFTER] = "SELECT seq, role, text, time_ms, client_id FROM entries"
 		      " WHERE room = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
@@ -432,9 +435,10 @@ static int last_seq(struct conn *c, const char *room, int64_t *last)
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-/* The stored answer of (room, client_id), if any: *answer NULL when none. */
+/* The stored answer of (room, client_id), if any, of a post still in the
+ * history (seq above cutoff): *answer NULL when none. */
 static int find_post(struct conn *c, const char *room, const char *client_id, size_t client_id_len,
-		     char **answer, size_t *len)
+		     int64_t cutoff, char **answer, size_t *len)
 {
 	sqlite3_stmt *s;
 	*answer = NULL;
@@ -443,6 +447,8 @@ static int find_post(struct conn *c, const char *room, const char *client_id, si
 		rc = bind_text(s, 1, room, strlen(room));
 	if (rc == SQLITE_OK)
 		rc = bind_text(s, 2, client_id, client_id_len);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 3, cutoff);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {
@@ -519,21 +525,34 @@ struct pending {
 	struct pending *next;
 };
 
+/*
+ * Every how many posts of a room its entries out of the history are
+ * deleted. One DELETE of the oldest rows touches the same few pages (the
+ * oldest leaves of the entries, the posts and their indexes) whether it
+ * deletes one post's rows or many: on each post they were about a quarter
+ * of the pages a post wrote to the WAL (bench/run --rooms). Up to 2k - 2
+ * entries more than the history stay in the file meanwhile.
+ */
+static unsigned trim_every(unsigned history)
+{
+	unsigned k = history / 16;
+	return k < 1 ? 1 : k > 32 ? 32 : k;
+}
+
 /* One post inside the batch's transaction. */
 static int post_one(struct store_sqlite *st, struct conn *c, struct pending *p)
 {
-	int rc = SQLITE_OK;
-	if (p->client_id) {
-		rc = find_post(c, p->room, p->client_id, p->client_id_len, &p->answer,
-			       &p->answer_len);
+	int64_t last = 0;
+	int rc = last_seq(c, p->room, &last);
+	if (rc == SQLITE_OK && p->client_id) {
+		rc = find_post(c, p->room, p->client_id, p->client_id_len,
+			       last - (int64_t)st->opt.history, &p->answer, &p->answer_len);
 		if (rc != SQLITE_OK || p->answer) {
 			p->replayed = p->answer != NULL;
 			return rc;
 		}
 	}
 
-	int64_t last = 0;
-	rc = last_seq(c, p->room, &last);
 	int64_t t = now_ms();
 	struct store_entry user = {.seq = last + 1,
 				   .role = STORE_USER,
@@ -554,11 +573,14 @@ static int post_one(struct store_sqlite *st, struct conn *c, struct pending *p)
 	if (rc == SQLITE_OK)
 		rc = run_room_int(c, ST_SET_LAST_SEQ, p->room, bot.seq);
 	/* Entries up to cutoff fall out of the history, and so do the stored
-	 * answers of the posts that made them. */
+	 * answers of the posts that made them: deleted every few posts of the
+	 * room, not on each (see trim_every); reads and retries skip them
+	 * meanwhile. */
 	int64_t cutoff = bot.seq - (int64_t)st->opt.history;
-	if (rc == SQLITE_OK && cutoff > 0)
+	bool trim = cutoff > 0 && (bot.seq / 2) % trim_every(st->opt.history) == 0;
+	if (rc == SQLITE_OK && trim)
 		rc = run_room_int(c, ST_TRIM_ENTRIES, p->room, cutoff);
-	if (rc == SQLITE_OK && cutoff > 0 && p->client_id)
+	if (rc == SQLITE_OK && trim)
 		rc = run_room_int(c, ST_TRIM_POSTS, p->room, cutoff);
 	if (rc == SQLITE_OK) {
 		p->answer = p->build(p->ctx, &user, &bot, &p->answer_len);
@@ -697,9 +719,13 @@ enum store_result store_sqlite_read(struct store_sqlite *st, const char *room, i
 	if (rc == SQLITE_OK)
 		rc = last_seq(c, room, last);
 	/* Sequence numbers have no gaps and retention only drops the oldest,
-	 * so the newest limit entries are those above last - limit. */
+	 * so the newest limit entries are those above last - limit; and
+	 * those out of the history, not all deleted yet, are at most
+	 * last - history. */
 	if (rc == SQLITE_OK && after < 0)
 		after = *last > (int64_t)limit ? *last - (int64_t)limit : 0;
+	if (rc == SQLITE_OK && after < *last - (int64_t)st->opt.history)
+		after = *last - (int64_t)st->opt.history;
 
 	sqlite3_stmt *s = NULL;
 	if (rc == SQLITE_OK)

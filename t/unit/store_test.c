@@ -354,6 +354,45 @@ static void test_retention(void)
 	store_close(st);
 }
 
+/* With a longer history, SQLite deletes a room's oldest entries every few
+ * posts rather than on each: what is out of the history but not deleted
+ * yet is never read, nor replayed. */
+static void test_retention_batched(void)
+{
+	struct store *st = open_store(db_path("keep100.db"), 100);
+	if (!st)
+		return;
+	for (int i = 0; i < 80; i++) {
+		char cid[16];
+		snprintf(cid, sizeof cid, "k%d", i);
+		free(post(st, "r", cid, cid, NULL));
+	}
+	struct seen s;
+	int64_t last;
+	read_room(st, "r", 0, 500, &s, &last);
+	ok(s.n == 100 && s.seq[0] == 61 && s.seq[99] == 160 && last == 160,
+	   "--room-history 100: the newest 100 of 160 entries are read (61..160)");
+	read_room(st, "r", -1, 500, &s, &last);
+	ok(s.n == 100 && s.seq[0] == 61, "... as the newest 500");
+	read_room(st, "r", 10, 5, &s, &last);
+	ok(s.n == 5 && s.seq[0] == 61, "... and after a seq out of the history");
+	bool replayed = false;
+	char *a = post(st, "r", "k30", "again", &replayed);
+	ok(replayed && a && strcmp(a, "answer 61 62") == 0, "the oldest kept post replays");
+	free(a);
+	replayed = true;
+	a = post(st, "r", "k29", "again", &replayed);
+	ok(!replayed && a && strcmp(a, "answer 161 162") == 0,
+	   "a post out of the history is stored again: %s", a ? a : "(failed)");
+	free(a);
+	read_room(st, "r", 0, 500, &s, &last);
+	ok(s.n == 100 && s.seq[0] == 63 && s.seq[99] == 162 && strcmp(s.text[98], "again") == 0,
+	   "... as the newest entries (63..162)");
+	int kept = sql_int("keep100.db", "SELECT count(*) FROM entries");
+	ok(kept >= 100 && kept <= 110, "the file holds 100 to 110 entries of the room: %d", kept);
+	store_close(st);
+}
+
 /* The schema of version 1, as released: migrated forward on open. */
 static void test_migration(void)
 {
@@ -842,6 +881,7 @@ int main(void)
 	}
 	test_order_and_idempotency();
 	test_retention();
+	test_retention_batched();
 	test_migration();
 	test_refusals();
 	test_locked();
