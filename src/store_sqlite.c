@@ -42,13 +42,15 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
  * rooms, bench/run --rooms). */
 #define STORE_WRITER_CACHE_KIB "8192"
 /* WAL frames after which the checkpoint thread is woken early; it also
- * runs every STORE_CHECKPOINT_MS. */
-#define STORE_CHECKPOINT_FRAMES 1000
+ * runs every STORE_CHECKPOINT_MS. A checkpoint copies each page once,
+ * however many posts rewrote it: 4000 frames (16 MiB) rather than 1000
+ * took about 15% off the backend's CPU per post with 100 busy rooms. */
+#define STORE_CHECKPOINT_FRAMES 4000
 #define STORE_CHECKPOINT_MS     1000
 /* WAL frames after which the writer checkpoints too, in case the
  * checkpoint thread is not getting to it (a busy machine); while that
  * thread copies, the writer's attempt returns at once (busy). */
-#define STORE_CHECKPOINT_FRAMES_MAX 4000
+#define STORE_CHECKPOINT_FRAMES_MAX 16000
 
 enum stmt_id {
 	ST_BEGIN_WRITE,

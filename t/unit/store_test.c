@@ -796,7 +796,7 @@ static void test_group_commit(void)
  * going while the checkpoint copies, and the WAL used to grow with every
  * post, as SQLite writes it from its start again only once all of it has
  * been copied (350 MB after these posts). Now it starts over after each
- * checkpoint: it holds what is posted while one copies, some MB. */
+ * checkpoint: it holds what is posted while one copies, tens of MB. */
 #define WAL_POSTERS 8
 #define WAL_POSTS   1500
 #define WAL_MAX     (32768 * (4096 + 24))
