@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,9 +42,15 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
  * rooms, bench/run --rooms). */
 #define STORE_WRITER_CACHE_KIB "8192"
 /* WAL frames after which the checkpoint thread is woken early; it also
- * runs every STORE_CHECKPOINT_MS. */
-#define STORE_CHECKPOINT_FRAMES 1000
+ * runs every STORE_CHECKPOINT_MS. A checkpoint copies each page once,
+ * however many posts rewrote it: 4000 frames (16 MiB) rather than 1000
+ * took about 15% off the backend's CPU per post with 100 busy rooms. */
+#define STORE_CHECKPOINT_FRAMES 4000
 #define STORE_CHECKPOINT_MS     1000
+/* WAL frames after which the writer checkpoints too, in case the
+ * checkpoint thread is not getting to it (a busy machine); while that
+ * thread copies, the writer's attempt returns at once (busy). */
+#define STORE_CHECKPOINT_FRAMES_MAX 16000
 
 enum stmt_id {
 	ST_BEGIN_WRITE,
@@ -66,14 +73,17 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_BEGIN_READ] = "BEGIN",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
-    [ST_FIND_POST] = "SELECT answer FROM posts WHERE room = ?1 AND client_id = ?2",
+    [ST_FIND_POST] = "SELECT answer FROM posts WHERE room = ?1 AND client_id = ?2 AND seq > ?3",
     [ST_LAST_SEQ] = "SELECT last_seq FROM rooms WHERE name = ?1",
     [ST_ADD_ENTRY] = "INSERT INTO entries(room, seq, role, text, time_ms, client_id)"
 		     " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
     [ST_SET_LAST_SEQ] = "INSERT INTO rooms(name, last_seq) VALUES(?1, ?2)"
 			" ON CONFLICT(name) DO UPDATE SET last_seq = excluded.last_seq",
     [ST_TRIM_ENTRIES] = "DELETE FROM entries WHERE room = ?1 AND seq <= ?2",
-    [ST_ADD_POST] = "INSERT INTO posts(room, client_id, seq, answer) VALUES(?1, ?2, ?3, ?4)",
+    /* A row already there is an answer out of the history, not yet trimmed. */
+    [ST_ADD_POST] = "INSERT INTO posts(room, client_id, seq, answer) VALUES(?1, ?2, ?3, ?4)"
+		    " ON CONFLICT(room, client_id) DO UPDATE SET seq = excluded.seq,"
+		    " answer = excluded.answer",
     [ST_TRIM_POSTS] = "DELETE FROM posts WHERE room = ?1 AND seq <= ?2",
     [ST_READ_AFTER] = "SELECT seq, role, text, time_ms, client_id FROM entries"
 		      " WHERE room = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
@@ -107,7 +117,6 @@ struct store_sqlite {
 	 * posts share most of their pages (the tables' last leaves, the rooms
 	 * row), so a batch costs far less than its posts one by one. */
 	pthread_mutex_t batch_lock;
-	pthread_cond_t batch_done;
 	struct pending *queue, **queue_tail; /* under batch_lock */
 	bool writing;                        /* a thread is writing a batch */
 	pthread_mutex_t version_lock;
@@ -126,6 +135,7 @@ struct store_sqlite {
 	pthread_mutex_t checkpoint_lock;
 	pthread_cond_t checkpoint_due;
 	bool checkpoint_wanted, stopping; /* under checkpoint_lock */
+	int wal_frames;                   /* the WAL's frames after the writer's last commit */
 	sqlite3 *checkpoint_db;
 };
 
@@ -202,6 +212,7 @@ static int wal_grew(void *arg, sqlite3 *db, const char *name, int frames)
 	(void)db;
 	(void)name;
 	struct store_sqlite *st = arg;
+	st->wal_frames = frames;
 	if (frames >= STORE_CHECKPOINT_FRAMES) {
 		pthread_mutex_lock(&st->checkpoint_lock);
 		st->checkpoint_wanted = true;
@@ -228,8 +239,22 @@ static void *checkpoint_loop(void *arg)
 		pthread_mutex_unlock(&st->checkpoint_lock);
 		/* PASSIVE: copies what no reader still needs, never waits for
 		 * writers or readers. A failure is tried again next round. */
-		sqlite3_wal_checkpoint_v2(st->checkpoint_db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL,
-					  NULL);
+		int frames = 0;
+		int rc = sqlite3_wal_checkpoint_v2(st->checkpoint_db, NULL,
+						   SQLITE_CHECKPOINT_PASSIVE, &frames, NULL);
+		/* SQLite writes the WAL from its start again only once all of it
+		 * has been copied, and under steady posts the writer always
+		 * added frames while this copied: the WAL grew without end (440
+		 * MB in 10 s of bench/run --rooms), every commit writing fresh
+		 * blocks of the file, which the kernel zeroes first. The frames
+		 * added meanwhile are few: copied with this process's writers
+		 * held back, the next commit starts the WAL over. */
+		if (rc == SQLITE_OK && frames >= STORE_CHECKPOINT_FRAMES) {
+			pthread_mutex_lock(&st->write_lock);
+			sqlite3_wal_checkpoint_v2(st->checkpoint_db, NULL,
+						  SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+			pthread_mutex_unlock(&st->write_lock);
+		}
 		pthread_mutex_lock(&st->checkpoint_lock);
 	}
 	pthread_mutex_unlock(&st->checkpoint_lock);
@@ -412,9 +437,10 @@ static int last_seq(struct conn *c, const char *room, int64_t *last)
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-/* The stored answer of (room, client_id), if any: *answer NULL when none. */
+/* The stored answer of (room, client_id), if any, of a post still in the
+ * history (seq above cutoff): *answer NULL when none. */
 static int find_post(struct conn *c, const char *room, const char *client_id, size_t client_id_len,
-		     char **answer, size_t *len)
+		     int64_t cutoff, char **answer, size_t *len)
 {
 	sqlite3_stmt *s;
 	*answer = NULL;
@@ -423,6 +449,8 @@ static int find_post(struct conn *c, const char *room, const char *client_id, si
 		rc = bind_text(s, 1, room, strlen(room));
 	if (rc == SQLITE_OK)
 		rc = bind_text(s, 2, client_id, client_id_len);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 3, cutoff);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {
@@ -492,25 +520,41 @@ struct pending {
 	size_t answer_len;
 	bool replayed;
 	int rc;
-	bool done; /* under batch_lock */
+	/* Posted once by the thread that wrote this post (done set), or that
+	 * hands it the next batch to write (done clear). */
+	sem_t wake;
+	bool done;
 	struct pending *next;
 };
+
+/*
+ * Every how many posts of a room its entries out of the history are
+ * deleted. One DELETE of the oldest rows touches the same few pages (the
+ * oldest leaves of the entries, the posts and their indexes) whether it
+ * deletes one post's rows or many: on each post they were about a fifth
+ * of the pages a post wrote to the WAL (bench/run --rooms). Up to 2k - 2
+ * entries more than the history stay in the file meanwhile.
+ */
+static unsigned trim_every(unsigned history)
+{
+	unsigned k = history / 16;
+	return k < 1 ? 1 : k > 32 ? 32 : k;
+}
 
 /* One post inside the batch's transaction. */
 static int post_one(struct store_sqlite *st, struct conn *c, struct pending *p)
 {
-	int rc = SQLITE_OK;
-	if (p->client_id) {
-		rc = find_post(c, p->room, p->client_id, p->client_id_len, &p->answer,
-			       &p->answer_len);
+	int64_t last = 0;
+	int rc = last_seq(c, p->room, &last);
+	if (rc == SQLITE_OK && p->client_id) {
+		rc = find_post(c, p->room, p->client_id, p->client_id_len,
+			       last - (int64_t)st->opt.history, &p->answer, &p->answer_len);
 		if (rc != SQLITE_OK || p->answer) {
 			p->replayed = p->answer != NULL;
 			return rc;
 		}
 	}
 
-	int64_t last = 0;
-	rc = last_seq(c, p->room, &last);
 	int64_t t = now_ms();
 	struct store_entry user = {.seq = last + 1,
 				   .role = STORE_USER,
@@ -531,11 +575,14 @@ static int post_one(struct store_sqlite *st, struct conn *c, struct pending *p)
 	if (rc == SQLITE_OK)
 		rc = run_room_int(c, ST_SET_LAST_SEQ, p->room, bot.seq);
 	/* Entries up to cutoff fall out of the history, and so do the stored
-	 * answers of the posts that made them. */
+	 * answers of the posts that made them: deleted every few posts of the
+	 * room, not on each (see trim_every); reads and retries skip them
+	 * meanwhile. */
 	int64_t cutoff = bot.seq - (int64_t)st->opt.history;
-	if (rc == SQLITE_OK && cutoff > 0)
+	bool trim = cutoff > 0 && (bot.seq / 2) % trim_every(st->opt.history) == 0;
+	if (rc == SQLITE_OK && trim)
 		rc = run_room_int(c, ST_TRIM_ENTRIES, p->room, cutoff);
-	if (rc == SQLITE_OK && cutoff > 0 && p->client_id)
+	if (rc == SQLITE_OK && trim)
 		rc = run_room_int(c, ST_TRIM_POSTS, p->room, cutoff);
 	if (rc == SQLITE_OK) {
 		p->answer = p->build(p->ctx, &user, &bot, &p->answer_len);
@@ -574,6 +621,10 @@ static void write_batch(struct store_sqlite *st, struct pending *batch)
 			rc = run(c, ST_COMMIT);
 		if (rc != SQLITE_OK)
 			rc = rollback(c, rc);
+		/* Committed: a failed checkpoint is only tried again later. */
+		if (rc == SQLITE_OK && st->wal_frames >= STORE_CHECKPOINT_FRAMES_MAX)
+			sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL,
+						  NULL);
 		/* As conn_put: reopened on the next post after an error it may
 		 * not survive. */
 		if (rc != SQLITE_OK && !conn_survives(rc)) {
@@ -606,34 +657,49 @@ enum store_result store_sqlite_post(struct store_sqlite *st, const char *room,
 			     .reply_len = reply_len,
 			     .build = build,
 			     .ctx = ctx};
+	if (sem_init(&me.wake, 0, 0) != 0)
+		return result(SQLITE_NOMEM, why);
 	pthread_mutex_lock(&st->batch_lock);
 	*st->queue_tail = &me;
 	st->queue_tail = &me.next;
-	while (!me.done) {
-		if (st->writing) {
-			pthread_cond_wait(&st->batch_done, &st->batch_lock);
-			continue;
-		}
+	bool lead = !st->writing;
+	st->writing = true;
+	pthread_mutex_unlock(&st->batch_lock);
+	/* Each waiter is woken once, by its own semaphore: a broadcast woke
+	 * every waiter after each batch, most to sleep again, and they fought
+	 * over batch_lock (a thread switch per post costs as much as its SQL
+	 * on two cores). */
+	if (!lead)
+		while (sem_wait(&me.wake) != 0 && errno == EINTR)
+			;
+	if (!me.done) {
 		/* This thread writes what is queued, its own post among it. */
+		pthread_mutex_lock(&st->batch_lock);
 		struct pending *batch = st->queue;
 		st->queue = NULL;
 		st->queue_tail = &st->queue;
-		st->writing = true;
 		pthread_mutex_unlock(&st->batch_lock);
 		pthread_mutex_lock(&st->write_lock);
 		write_batch(st, batch);
 		pthread_mutex_unlock(&st->write_lock);
+		/* The first post queued meanwhile writes the next batch. */
 		pthread_mutex_lock(&st->batch_lock);
+		struct pending *next_lead = st->queue;
+		st->writing = next_lead != NULL;
+		pthread_mutex_unlock(&st->batch_lock);
+		if (next_lead)
+			sem_post(&next_lead->wake);
 		while (batch) {
-			/* Once done, a waiter may return and its entry vanish. */
+			/* Once woken, a waiter may return and its entry vanish. */
 			struct pending *next = batch->next;
-			batch->done = true;
+			if (batch != &me) {
+				batch->done = true;
+				sem_post(&batch->wake);
+			}
 			batch = next;
 		}
-		st->writing = false;
-		pthread_cond_broadcast(&st->batch_done);
 	}
-	pthread_mutex_unlock(&st->batch_lock);
+	sem_destroy(&me.wake);
 	*answer = me.answer;
 	*answer_len = me.answer_len;
 	*replayed = me.replayed;
@@ -655,9 +721,13 @@ enum store_result store_sqlite_read(struct store_sqlite *st, const char *room, i
 	if (rc == SQLITE_OK)
 		rc = last_seq(c, room, last);
 	/* Sequence numbers have no gaps and retention only drops the oldest,
-	 * so the newest limit entries are those above last - limit. */
+	 * so the newest limit entries are those above last - limit; and
+	 * those out of the history, not all deleted yet, are at most
+	 * last - history. */
 	if (rc == SQLITE_OK && after < 0)
 		after = *last > (int64_t)limit ? *last - (int64_t)limit : 0;
+	if (rc == SQLITE_OK && after < *last - (int64_t)st->opt.history)
+		after = *last - (int64_t)st->opt.history;
 
 	sqlite3_stmt *s = NULL;
 	if (rc == SQLITE_OK)
@@ -878,7 +948,6 @@ int store_sqlite_open(struct store_sqlite **out, const char *path, const struct 
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_mutex_init(&st->write_lock, NULL);
 	pthread_mutex_init(&st->batch_lock, NULL);
-	pthread_cond_init(&st->batch_done, NULL);
 	st->queue_tail = &st->queue;
 	pthread_mutex_init(&st->version_lock, NULL);
 	pthread_mutex_init(&st->checkpoint_lock, NULL);
@@ -957,7 +1026,6 @@ void store_sqlite_close(struct store_sqlite *st)
 	pthread_mutex_destroy(&st->lock);
 	pthread_mutex_destroy(&st->write_lock);
 	pthread_mutex_destroy(&st->batch_lock);
-	pthread_cond_destroy(&st->batch_done);
 	pthread_mutex_destroy(&st->version_lock);
 	free(st->path);
 	free(st);

@@ -354,6 +354,45 @@ static void test_retention(void)
 	store_close(st);
 }
 
+/* With a longer history, SQLite deletes a room's oldest entries every few
+ * posts rather than on each: what is out of the history but not deleted
+ * yet is never read, nor replayed. */
+static void test_retention_batched(void)
+{
+	struct store *st = open_store(db_path("keep100.db"), 100);
+	if (!st)
+		return;
+	for (int i = 0; i < 80; i++) {
+		char cid[16];
+		snprintf(cid, sizeof cid, "k%d", i);
+		free(post(st, "r", cid, cid, NULL));
+	}
+	struct seen s;
+	int64_t last;
+	read_room(st, "r", 0, 500, &s, &last);
+	ok(s.n == 100 && s.seq[0] == 61 && s.seq[99] == 160 && last == 160,
+	   "--room-history 100: the newest 100 of 160 entries are read (61..160)");
+	read_room(st, "r", -1, 500, &s, &last);
+	ok(s.n == 100 && s.seq[0] == 61, "... as the newest 500");
+	read_room(st, "r", 10, 5, &s, &last);
+	ok(s.n == 5 && s.seq[0] == 61, "... and after a seq out of the history");
+	bool replayed = false;
+	char *a = post(st, "r", "k30", "again", &replayed);
+	ok(replayed && a && strcmp(a, "answer 61 62") == 0, "the oldest kept post replays");
+	free(a);
+	replayed = true;
+	a = post(st, "r", "k29", "again", &replayed);
+	ok(!replayed && a && strcmp(a, "answer 161 162") == 0,
+	   "a post out of the history is stored again: %s", a ? a : "(failed)");
+	free(a);
+	read_room(st, "r", 0, 500, &s, &last);
+	ok(s.n == 100 && s.seq[0] == 63 && s.seq[99] == 162 && strcmp(s.text[98], "again") == 0,
+	   "... as the newest entries (63..162)");
+	int kept = sql_int("keep100.db", "SELECT count(*) FROM entries");
+	ok(kept >= 100 && kept <= 110, "the file holds 100 to 110 entries of the room: %d", kept);
+	store_close(st);
+}
+
 /* The schema of version 1, as released: migrated forward on open. */
 static void test_migration(void)
 {
@@ -753,6 +792,72 @@ static void test_group_commit(void)
 	store_close(st);
 }
 
+/* Steady posts from many threads: the writer always has the next batch
+ * going while the checkpoint copies, and the WAL used to grow with every
+ * post, as SQLite writes it from its start again only once all of it has
+ * been copied (350 MB after these posts). Now it starts over after each
+ * checkpoint: it holds what is posted while one copies, tens of MB. */
+#define WAL_POSTERS 8
+#define WAL_POSTS   1500
+#define WAL_MAX     (32768 * (4096 + 24))
+
+struct wal_poster {
+	struct store *st;
+	int thread, failures;
+	off_t wal_max; /* the largest WAL seen after a post */
+	const char *wal;
+};
+
+static void *post_steadily(void *arg)
+{
+	struct wal_poster *p = arg;
+	for (int i = 0; i < WAL_POSTS; i++) {
+		char room[32], cid[32];
+		snprintf(room, sizeof room, "wal-%d", (p->thread * WAL_POSTS + i) % 100);
+		snprintf(cid, sizeof cid, "%d-%d", p->thread, i);
+		char *a = post(p->st, room, cid, "steady", NULL);
+		if (!a)
+			p->failures++;
+		free(a);
+		struct stat sb;
+		if (stat(p->wal, &sb) == 0 && sb.st_size > p->wal_max)
+			p->wal_max = sb.st_size;
+	}
+	return NULL;
+}
+
+static void test_wal_bounded(void)
+{
+	if (pg_host)
+		return;
+	const char *path = db_path("steady.db");
+	struct store *st = open_store(path, 100);
+	if (!st)
+		return;
+	char wal[4300];
+	snprintf(wal, sizeof wal, "%s-wal", path);
+	pthread_t t[WAL_POSTERS];
+	struct wal_poster p[WAL_POSTERS];
+	int started = 0, failures = 0;
+	off_t wal_max = 0;
+	for (int j = 0; j < WAL_POSTERS; j++) {
+		p[j] = (struct wal_poster){.st = st, .thread = j, .wal = wal};
+		if (pthread_create(&t[started], NULL, post_steadily, &p[j]) == 0)
+			started++;
+	}
+	for (int j = 0; j < started; j++) {
+		pthread_join(t[j], NULL);
+		failures += p[j].failures;
+		if (p[j].wal_max > wal_max)
+			wal_max = p[j].wal_max;
+	}
+	is_int(started, WAL_POSTERS, "%d threads post %d times each", WAL_POSTERS, WAL_POSTS);
+	is_int(failures, 0, "... without an error");
+	ok(wal_max > 0 && wal_max <= WAL_MAX, "the WAL stays bounded: %lld bytes at most",
+	   (long long)wal_max);
+	store_close(st);
+}
+
 int main(void)
 {
 	pg_host = getenv("CHAT_TEST_PG_HOST");
@@ -776,12 +881,14 @@ int main(void)
 	}
 	test_order_and_idempotency();
 	test_retention();
+	test_retention_batched();
 	test_migration();
 	test_refusals();
 	test_locked();
 	test_data_version();
 	test_processes();
 	test_group_commit();
+	test_wal_bounded();
 
 	/* Remove what was made, unless the run is to be looked at. */
 	if (!getenv("CHAT_KEEP")) {
