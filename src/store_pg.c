@@ -103,18 +103,24 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
 #define STORE_PG_STATEMENT_TIMEOUT_MS 5000
 /* The listening connection, when lost, is tried again this often. */
 #define LISTEN_RETRY_MS               200
+/* Group commit: batches of posts written at once, each on a connection of
+ * the pool (the rest stay for reads), and the posts one batch takes. Two,
+ * so that posts arriving during one batch's flush start the next at once. */
+#define STORE_PG_WRITERS              2
+#define STORE_PG_BATCH_MAX            64
 
 #define STR_(x) #x
 #define STR(x)  STR_(x)
 
 /*
- * The statements of a post (see post_tx). This one reserves two sequence
- * numbers and locks the room's row until the end: posts to one room take
- * turns on every node, and a rollback gives the numbers back.
+ * The statements of a batch of posts (see batch_tx). This one locks a
+ * room's row until the end of the transaction and reads its last seq: posts
+ * to one room take turns on every node, one batch at a time.
  */
-static const char reserve_sql[] =
-    "INSERT INTO rooms(name, last_seq) VALUES($1::text, 2) ON CONFLICT(name)"
-    " DO UPDATE SET last_seq = rooms.last_seq + 2 RETURNING last_seq";
+static const char lock_sql[] =
+    "INSERT INTO rooms(name, last_seq) VALUES($1::text, 0) ON CONFLICT(name)"
+    " DO UPDATE SET last_seq = rooms.last_seq RETURNING last_seq";
+static const char set_last_sql[] = "UPDATE rooms SET last_seq = $2::bigint WHERE name = $1::text";
 /* A statement of its own, after the lock: it sees what the previous holder
  * committed (READ COMMITTED takes a snapshot per statement). */
 static const char find_post_sql[] =
@@ -151,8 +157,9 @@ static const struct {
 	const char *name, *sql;
 	int params;
 } statements[] = {
-    {"chat_reserve", reserve_sql, 1}, {"chat_find", find_post_sql, 2}, {"chat_store", store_sql, 8},
-    {"chat_read", read_sql, 3},       {"chat_notify", notify_sql, 1},
+    {"chat_lock", lock_sql, 1},      {"chat_set_last", set_last_sql, 2},
+    {"chat_find", find_post_sql, 2}, {"chat_store", store_sql, 8},
+    {"chat_read", read_sql, 3},      {"chat_notify", notify_sql, 1},
 };
 
 struct conn {
@@ -172,6 +179,13 @@ struct store_pg {
 	unsigned open;        /* connections open or being opened */
 	uint64_t failed_ms;   /* when the last attempt failed; 0: it worked */
 	char last_error[256]; /* libpq's word on that attempt */
+
+	/* Group commit: posts queue here; a thread that finds fewer than
+	 * STORE_PG_WRITERS batches being written takes the queue as one. */
+	pthread_mutex_t batch_lock;
+	pthread_cond_t batch_done;
+	struct pending *queue, **queue_tail; /* under batch_lock */
+	unsigned writing;                    /* batches being written */
 
 	_Atomic uint64_t version; /* notifications seen, and listener losses */
 	pthread_t listener;
@@ -534,135 +548,402 @@ static int64_t int_field(const PGresult *r, int row, int col)
 	}
 }
 
-/*
- * The post, in two round trips. The first begins the transaction, reserves
- * the room's next two numbers (locking its row) and looks for the client
- * id's stored answer; the second stores the entries, trims the history,
- * keeps the answer, commits, and then notifies.
- */
-static enum store_result post_tx(struct store_pg *st, PGconn *pq, const char *room,
-				 const char *client_id, size_t client_id_len, const char *text,
-				 size_t text_len, const char *reply, size_t reply_len,
-				 store_answer_fn build, void *ctx, char **answer,
-				 size_t *answer_len, bool *replayed, bool *retry, const char **why)
+/* A post waiting in store_pg_post for the batch that writes it. */
+struct pending {
+	const char *room;
+	const char *client_id;
+	size_t client_id_len;
+	const char *text;
+	size_t text_len;
+	const char *reply;
+	size_t reply_len;
+	store_answer_fn build;
+	void *ctx;
+	char *answer;
+	size_t answer_len;
+	bool replayed;
+	enum store_result res;
+	const char *why;
+	bool done; /* under batch_lock */
+	struct pending *next;
+
+	/* While its batch is written: */
+	bool settled;   /* its result is known whatever the batch does */
+	size_t room_ix; /* its room in the batch's sorted rooms */
+	size_t find_ix; /* the result of its chat_find */
+	int64_t seq;    /* its user entry's; 0 when it stores nothing */
+	char seq_s[24], cutoff_s[24];
+	const char *store_p[8];
+	int store_lens[8];
+	const char *find_p[2];
+	int find_lens[2];
+};
+
+/* A room of a batch: locked in name order by every batch on every node,
+ * so that two batches never wait for each other's rooms in a cycle. */
+struct room_slot {
+	const char *name;
+	int64_t last; /* its last seq so far in this transaction */
+	bool stored;  /* some post of the batch stores entries in it */
+	char last_s[24];
+	const char *p[2];
+};
+
+static int room_cmp(const void *a, const void *b)
 {
-	*retry = false;
-	if (text_len > INT32_MAX || reply_len > INT32_MAX || client_id_len > INT32_MAX) {
-		*why = "store: the message is too long";
-		return STORE_FAILED;
+	return strcmp(((const struct room_slot *)a)->name, ((const struct room_slot *)b)->name);
+}
+
+/* Its result: an answer kept on STORE_OK, dropped otherwise. */
+static void settle(struct pending *p, enum store_result res, const char *why)
+{
+	if (res != STORE_OK) {
+		free(p->answer);
+		p->answer = NULL;
+		p->replayed = false;
 	}
-	const char *room_p[] = {room};
-	const char *find_p[] = {room, client_id};
-	const int find_lens[] = {0, (int)client_id_len};
-	const int find_fmts[] = {0, 1};
-	const struct call first[] = {
-	    {.stmt = "BEGIN ISOLATION LEVEL READ COMMITTED", .want = PGRES_COMMAND_OK},
-	    {.stmt = "chat_reserve",
-	     .prepared = true,
-	     .n = 1,
-	     .vals = room_p,
-	     .want = PGRES_TUPLES_OK},
-	    {.stmt = "chat_find",
-	     .prepared = true,
-	     .n = 2,
-	     .vals = find_p,
-	     .lens = find_lens,
-	     .fmts = find_fmts,
-	     .want = PGRES_TUPLES_OK},
-	};
-	PGresult *res[3];
-	size_t n = client_id ? 3 : 2;
-	if (!pipeline(pq, n, first, res, why)) {
-		/* Nothing was committed: on a connection the server had
-		 * dropped (a restart), the caller may try again. */
-		*retry = lost(pq);
-		clear_all(n, res);
-		return STORE_FAILED;
+	p->res = res;
+	p->why = why;
+	p->settled = true;
+}
+
+/* Every post not yet settled fails with why. */
+static void fail_rest(struct pending **v, size_t n, const char *why)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!v[i]->settled)
+			settle(v[i], STORE_FAILED, why);
+}
+
+/* Was the batch refused for what one of its posts holds (bad data, a
+ * constraint), rather than for the database's state? Then the others
+ * should not fail with it. */
+static bool poisoned(PGconn *pq, size_t n, PGresult *const *res)
+{
+	if (lost(pq))
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (!res[i] || PQresultStatus(res[i]) != PGRES_FATAL_ERROR)
+			continue;
+		const char *state = PQresultErrorField(res[i], PG_DIAG_SQLSTATE);
+		return state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0);
 	}
-	int64_t bot_seq = PQntuples(res[1]) == 1 ? int_field(res[1], 0, 0) : 0;
-	if (client_id && PQntuples(res[2]) == 1) {
-		size_t len = (size_t)PQgetlength(res[2], 0, 0);
-		char *copy = malloc(len + 1);
-		if (copy) {
-			memcpy(copy, PQgetvalue(res[2], 0, 0), len);
-			copy[len] = '\0';
+	return false;
+}
+
+enum batch_outcome {
+	BATCH_DONE,  /* every post has its answer */
+	BATCH_RETRY, /* nothing was done on a connection the server had dropped */
+	BATCH_SPLIT  /* one post spoilt the transaction: write them one by one */
+};
+
+/* An earlier post of the batch to the same room with the same client id
+ * that has an answer: a retry that arrived alongside its first post. */
+static const struct pending *first_of(struct pending *const *v, size_t i)
+{
+	const struct pending *p = v[i];
+	for (size_t j = 0; j < i; j++) {
+		const struct pending *q = v[j];
+		if (q->answer && q->client_id && q->room_ix == p->room_ix &&
+		    q->client_id_len == p->client_id_len &&
+		    memcmp(q->client_id, p->client_id, p->client_id_len) == 0)
+			return q;
+	}
+	return NULL;
+}
+
+/*
+ * Group commit: the posts of a batch in one transaction, so one flush of
+ * the WAL for all of them, in two round trips. The first begins, locks
+ * each room's row (in name order) and reads its last seq, then looks up
+ * the client ids' stored answers (after the locks: the previous holders'
+ * commits are visible). The second stores each post, sets each room's
+ * last seq, commits, and then notifies. A room's posts in one batch take
+ * consecutive numbers in the order they queued; a retry queued with its
+ * first post gets the first's answer. Each post's result is set, also
+ * when another outcome is returned.
+ */
+static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pending **v, size_t n,
+				   struct room_slot *rooms, struct call *calls, PGresult **res)
+{
+	size_t nrooms = 0, ncalls = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct pending *p = v[i];
+		free(p->answer);
+		*p = (struct pending){.room = p->room,
+				      .client_id = p->client_id,
+				      .client_id_len = p->client_id_len,
+				      .text = p->text,
+				      .text_len = p->text_len,
+				      .reply = p->reply,
+				      .reply_len = p->reply_len,
+				      .build = p->build,
+				      .ctx = p->ctx,
+				      .next = p->next};
+		if (p->text_len > INT32_MAX || p->reply_len > INT32_MAX ||
+		    p->client_id_len > INT32_MAX) {
+			settle(p, STORE_FAILED, "store: the message is too long");
+			continue;
 		}
-		clear_all(n, res);
-		if (!copy) {
-			*why = "store: out of memory";
-			return STORE_NOMEM;
-		}
-		/* Nothing to keep: the rollback returns the reserved numbers. */
-		rollback(pq);
-		*answer = copy;
-		*answer_len = len;
-		*replayed = true;
-		return STORE_OK;
+		size_t r = 0;
+		while (r < nrooms && strcmp(rooms[r].name, p->room) != 0)
+			r++;
+		if (r == nrooms)
+			rooms[nrooms++] = (struct room_slot){.name = p->room};
 	}
-	clear_all(n, res);
-	if (bot_seq < 2) {
-		*why = "store: the PostgreSQL schema is not as expected";
-		return STORE_FAILED;
+	qsort(rooms, nrooms, sizeof *rooms, room_cmp);
+
+	calls[ncalls++] =
+	    (struct call){.stmt = "BEGIN ISOLATION LEVEL READ COMMITTED", .want = PGRES_COMMAND_OK};
+	for (size_t r = 0; r < nrooms; r++) {
+		rooms[r].p[0] = rooms[r].name;
+		calls[ncalls++] = (struct call){.stmt = "chat_lock",
+						.prepared = true,
+						.n = 1,
+						.vals = rooms[r].p,
+						.want = PGRES_TUPLES_OK};
+	}
+	static const int find_fmts[] = {0, 1};
+	for (size_t i = 0; i < n; i++) {
+		struct pending *p = v[i];
+		if (p->settled)
+			continue;
+		struct room_slot key = {.name = p->room};
+		p->room_ix = (size_t)((struct room_slot *)bsearch(&key, rooms, nrooms,
+								  sizeof *rooms, room_cmp) -
+				      rooms);
+		if (!p->client_id)
+			continue;
+		p->find_p[0] = p->room;
+		p->find_p[1] = p->client_id;
+		p->find_lens[1] = (int)p->client_id_len;
+		p->find_ix = ncalls;
+		calls[ncalls++] = (struct call){.stmt = "chat_find",
+						.prepared = true,
+						.n = 2,
+						.vals = p->find_p,
+						.lens = p->find_lens,
+						.fmts = find_fmts,
+						.want = PGRES_TUPLES_OK};
+	}
+	if (nrooms == 0)
+		return BATCH_DONE; /* every post was refused already */
+	const char *why = NULL;
+	if (!pipeline(pq, ncalls, calls, res, &why)) {
+		enum batch_outcome out = lost(pq)                    ? BATCH_RETRY
+					 : poisoned(pq, ncalls, res) ? BATCH_SPLIT
+								     : BATCH_DONE;
+		clear_all(ncalls, res);
+		fail_rest(v, n, why);
+		return out;
+	}
+	bool sound = true;
+	for (size_t r = 0; r < nrooms; r++) {
+		sound = sound && PQntuples(res[1 + r]) == 1;
+		rooms[r].last = sound ? int_field(res[1 + r], 0, 0) : 0;
+	}
+	if (!sound) {
+		clear_all(ncalls, res);
+		fail_rest(v, n, "store: the PostgreSQL schema is not as expected");
+		return BATCH_DONE;
 	}
 
 	int64_t t = now_ms();
-	struct store_entry user = {.seq = bot_seq - 1,
-				   .role = STORE_USER,
-				   .text = text,
-				   .text_len = text_len,
-				   .time_ms = t,
-				   .client_id = client_id,
-				   .client_id_len = client_id_len};
-	struct store_entry bot = user;
-	bot.seq = bot_seq;
-	bot.role = STORE_BOT;
-	bot.text = reply;
-	bot.text_len = reply_len;
-	*answer = build(ctx, &user, &bot, answer_len);
-	if (!*answer) {
-		*why = "store: out of memory";
-		return STORE_NOMEM;
+	char time_s[24];
+	snprintf(time_s, sizeof time_s, "%lld", (long long)t);
+	size_t stored = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct pending *p = v[i];
+		if (p->settled)
+			continue;
+		const struct pending *first = NULL;
+		const PGresult *found = p->client_id ? res[p->find_ix] : NULL;
+		size_t len = 0;
+		const char *src = NULL;
+		if (found && PQntuples(found) == 1) {
+			len = (size_t)PQgetlength(found, 0, 0);
+			src = PQgetvalue(found, 0, 0);
+		} else if (p->client_id && (first = first_of(v, i)) != NULL) {
+			len = first->answer_len;
+			src = first->answer;
+		}
+		if (src) {
+			p->answer = malloc(len + 1);
+			if (!p->answer) {
+				settle(p, STORE_NOMEM, "store: out of memory");
+				continue;
+			}
+			memcpy(p->answer, src, len);
+			p->answer[len] = '\0';
+			p->answer_len = len;
+			p->replayed = true;
+			/* Stored before this transaction: it stands whatever
+			 * becomes of the batch. A first post of this batch
+			 * stands only if the batch commits. */
+			if (!first)
+				settle(p, STORE_OK, NULL);
+			continue;
+		}
+
+		struct room_slot *room = &rooms[p->room_ix];
+		struct store_entry user = {.seq = room->last + 1,
+					   .role = STORE_USER,
+					   .text = p->text,
+					   .text_len = p->text_len,
+					   .time_ms = t,
+					   .client_id = p->client_id,
+					   .client_id_len = p->client_id_len};
+		struct store_entry bot = user;
+		bot.seq = user.seq + 1;
+		bot.role = STORE_BOT;
+		bot.text = p->reply;
+		bot.text_len = p->reply_len;
+		p->answer = p->build(p->ctx, &user, &bot, &p->answer_len);
+		if (!p->answer || p->answer_len > INT32_MAX) {
+			settle(p, p->answer ? STORE_FAILED : STORE_NOMEM,
+			       p->answer ? "store: the answer is too long"
+					 : "store: out of memory");
+			continue;
+		}
+		room->last = bot.seq;
+		room->stored = true;
+		p->seq = user.seq;
+		stored++;
+		/* Entries up to cutoff fall out of the history, and so do the
+		 * stored answers of the posts that made them. */
+		snprintf(p->seq_s, sizeof p->seq_s, "%lld", (long long)user.seq);
+		snprintf(p->cutoff_s, sizeof p->cutoff_s, "%lld",
+			 (long long)(bot.seq - (int64_t)st->opt.history));
+		const char *vals[] = {p->room,
+				      p->seq_s,
+				      p->text_len ? p->text : "",
+				      p->reply_len ? p->reply : "",
+				      time_s,
+				      p->client_id,
+				      p->cutoff_s,
+				      p->answer};
+		const int lens[] = {0,
+				    0,
+				    (int)p->text_len,
+				    (int)p->reply_len,
+				    0,
+				    (int)p->client_id_len,
+				    0,
+				    (int)p->answer_len};
+		memcpy(p->store_p, vals, sizeof vals);
+		memcpy(p->store_lens, lens, sizeof lens);
 	}
-	if (*answer_len > INT32_MAX) {
-		*why = "store: the answer is too long";
-		return STORE_FAILED;
+	clear_all(ncalls, res);
+	if (stored == 0) {
+		/* Only replays: nothing to keep, nothing to flush. */
+		rollback(pq);
+		for (size_t i = 0; i < n; i++)
+			if (!v[i]->settled)
+				settle(v[i], STORE_OK, NULL);
+		return BATCH_DONE;
 	}
 
-	/* Entries up to cutoff fall out of the history, and so do the stored
-	 * answers of the posts that made them. */
-	char seq_s[24], time_s[24], cutoff_s[24];
-	snprintf(seq_s, sizeof seq_s, "%lld", (long long)user.seq);
-	snprintf(time_s, sizeof time_s, "%lld", (long long)t);
-	snprintf(cutoff_s, sizeof cutoff_s, "%lld",
-		 (long long)(bot.seq - (int64_t)st->opt.history));
-	const char *p[] = {
-	    room,     seq_s,  text_len ? text : "", reply_len ? reply : "", time_s, client_id,
-	    cutoff_s, *answer};
-	const int lens[] = {
-	    0, 0, (int)text_len, (int)reply_len, 0, (int)client_id_len, 0, (int)*answer_len};
-	const int fmts[] = {0, 0, 1, 1, 0, 1, 0, 1};
-	const struct call second[] = {
-	    {.stmt = "chat_store",
-	     .prepared = true,
-	     .n = 8,
-	     .vals = p,
-	     .lens = lens,
-	     .fmts = fmts,
-	     .want = PGRES_TUPLES_OK},
-	    {.stmt = "COMMIT", .want = PGRES_COMMAND_OK},
-	    {.stmt = "chat_notify",
-	     .prepared = true,
-	     .n = 1,
-	     .vals = room_p,
-	     .want = PGRES_TUPLES_OK},
-	};
-	bool ok = pipeline(pq, 3, second, res, why);
+	static const int store_fmts[] = {0, 0, 1, 1, 0, 1, 0, 1};
+	const char *notify_p[] = {NULL};
+	ncalls = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct pending *p = v[i];
+		if (p->seq == 0)
+			continue;
+		calls[ncalls++] = (struct call){.stmt = "chat_store",
+						.prepared = true,
+						.n = 8,
+						.vals = p->store_p,
+						.lens = p->store_lens,
+						.fmts = store_fmts,
+						.want = PGRES_TUPLES_OK};
+	}
+	for (size_t r = 0; r < nrooms; r++) {
+		if (!rooms[r].stored)
+			continue;
+		notify_p[0] = rooms[r].name;
+		snprintf(rooms[r].last_s, sizeof rooms[r].last_s, "%lld", (long long)rooms[r].last);
+		rooms[r].p[1] = rooms[r].last_s;
+		calls[ncalls++] = (struct call){.stmt = "chat_set_last",
+						.prepared = true,
+						.n = 2,
+						.vals = rooms[r].p,
+						.want = PGRES_COMMAND_OK};
+	}
+	size_t commit_ix = ncalls;
+	calls[ncalls++] = (struct call){.stmt = "COMMIT", .want = PGRES_COMMAND_OK};
+	/* The notification in a transaction of its own (see notify_sql),
+	 * which need not wait for a flush: notifications do not outlive a
+	 * restart anyway, and the posts' commit was flushed before it runs. */
+	calls[ncalls++] = (struct call){.stmt = "BEGIN", .want = PGRES_COMMAND_OK};
+	calls[ncalls++] =
+	    (struct call){.stmt = "SET LOCAL synchronous_commit = off", .want = PGRES_COMMAND_OK};
+	calls[ncalls++] = (struct call){.stmt = "chat_notify",
+					.prepared = true,
+					.n = 1,
+					.vals = notify_p,
+					.want = PGRES_TUPLES_OK};
+	calls[ncalls++] = (struct call){.stmt = "COMMIT", .want = PGRES_COMMAND_OK};
+	bool ok = pipeline(pq, ncalls, calls, res, &why);
 	/* Committed, even if the notification then failed (the connection
-	 * was lost just after): the post stands; held requests elsewhere see
-	 * it at the next post or when their wait ends. */
-	bool committed = res[1] && PQresultStatus(res[1]) == PGRES_COMMAND_OK;
-	clear_all(3, res);
-	return ok || committed ? STORE_OK : STORE_FAILED;
+	 * was lost just after): the posts stand; held requests elsewhere see
+	 * them at the next post or when their wait ends. */
+	bool committed = res[commit_ix] && PQresultStatus(res[commit_ix]) == PGRES_COMMAND_OK;
+	enum batch_outcome out =
+	    ok || committed || !poisoned(pq, ncalls, res) ? BATCH_DONE : BATCH_SPLIT;
+	clear_all(ncalls, res);
+	if (ok || committed) {
+		for (size_t i = 0; i < n; i++)
+			if (!v[i]->settled)
+				settle(v[i], STORE_OK, NULL);
+	}
+	fail_rest(v, n, why);
+	return out;
+}
+
+/* Writes the posts of v on a connection of the pool: once more on a new
+ * one if the server had dropped it, one by one if one of them spoilt the
+ * batch (may_split). */
+static void write_group(struct store_pg *st, struct pending **v, size_t n, bool may_split)
+{
+	struct room_slot *rooms = calloc(n, sizeof *rooms);
+	struct call *calls = calloc(2 * n + 8, sizeof *calls);
+	PGresult **res = calloc(2 * n + 8, sizeof *res);
+	if (!rooms || !calls || !res) {
+		for (size_t i = 0; i < n; i++)
+			settle(v[i], STORE_NOMEM, "store: out of memory");
+		goto out;
+	}
+	for (int attempt = 0;; attempt++) {
+		const char *why = NULL;
+		struct conn *c = conn_get(st, &why);
+		if (!c) {
+			for (size_t i = 0; i < n; i++)
+				settle(v[i], STORE_FAILED, why);
+			break;
+		}
+		enum batch_outcome o = BATCH_DONE;
+		if (prepare(c, &why)) {
+			o = batch_tx(st, c->pq, v, n, rooms, calls, res);
+		} else {
+			o = lost(c->pq) ? BATCH_RETRY : BATCH_DONE;
+			for (size_t i = 0; i < n; i++)
+				settle(v[i], STORE_FAILED, why);
+		}
+		rollback(c->pq);
+		conn_put(st, c);
+		if (o == BATCH_SPLIT && may_split && n > 1) {
+			for (size_t i = 0; i < n; i++)
+				write_group(st, &v[i], 1, false);
+			break;
+		}
+		if (o != BATCH_RETRY || attempt > 0)
+			break;
+	}
+out:
+	free(rooms);
+	free(calls);
+	free(res);
 }
 
 enum store_result store_pg_post(struct store_pg *st, const char *room, const char *client_id,
@@ -671,31 +952,49 @@ enum store_result store_pg_post(struct store_pg *st, const char *room, const cha
 				void *ctx, char **answer, size_t *answer_len, bool *replayed,
 				const char **why)
 {
-	*answer = NULL;
-	*replayed = false;
-	for (int attempt = 0;; attempt++) {
-		struct conn *c = conn_get(st, why);
-		if (!c)
-			return STORE_FAILED;
-		bool retry = false;
-		enum store_result res = STORE_FAILED;
-		if (prepare(c, why))
-			res = post_tx(st, c->pq, room, client_id, client_id_len, text, text_len,
-				      reply, reply_len, build, ctx, answer, answer_len, replayed,
-				      &retry, why);
-		else
-			retry = lost(c->pq);
-		if (res != STORE_OK) {
-			rollback(c->pq);
-			free(*answer);
-			*answer = NULL;
+	struct pending me = {.room = room,
+			     .client_id = client_id,
+			     .client_id_len = client_id_len,
+			     .text = text,
+			     .text_len = text_len,
+			     .reply = reply,
+			     .reply_len = reply_len,
+			     .build = build,
+			     .ctx = ctx};
+	struct pending *batch[STORE_PG_BATCH_MAX];
+	pthread_mutex_lock(&st->batch_lock);
+	*st->queue_tail = &me;
+	st->queue_tail = &me.next;
+	while (!me.done) {
+		if (st->writing >= STORE_PG_WRITERS || !st->queue) {
+			pthread_cond_wait(&st->batch_done, &st->batch_lock);
+			continue;
 		}
-		conn_put(st, c);
-		/* An idle connection the server dropped (a restart): nothing
-		 * was done, so once more, on a new one. */
-		if (res == STORE_OK || !retry || attempt > 0)
-			return res;
+		/* This thread writes the oldest posts queued (its own among
+		 * them, unless there are more than a batch takes). */
+		size_t n = 0;
+		while (st->queue && n < STORE_PG_BATCH_MAX) {
+			batch[n++] = st->queue;
+			st->queue = st->queue->next;
+		}
+		if (!st->queue)
+			st->queue_tail = &st->queue;
+		st->writing++;
+		pthread_mutex_unlock(&st->batch_lock);
+		write_group(st, batch, n, true);
+		pthread_mutex_lock(&st->batch_lock);
+		/* Once done, a waiter may return and its entry vanish. */
+		for (size_t i = 0; i < n; i++)
+			batch[i]->done = true;
+		st->writing--;
+		pthread_cond_broadcast(&st->batch_done);
 	}
+	pthread_mutex_unlock(&st->batch_lock);
+	*answer = me.answer;
+	*answer_len = me.answer_len;
+	*replayed = me.replayed;
+	*why = me.why;
+	return me.res;
 }
 
 enum store_result store_pg_read(struct store_pg *st, const char *room, int64_t after,
@@ -938,6 +1237,9 @@ int store_pg_open(struct store_pg **out, const char *uri, const struct store_opt
 	st->wake[0] = st->wake[1] = -1;
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_cond_init(&st->freed, NULL);
+	pthread_mutex_init(&st->batch_lock, NULL);
+	pthread_cond_init(&st->batch_done, NULL);
+	st->queue_tail = &st->queue;
 	atomic_init(&st->version, 1);
 
 	char why[256];
@@ -1002,6 +1304,8 @@ void store_pg_close(struct store_pg *st)
 	close_all(st->idle);
 	pthread_cond_destroy(&st->freed);
 	pthread_mutex_destroy(&st->lock);
+	pthread_cond_destroy(&st->batch_done);
+	pthread_mutex_destroy(&st->batch_lock);
 	free(st->uri);
 	free(st);
 }
