@@ -104,42 +104,63 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
 /* The listening connection, when lost, is tried again this often. */
 #define LISTEN_RETRY_MS               200
 /* Group commit: batches of posts written at once, each on a connection of
- * the pool (the rest stay for reads), and the posts one batch takes. Two,
- * so that posts arriving during one batch's flush start the next at once. */
-#define STORE_PG_WRITERS              2
+ * the pool (the rest stay for reads), and the posts one batch takes. One:
+ * two batches mostly share a room, so the second waits for the first's
+ * locks anyway, and holds its other rooms meanwhile (bench/store-compare:
+ * one writer carries more posts than two or four). */
+#define STORE_PG_WRITERS              1
 #define STORE_PG_BATCH_MAX            64
 
-#define STR_(x) #x
-#define STR(x)  STR_(x)
+#define STR_(x)      #x
+#define STR(x)       STR_(x)
 
 /*
- * The statements of a batch of posts (see batch_tx). This one locks a
- * room's row until the end of the transaction and reads its last seq: posts
- * to one room take turns on every node, one batch at a time.
+ * The statements of a batch of posts (see batch_tx), each taking the
+ * batch's posts or rooms as arrays: a few statements a batch, whatever its
+ * size. This one locks the rooms' rows, in the order given, until the end
+ * of the transaction, and reads their last seq: posts to one room take
+ * turns on every node, one batch at a time.
  */
 static const char lock_sql[] =
-    "INSERT INTO rooms(name, last_seq) VALUES($1::text, 0) ON CONFLICT(name)"
-    " DO UPDATE SET last_seq = rooms.last_seq RETURNING last_seq";
-static const char set_last_sql[] = "UPDATE rooms SET last_seq = $2::bigint WHERE name = $1::text";
-/* A statement of its own, after the lock: it sees what the previous holder
- * committed (READ COMMITTED takes a snapshot per statement). */
+    "INSERT INTO rooms(name, last_seq) SELECT n, 0 FROM unnest($1::text[]) n"
+    " ON CONFLICT(name) DO UPDATE SET last_seq = rooms.last_seq RETURNING name, last_seq";
+/* A statement of its own, after the locks: it sees what the previous
+ * holders committed (READ COMMITTED takes a snapshot per statement). i is
+ * the position (from 1) of the (room, client id) pair found. */
 static const char find_post_sql[] =
-    "SELECT answer FROM posts WHERE room = $1::text AND client_id = $2::text";
+    "SELECT v.i, p.answer FROM unnest($1::text[], $2::text[]) WITH ORDINALITY v(room, cid, i)"
+    " JOIN posts p ON p.room = v.room AND p.client_id = v.cid";
+/* The posts (v: room, user seq, texts, client id, answer) and the rooms'
+ * new last seq (r). A statement does not see its own inserts, so entries
+ * and answers already past the history are not inserted rather than
+ * deleted; older ones are. */
 static const char store_sql[] =
-    "WITH e AS (INSERT INTO entries(room, seq, role, text, time_ms, client_id)"
-    "  VALUES($1::text, $2::bigint, 0, $3::bytea, $5::bigint, $6::text),"
-    "   ($1::text, $2::bigint + 1, 1, $4::bytea, $5::bigint, $6::text)),"
-    " d AS (DELETE FROM entries WHERE room = $1::text AND seq <= $7::bigint),"
-    " p AS (DELETE FROM posts WHERE room = $1::text AND seq <= $7::bigint),"
+    "WITH v AS (SELECT * FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::bytea[],"
+    "   $5::text[], $6::bytea[]) v(room, seq, text, reply, cid, answer)),"
+    " r AS (SELECT * FROM unnest($8::text[], $9::int8[]) r(name, last)),"
+    " e AS (INSERT INTO entries(room, seq, role, text, time_ms, client_id)"
+    "  SELECT v.room, v.seq + k.role, k.role, CASE k.role WHEN 0 THEN v.text ELSE v.reply END,"
+    "   $7::bigint, v.cid FROM v JOIN r ON r.name = v.room"
+    "   CROSS JOIN (VALUES (0::smallint), (1::smallint)) k(role)"
+    "  WHERE v.seq + k.role > r.last - $10::bigint),"
+    " u AS (UPDATE rooms SET last_seq = r.last FROM r WHERE rooms.name = r.name),"
+    " d AS (DELETE FROM entries USING r"
+    "  WHERE entries.room = r.name AND entries.seq <= r.last - $10::bigint),"
+    " p AS (DELETE FROM posts USING r"
+    "  WHERE posts.room = r.name AND posts.seq <= r.last - $10::bigint),"
     " a AS (INSERT INTO posts(room, client_id, seq, answer)"
-    "  SELECT $1::text, $6::text, $2::bigint, $8::bytea WHERE $6::text IS NOT NULL)"
+    "  SELECT v.room, v.cid, v.seq, v.answer FROM v JOIN r ON r.name = v.room"
+    "  WHERE v.cid IS NOT NULL AND v.seq > r.last - $10::bigint)"
     " SELECT 1";
 /* After the commit, in a transaction of its own: NOTIFY takes a lock
  * global to the database server from its transaction's commit to its end,
- * so inside the post's it would make every post wait for the previous
- * one's flush to disk (no group commit: a third of the posts per second
- * with fsync on). Listeners hear of a post only once it is committed. */
-static const char notify_sql[] = "SELECT pg_notify('" CHANNEL "', $1::text)";
+ * so inside the posts' it would make every batch wait for the previous
+ * one's flush to disk, on every node. That transaction need not wait for
+ * a flush itself: notifications do not outlive a restart anyway, and the
+ * posts' commit was flushed before it runs. Listeners hear of a post only
+ * once it is committed. */
+static const char notify_sql[] =
+    "SELECT set_config('synchronous_commit', 'off', true), pg_notify('" CHANNEL "', $1::text)";
 /* One statement, so one snapshot: the entries and the room's last seq
  * agree. Sequence numbers have no gaps and retention drops only the
  * oldest, so the newest limit entries are those above last - limit. */
@@ -157,9 +178,8 @@ static const struct {
 	const char *name, *sql;
 	int params;
 } statements[] = {
-    {"chat_lock", lock_sql, 1},      {"chat_set_last", set_last_sql, 2},
-    {"chat_find", find_post_sql, 2}, {"chat_store", store_sql, 8},
-    {"chat_read", read_sql, 3},      {"chat_notify", notify_sql, 1},
+    {"chat_lock", lock_sql, 1}, {"chat_find", find_post_sql, 2}, {"chat_store", store_sql, 10},
+    {"chat_read", read_sql, 3}, {"chat_notify", notify_sql, 1},
 };
 
 struct conn {
@@ -568,30 +588,120 @@ struct pending {
 	struct pending *next;
 
 	/* While its batch is written: */
-	bool settled;   /* its result is known whatever the batch does */
-	size_t room_ix; /* its room in the batch's sorted rooms */
-	size_t find_ix; /* the result of its chat_find */
-	int64_t seq;    /* its user entry's; 0 when it stores nothing */
-	char seq_s[24], cutoff_s[24];
-	const char *store_p[8];
-	int store_lens[8];
-	const char *find_p[2];
-	int find_lens[2];
+	bool settled;      /* its result is known whatever the batch does */
+	size_t room_ix;    /* its room in the batch's sorted rooms */
+	int64_t seq;       /* its user entry's; 0 when it stores nothing */
+	const char *found; /* its stored answer, in the lookup's result */
+	size_t found_len;
 };
 
-/* A room of a batch: locked in name order by every batch on every node,
- * so that two batches never wait for each other's rooms in a cycle. */
+/* A room of a batch: locked in name order (strcmp's) by every batch on
+ * every node, so that two batches never wait for each other in a cycle. */
 struct room_slot {
 	const char *name;
 	int64_t last; /* its last seq so far in this transaction */
+	bool locked;  /* its row came back from chat_lock */
 	bool stored;  /* some post of the batch stores entries in it */
-	char last_s[24];
-	const char *p[2];
 };
 
 static int room_cmp(const void *a, const void *b)
 {
 	return strcmp(((const struct room_slot *)a)->name, ((const struct room_slot *)b)->name);
+}
+
+/* A one-dimensional array parameter in PostgreSQL's binary format. */
+struct array {
+	char *buf;
+	size_t len, cap;
+	bool failed; /* out of memory, or too long for a parameter */
+};
+
+/* Array element types: pg_type's OIDs, fixed since PostgreSQL began. */
+#define OID_BYTEA    17u
+#define OID_INT8     20u
+#define OID_TEXT     25u
+
+static void arr_put(struct array *a, const void *p, size_t n)
+{
+	if (a->failed)
+		return;
+	if (n > INT32_MAX - a->len) {
+		a->failed = true;
+		return;
+	}
+	if (a->len + n > a->cap) {
+		size_t cap = a->cap ? a->cap : 256;
+		while (cap < a->len + n)
+			cap *= 2;
+		char *buf = realloc(a->buf, cap);
+		if (!buf) {
+			a->failed = true;
+			return;
+		}
+		a->buf = buf;
+		a->cap = cap;
+	}
+	memcpy(a->buf + a->len, p, n);
+	a->len += n;
+}
+
+static void arr_u32(struct array *a, uint32_t v)
+{
+	unsigned char b[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16),
+			      (unsigned char)(v >> 8), (unsigned char)v};
+	arr_put(a, b, sizeof b);
+}
+
+/* Dimensions 1, may hold NULLs, the element type, n elements from 1. */
+static void arr_begin(struct array *a, uint32_t oid, size_t n)
+{
+	a->len = 0;
+	a->failed = n > INT32_MAX;
+	arr_u32(a, 1);
+	arr_u32(a, 1);
+	arr_u32(a, oid);
+	arr_u32(a, (uint32_t)n);
+	arr_u32(a, 1);
+}
+
+/* An element of n bytes; NULL when p is. */
+static void arr_bytes(struct array *a, const char *p, size_t n)
+{
+	if (!p || n > INT32_MAX) {
+		a->failed = a->failed || p;
+		arr_u32(a, UINT32_MAX);
+		return;
+	}
+	arr_u32(a, (uint32_t)n);
+	arr_put(a, p, n);
+}
+
+/* Rewrites the 32-bit number at offset at (the header's). */
+static void arr_u32_at(struct array *a, size_t at, uint32_t v)
+{
+	if (a->failed || a->len < at + 4)
+		return;
+	for (int i = 0; i < 4; i++)
+		a->buf[at + (size_t)i] = (char)(unsigned char)(v >> (24 - 8 * i));
+}
+
+static void arr_int8(struct array *a, int64_t v)
+{
+	arr_u32(a, 8);
+	arr_u32(a, (uint32_t)((uint64_t)v >> 32));
+	arr_u32(a, (uint32_t)v);
+}
+
+/* The parameters of a batch's statements, kept from batch to batch. */
+#define BATCH_ARRAYS 8
+struct batch_bufs {
+	struct array arr[BATCH_ARRAYS];
+};
+
+static void batch_bufs_free(struct batch_bufs *b)
+{
+	for (size_t i = 0; i < BATCH_ARRAYS; i++)
+		free(b->arr[i].buf);
 }
 
 /* Its result: an answer kept on STORE_OK, dropped otherwise. */
@@ -652,21 +762,28 @@ static const struct pending *first_of(struct pending *const *v, size_t i)
 	return NULL;
 }
 
+/* The bytes of a text or bytea result field, and their length. */
+static const char *field(const PGresult *r, int row, int col, size_t *len)
+{
+	*len = (size_t)PQgetlength(r, row, col);
+	return PQgetvalue(r, row, col);
+}
+
 /*
  * Group commit: the posts of a batch in one transaction, so one flush of
  * the WAL for all of them, in two round trips. The first begins, locks
- * each room's row (in name order) and reads its last seq, then looks up
+ * the rooms' rows (in name order) reading their last seq, then looks up
  * the client ids' stored answers (after the locks: the previous holders'
- * commits are visible). The second stores each post, sets each room's
- * last seq, commits, and then notifies. A room's posts in one batch take
+ * commits are visible). The second stores the posts and the rooms' last
+ * seq, commits, and then notifies. A room's posts in one batch take
  * consecutive numbers in the order they queued; a retry queued with its
  * first post gets the first's answer. Each post's result is set, also
  * when another outcome is returned.
  */
 static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pending **v, size_t n,
-				   struct room_slot *rooms, struct call *calls, PGresult **res)
+				   struct room_slot *rooms, struct batch_bufs *b)
 {
-	size_t nrooms = 0, ncalls = 0;
+	size_t nrooms = 0, ncids = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct pending *p = v[i];
 		free(p->answer);
@@ -680,11 +797,6 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 				      .build = p->build,
 				      .ctx = p->ctx,
 				      .next = p->next};
-		if (p->text_len > INT32_MAX || p->reply_len > INT32_MAX ||
-		    p->client_id_len > INT32_MAX) {
-			settle(p, STORE_FAILED, "store: the message is too long");
-			continue;
-		}
 		size_t r = 0;
 		while (r < nrooms && strcmp(rooms[r].name, p->room) != 0)
 			r++;
@@ -692,44 +804,57 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 			rooms[nrooms++] = (struct room_slot){.name = p->room};
 	}
 	qsort(rooms, nrooms, sizeof *rooms, room_cmp);
-
-	calls[ncalls++] =
-	    (struct call){.stmt = "BEGIN ISOLATION LEVEL READ COMMITTED", .want = PGRES_COMMAND_OK};
-	for (size_t r = 0; r < nrooms; r++) {
-		rooms[r].p[0] = rooms[r].name;
-		calls[ncalls++] = (struct call){.stmt = "chat_lock",
-						.prepared = true,
-						.n = 1,
-						.vals = rooms[r].p,
-						.want = PGRES_TUPLES_OK};
-	}
-	static const int find_fmts[] = {0, 1};
+	struct array *names = &b->arr[0], *find_rooms = &b->arr[1], *find_cids = &b->arr[2];
+	arr_begin(names, OID_TEXT, nrooms);
+	for (size_t r = 0; r < nrooms; r++)
+		arr_bytes(names, rooms[r].name, strlen(rooms[r].name));
 	for (size_t i = 0; i < n; i++) {
 		struct pending *p = v[i];
-		if (p->settled)
-			continue;
 		struct room_slot key = {.name = p->room};
 		p->room_ix = (size_t)((struct room_slot *)bsearch(&key, rooms, nrooms,
 								  sizeof *rooms, room_cmp) -
 				      rooms);
-		if (!p->client_id)
-			continue;
-		p->find_p[0] = p->room;
-		p->find_p[1] = p->client_id;
-		p->find_lens[1] = (int)p->client_id_len;
-		p->find_ix = ncalls;
-		calls[ncalls++] = (struct call){.stmt = "chat_find",
-						.prepared = true,
-						.n = 2,
-						.vals = p->find_p,
-						.lens = p->find_lens,
-						.fmts = find_fmts,
-						.want = PGRES_TUPLES_OK};
+		ncids += p->client_id != NULL;
 	}
-	if (nrooms == 0)
-		return BATCH_DONE; /* every post was refused already */
+	arr_begin(find_rooms, OID_TEXT, ncids);
+	arr_begin(find_cids, OID_TEXT, ncids);
+	for (size_t i = 0; i < n; i++) {
+		if (!v[i]->client_id)
+			continue;
+		arr_bytes(find_rooms, v[i]->room, strlen(v[i]->room));
+		arr_bytes(find_cids, v[i]->client_id, v[i]->client_id_len);
+	}
+	if (names->failed || find_rooms->failed || find_cids->failed) {
+		fail_rest(v, n, "store: out of memory");
+		return BATCH_DONE;
+	}
+
+	static const int one_fmt[] = {1}, two_fmts[] = {1, 1};
+	const char *lock_p[] = {names->buf};
+	const int lock_lens[] = {(int)names->len};
+	const char *find_p[] = {find_rooms->buf, find_cids->buf};
+	const int find_lens[] = {(int)find_rooms->len, (int)find_cids->len};
+	const struct call first[] = {
+	    {.stmt = "BEGIN ISOLATION LEVEL READ COMMITTED", .want = PGRES_COMMAND_OK},
+	    {.stmt = "chat_lock",
+	     .prepared = true,
+	     .n = 1,
+	     .vals = lock_p,
+	     .lens = lock_lens,
+	     .fmts = one_fmt,
+	     .want = PGRES_TUPLES_OK},
+	    {.stmt = "chat_find",
+	     .prepared = true,
+	     .n = 2,
+	     .vals = find_p,
+	     .lens = find_lens,
+	     .fmts = two_fmts,
+	     .want = PGRES_TUPLES_OK},
+	};
+	PGresult *res[3];
+	size_t ncalls = ncids ? 3 : 2;
 	const char *why = NULL;
-	if (!pipeline(pq, ncalls, calls, res, &why)) {
+	if (!pipeline(pq, ncalls, first, res, &why)) {
 		enum batch_outcome out = lost(pq)                    ? BATCH_RETRY
 					 : poisoned(pq, ncalls, res) ? BATCH_SPLIT
 								     : BATCH_DONE;
@@ -737,10 +862,29 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 		fail_rest(v, n, why);
 		return out;
 	}
+	for (int row = 0; row < PQntuples(res[1]); row++) {
+		size_t len;
+		const char *name = field(res[1], row, 0, &len);
+		for (size_t r = 0; r < nrooms; r++)
+			if (strlen(rooms[r].name) == len && memcmp(rooms[r].name, name, len) == 0) {
+				rooms[r].last = int_field(res[1], row, 1);
+				rooms[r].locked = true;
+			}
+	}
 	bool sound = true;
-	for (size_t r = 0; r < nrooms; r++) {
-		sound = sound && PQntuples(res[1 + r]) == 1;
-		rooms[r].last = sound ? int_field(res[1 + r], 0, 0) : 0;
+	for (size_t r = 0; r < nrooms; r++)
+		sound = sound && rooms[r].locked;
+	/* The found answers, by their post's place among those with ids. */
+	for (int row = 0; sound && ncids && row < PQntuples(res[2]); row++) {
+		int64_t k = int_field(res[2], row, 0) - 1;
+		for (size_t i = 0, j = 0; i < n && k >= 0; i++) {
+			if (!v[i]->client_id)
+				continue;
+			if (j++ == (size_t)k) {
+				v[i]->found = field(res[2], row, 1, &v[i]->found_len);
+				break;
+			}
+		}
 	}
 	if (!sound) {
 		clear_all(ncalls, res);
@@ -749,23 +893,15 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 	}
 
 	int64_t t = now_ms();
-	char time_s[24];
-	snprintf(time_s, sizeof time_s, "%lld", (long long)t);
 	size_t stored = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct pending *p = v[i];
-		if (p->settled)
-			continue;
-		const struct pending *first = NULL;
-		const PGresult *found = p->client_id ? res[p->find_ix] : NULL;
-		size_t len = 0;
-		const char *src = NULL;
-		if (found && PQntuples(found) == 1) {
-			len = (size_t)PQgetlength(found, 0, 0);
-			src = PQgetvalue(found, 0, 0);
-		} else if (p->client_id && (first = first_of(v, i)) != NULL) {
-			len = first->answer_len;
-			src = first->answer;
+		const struct pending *first_post = NULL;
+		size_t len = p->found_len;
+		const char *src = p->found;
+		if (!src && p->client_id && (first_post = first_of(v, i)) != NULL) {
+			len = first_post->answer_len;
+			src = first_post->answer;
 		}
 		if (src) {
 			p->answer = malloc(len + 1);
@@ -780,7 +916,7 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 			/* Stored before this transaction: it stands whatever
 			 * becomes of the batch. A first post of this batch
 			 * stands only if the batch commits. */
-			if (!first)
+			if (!first_post)
 				settle(p, STORE_OK, NULL);
 			continue;
 		}
@@ -799,40 +935,16 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 		bot.text = p->reply;
 		bot.text_len = p->reply_len;
 		p->answer = p->build(p->ctx, &user, &bot, &p->answer_len);
-		if (!p->answer || p->answer_len > INT32_MAX) {
-			settle(p, p->answer ? STORE_FAILED : STORE_NOMEM,
-			       p->answer ? "store: the answer is too long"
-					 : "store: out of memory");
+		if (!p->answer) {
+			settle(p, STORE_NOMEM, "store: out of memory");
 			continue;
 		}
 		room->last = bot.seq;
 		room->stored = true;
 		p->seq = user.seq;
 		stored++;
-		/* Entries up to cutoff fall out of the history, and so do the
-		 * stored answers of the posts that made them. */
-		snprintf(p->seq_s, sizeof p->seq_s, "%lld", (long long)user.seq);
-		snprintf(p->cutoff_s, sizeof p->cutoff_s, "%lld",
-			 (long long)(bot.seq - (int64_t)st->opt.history));
-		const char *vals[] = {p->room,
-				      p->seq_s,
-				      p->text_len ? p->text : "",
-				      p->reply_len ? p->reply : "",
-				      time_s,
-				      p->client_id,
-				      p->cutoff_s,
-				      p->answer};
-		const int lens[] = {0,
-				    0,
-				    (int)p->text_len,
-				    (int)p->reply_len,
-				    0,
-				    (int)p->client_id_len,
-				    0,
-				    (int)p->answer_len};
-		memcpy(p->store_p, vals, sizeof vals);
-		memcpy(p->store_lens, lens, sizeof lens);
 	}
+	/* The found answers were copied: the results can go. */
 	clear_all(ncalls, res);
 	if (stored == 0) {
 		/* Only replays: nothing to keep, nothing to flush. */
@@ -843,60 +955,90 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 		return BATCH_DONE;
 	}
 
-	static const int store_fmts[] = {0, 0, 1, 1, 0, 1, 0, 1};
-	const char *notify_p[] = {NULL};
-	ncalls = 0;
+	struct array *a = &b->arr[0];
+	for (size_t k = 0; k < 6; k++)
+		arr_begin(&a[k],
+			  k == 1             ? OID_INT8
+			  : k == 4 || k == 0 ? OID_TEXT
+					     : OID_BYTEA,
+			  stored);
+	arr_begin(&a[6], OID_TEXT, nrooms);
+	arr_begin(&a[7], OID_INT8, nrooms);
 	for (size_t i = 0; i < n; i++) {
 		struct pending *p = v[i];
 		if (p->seq == 0)
 			continue;
-		calls[ncalls++] = (struct call){.stmt = "chat_store",
-						.prepared = true,
-						.n = 8,
-						.vals = p->store_p,
-						.lens = p->store_lens,
-						.fmts = store_fmts,
-						.want = PGRES_TUPLES_OK};
+		arr_bytes(&a[0], p->room, strlen(p->room));
+		arr_int8(&a[1], p->seq);
+		arr_bytes(&a[2], p->text_len ? p->text : "", p->text_len);
+		arr_bytes(&a[3], p->reply_len ? p->reply : "", p->reply_len);
+		arr_bytes(&a[4], p->client_id, p->client_id_len);
+		arr_bytes(&a[5], p->answer, p->answer_len);
 	}
+	const char *notify_room = NULL;
+	size_t nstored_rooms = 0;
 	for (size_t r = 0; r < nrooms; r++) {
 		if (!rooms[r].stored)
 			continue;
-		notify_p[0] = rooms[r].name;
-		snprintf(rooms[r].last_s, sizeof rooms[r].last_s, "%lld", (long long)rooms[r].last);
-		rooms[r].p[1] = rooms[r].last_s;
-		calls[ncalls++] = (struct call){.stmt = "chat_set_last",
-						.prepared = true,
-						.n = 2,
-						.vals = rooms[r].p,
-						.want = PGRES_COMMAND_OK};
+		notify_room = rooms[r].name;
+		nstored_rooms++;
+		arr_bytes(&a[6], rooms[r].name, strlen(rooms[r].name));
+		arr_int8(&a[7], rooms[r].last);
 	}
-	size_t commit_ix = ncalls;
-	calls[ncalls++] = (struct call){.stmt = "COMMIT", .want = PGRES_COMMAND_OK};
-	/* The notification in a transaction of its own (see notify_sql),
-	 * which need not wait for a flush: notifications do not outlive a
-	 * restart anyway, and the posts' commit was flushed before it runs. */
-	calls[ncalls++] = (struct call){.stmt = "BEGIN", .want = PGRES_COMMAND_OK};
-	calls[ncalls++] =
-	    (struct call){.stmt = "SET LOCAL synchronous_commit = off", .want = PGRES_COMMAND_OK};
-	calls[ncalls++] = (struct call){.stmt = "chat_notify",
-					.prepared = true,
-					.n = 1,
-					.vals = notify_p,
-					.want = PGRES_TUPLES_OK};
-	calls[ncalls++] = (struct call){.stmt = "COMMIT", .want = PGRES_COMMAND_OK};
-	bool ok = pipeline(pq, ncalls, calls, res, &why);
+	/* The header said nrooms: rewritten with the rooms stored in. */
+	arr_u32_at(&a[6], 12, (uint32_t)nstored_rooms);
+	arr_u32_at(&a[7], 12, (uint32_t)nstored_rooms);
+	bool failed = false;
+	for (size_t k = 0; k < BATCH_ARRAYS; k++)
+		failed = failed || a[k].failed;
+	if (failed) {
+		fail_rest(v, n, "store: out of memory, or a batch too long");
+		return BATCH_DONE;
+	}
+	char time_s[24], history_s[24];
+	snprintf(time_s, sizeof time_s, "%lld", (long long)t);
+	snprintf(history_s, sizeof history_s, "%u", st->opt.history);
+	const char *store_p[] = {a[0].buf, a[1].buf, a[2].buf, a[3].buf, a[4].buf,
+				 a[5].buf, time_s,   a[6].buf, a[7].buf, history_s};
+	const int store_lens[] = {(int)a[0].len,
+				  (int)a[1].len,
+				  (int)a[2].len,
+				  (int)a[3].len,
+				  (int)a[4].len,
+				  (int)a[5].len,
+				  0,
+				  (int)a[6].len,
+				  (int)a[7].len,
+				  0};
+	static const int store_fmts[] = {1, 1, 1, 1, 1, 1, 0, 1, 1, 0};
+	const char *notify_p[] = {notify_room};
+	const struct call second[] = {
+	    {.stmt = "chat_store",
+	     .prepared = true,
+	     .n = 10,
+	     .vals = store_p,
+	     .lens = store_lens,
+	     .fmts = store_fmts,
+	     .want = PGRES_TUPLES_OK},
+	    {.stmt = "COMMIT", .want = PGRES_COMMAND_OK},
+	    {.stmt = "chat_notify",
+	     .prepared = true,
+	     .n = 1,
+	     .vals = notify_p,
+	     .want = PGRES_TUPLES_OK},
+	};
+	bool ok = pipeline(pq, 3, second, res, &why);
 	/* Committed, even if the notification then failed (the connection
 	 * was lost just after): the posts stand; held requests elsewhere see
 	 * them at the next post or when their wait ends. */
-	bool committed = res[commit_ix] && PQresultStatus(res[commit_ix]) == PGRES_COMMAND_OK;
+	bool committed = res[1] && PQresultStatus(res[1]) == PGRES_COMMAND_OK;
 	enum batch_outcome out =
-	    ok || committed || !poisoned(pq, ncalls, res) ? BATCH_DONE : BATCH_SPLIT;
-	clear_all(ncalls, res);
-	if (ok || committed) {
+	    ok || committed || !poisoned(pq, 3, res) ? BATCH_DONE : BATCH_SPLIT;
+	clear_all(3, res);
+	if (ok || committed)
 		for (size_t i = 0; i < n; i++)
 			if (!v[i]->settled)
 				settle(v[i], STORE_OK, NULL);
-	}
 	fail_rest(v, n, why);
 	return out;
 }
@@ -907,9 +1049,8 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 static void write_group(struct store_pg *st, struct pending **v, size_t n, bool may_split)
 {
 	struct room_slot *rooms = calloc(n, sizeof *rooms);
-	struct call *calls = calloc(2 * n + 8, sizeof *calls);
-	PGresult **res = calloc(2 * n + 8, sizeof *res);
-	if (!rooms || !calls || !res) {
+	struct batch_bufs bufs = {0};
+	if (!rooms) {
 		for (size_t i = 0; i < n; i++)
 			settle(v[i], STORE_NOMEM, "store: out of memory");
 		goto out;
@@ -924,7 +1065,7 @@ static void write_group(struct store_pg *st, struct pending **v, size_t n, bool 
 		}
 		enum batch_outcome o = BATCH_DONE;
 		if (prepare(c, &why)) {
-			o = batch_tx(st, c->pq, v, n, rooms, calls, res);
+			o = batch_tx(st, c->pq, v, n, rooms, &bufs);
 		} else {
 			o = lost(c->pq) ? BATCH_RETRY : BATCH_DONE;
 			for (size_t i = 0; i < n; i++)
@@ -942,8 +1083,7 @@ static void write_group(struct store_pg *st, struct pending **v, size_t n, bool 
 	}
 out:
 	free(rooms);
-	free(calls);
-	free(res);
+	batch_bufs_free(&bufs);
 }
 
 enum store_result store_pg_post(struct store_pg *st, const char *room, const char *client_id,
