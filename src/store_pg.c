@@ -250,7 +250,11 @@ static void first_line(char *out, size_t size, const char *msg)
  * A new connection: short connect timeout and TCP keep-alives unless the
  * URI says otherwise; UTF-8 and synchronous commit whatever it says, so an
  * answered post is on the server's disk; and waits for locks and
- * statements bounded, so that no request thread is held for long.
+ * statements bounded, so that no request thread is held for long. The
+ * prepared statements keep one generic plan: the batch's statements take
+ * arrays, whose values tell the planner nothing, and planning them anew
+ * per run cost more than running them (a direct benchmark of the store:
+ * about a third more posts per second).
  */
 static PGconn *pg_connect(const char *uri, char *err, size_t err_size)
 {
@@ -284,6 +288,7 @@ static PGconn *pg_connect(const char *uri, char *err, size_t err_size)
 	}
 	PQsetNoticeProcessor(pq, quiet, NULL);
 	PGresult *r = PQexec(pq, "SET synchronous_commit = on;"
+				 "SET plan_cache_mode = force_generic_plan;"
 				 "SET lock_timeout = " STR(
 				     STORE_BUSY_TIMEOUT_MS) ";"
 							    "SET statement_timeout = " STR(
