@@ -110,6 +110,9 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
  * one writer carries more posts than two or four). */
 #define STORE_PG_WRITERS              1
 #define STORE_PG_BATCH_MAX            64
+/* Rooms whose last seq a process remembers (more share slots, and only
+ * cost a round trip when they collide). */
+#define SEEN_ROOMS                    256
 
 #define STR_(x)      #x
 #define STR(x)       STR_(x)
@@ -133,7 +136,10 @@ static const char find_post_sql[] =
 /* The posts (v: room, user seq, texts, client id, answer) and the rooms'
  * new last seq (r). A statement does not see its own inserts, so entries
  * and answers already past the history are not inserted rather than
- * deleted; older ones are. */
+ * deleted; older ones are. g checks what the numbers were reckoned from:
+ * each room's last seq was $11 and no post has its client id stored yet;
+ * if not, the division by zero undoes the statement (and the transaction:
+ * see batch_tx's guess). */
 static const char store_sql[] =
     "WITH v AS (SELECT * FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::bytea[],"
     "   $5::text[], $6::bytea[]) v(room, seq, text, reply, cid, answer)),"
@@ -150,8 +156,12 @@ static const char store_sql[] =
     "  WHERE posts.room = r.name AND posts.seq <= r.last - $10::bigint),"
     " a AS (INSERT INTO posts(room, client_id, seq, answer)"
     "  SELECT v.room, v.cid, v.seq, v.answer FROM v JOIN r ON r.name = v.room"
-    "  WHERE v.cid IS NOT NULL AND v.seq > r.last - $10::bigint)"
-    " SELECT 1";
+    "  WHERE v.cid IS NOT NULL AND v.seq > r.last - $10::bigint),"
+    " g AS (SELECT NOT EXISTS (SELECT 1 FROM unnest($8::text[], $11::int8[]) x(name, was)"
+    "   LEFT JOIN rooms ON rooms.name = x.name WHERE rooms.last_seq IS DISTINCT FROM x.was)"
+    "  AND NOT EXISTS (SELECT 1 FROM v JOIN posts p ON p.room = v.room AND p.client_id = v.cid)"
+    "  AS ok)"
+    " SELECT 1 / g.ok::int FROM g";
 /* After the commit, in a transaction of its own: NOTIFY takes a lock
  * global to the database server from its transaction's commit to its end,
  * so inside the posts' it would make every batch wait for the previous
@@ -178,7 +188,7 @@ static const struct {
 	const char *name, *sql;
 	int params;
 } statements[] = {
-    {"chat_lock", lock_sql, 1}, {"chat_find", find_post_sql, 2}, {"chat_store", store_sql, 10},
+    {"chat_lock", lock_sql, 1}, {"chat_find", find_post_sql, 2}, {"chat_store", store_sql, 11},
     {"chat_read", read_sql, 3}, {"chat_notify", notify_sql, 1},
 };
 
@@ -206,6 +216,13 @@ struct store_pg {
 	pthread_cond_t batch_done;
 	struct pending *queue, **queue_tail; /* under batch_lock */
 	unsigned writing;                    /* batches being written */
+	/* Each room's last seq as this process's batches left it, for the
+	 * next batch's guess (see batch_tx); only the writer touches it, one
+	 * batch at a time (STORE_PG_WRITERS is 1). */
+	struct seen_room {
+		char *name;
+		int64_t last;
+	} seen[SEEN_ROOMS];
 
 	_Atomic uint64_t version; /* notifications seen, and listener losses */
 	pthread_t listener;
@@ -605,9 +622,50 @@ struct pending {
 struct room_slot {
 	const char *name;
 	int64_t last; /* its last seq so far in this transaction */
+	int64_t was;  /* its last seq before this transaction */
 	bool locked;  /* its row came back from chat_lock */
 	bool stored;  /* some post of the batch stores entries in it */
 };
+
+/* FNV-1a: a room's slot in seen. */
+static uint32_t room_hash(const char *room)
+{
+	uint32_t h = 2166136261u;
+	for (const unsigned char *p = (const unsigned char *)room; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return h;
+}
+
+static bool seen_get(struct store_pg *st, const char *room, int64_t *last)
+{
+	struct seen_room *s = &st->seen[room_hash(room) % SEEN_ROOMS];
+	if (!s->name || strcmp(s->name, room) != 0)
+		return false;
+	*last = s->last;
+	return true;
+}
+
+static void seen_set(struct store_pg *st, const char *room, int64_t last)
+{
+	struct seen_room *s = &st->seen[room_hash(room) % SEEN_ROOMS];
+	if (!s->name || strcmp(s->name, room) != 0) {
+		char *copy = strdup(room);
+		if (!copy)
+			return; /* the next batch to this room asks */
+		free(s->name);
+		s->name = copy;
+	}
+	s->last = last;
+}
+
+static void seen_drop(struct store_pg *st, const char *room)
+{
+	struct seen_room *s = &st->seen[room_hash(room) % SEEN_ROOMS];
+	if (s->name && strcmp(s->name, room) == 0) {
+		free(s->name);
+		s->name = NULL;
+	}
+}
 
 static int room_cmp(const void *a, const void *b)
 {
@@ -698,7 +756,7 @@ static void arr_int8(struct array *a, int64_t v)
 }
 
 /* The parameters of a batch's statements, kept from batch to batch. */
-#define BATCH_ARRAYS 8
+#define BATCH_ARRAYS 12
 struct batch_bufs {
 	struct array arr[BATCH_ARRAYS];
 };
@@ -749,7 +807,8 @@ static bool poisoned(PGconn *pq, size_t n, PGresult *const *res)
 enum batch_outcome {
 	BATCH_DONE,  /* every post has its answer */
 	BATCH_RETRY, /* nothing was done on a connection the server had dropped */
-	BATCH_SPLIT  /* one post spoilt the transaction: write them one by one */
+	BATCH_SPLIT, /* one post spoilt the transaction: write them one by one */
+	BATCH_STALE  /* the guess was wrong: write them again without one */
 };
 
 /* An earlier post of the batch to the same room with the same client id
@@ -784,9 +843,17 @@ static const char *field(const PGresult *r, int row, int col, size_t *len)
  * consecutive numbers in the order they queued; a retry queued with its
  * first post gets the first's answer. Each post's result is set, also
  * when another outcome is returned.
+ *
+ * With guess, and every room's last seq remembered from this process's
+ * previous batches, the first round trip is skipped: the numbers are
+ * reckoned from those, as if no client id were stored, and the second
+ * round trip begins and locks first; its store statement checks both
+ * (after the locks, in a snapshot of its own) and fails if either was
+ * wrong (another node or process posted, a retry of an earlier batch's
+ * post), and then nothing is kept: BATCH_STALE.
  */
 static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pending **v, size_t n,
-				   struct room_slot *rooms, struct batch_bufs *b)
+				   struct room_slot *rooms, struct batch_bufs *b, bool guess)
 {
 	size_t nrooms = 0, ncids = 0;
 	for (size_t i = 0; i < n; i++) {
@@ -809,7 +876,7 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 			rooms[nrooms++] = (struct room_slot){.name = p->room};
 	}
 	qsort(rooms, nrooms, sizeof *rooms, room_cmp);
-	struct array *names = &b->arr[0], *find_rooms = &b->arr[1], *find_cids = &b->arr[2];
+	struct array *names = &b->arr[9], *find_rooms = &b->arr[10], *find_cids = &b->arr[11];
 	arr_begin(names, OID_TEXT, nrooms);
 	for (size_t r = 0; r < nrooms; r++)
 		arr_bytes(names, rooms[r].name, strlen(rooms[r].name));
@@ -837,65 +904,76 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 	static const int one_fmt[] = {1}, two_fmts[] = {1, 1};
 	const char *lock_p[] = {names->buf};
 	const int lock_lens[] = {(int)names->len};
-	const char *find_p[] = {find_rooms->buf, find_cids->buf};
-	const int find_lens[] = {(int)find_rooms->len, (int)find_cids->len};
-	const struct call first[] = {
-	    {.stmt = "BEGIN ISOLATION LEVEL READ COMMITTED", .want = PGRES_COMMAND_OK},
-	    {.stmt = "chat_lock",
-	     .prepared = true,
-	     .n = 1,
-	     .vals = lock_p,
-	     .lens = lock_lens,
-	     .fmts = one_fmt,
-	     .want = PGRES_TUPLES_OK},
-	    {.stmt = "chat_find",
-	     .prepared = true,
-	     .n = 2,
-	     .vals = find_p,
-	     .lens = find_lens,
-	     .fmts = two_fmts,
-	     .want = PGRES_TUPLES_OK},
-	};
-	PGresult *res[3];
-	size_t ncalls = ncids ? 3 : 2;
+	const struct call begin = {.stmt = "BEGIN ISOLATION LEVEL READ COMMITTED",
+				   .want = PGRES_COMMAND_OK};
+	const struct call lock = {.stmt = "chat_lock",
+				  .prepared = true,
+				  .n = 1,
+				  .vals = lock_p,
+				  .lens = lock_lens,
+				  .fmts = one_fmt,
+				  .want = PGRES_TUPLES_OK};
+	for (size_t r = 0; r < nrooms && guess; r++)
+		guess = seen_get(st, rooms[r].name, &rooms[r].last);
+	PGresult *res[5];
+	size_t ncalls = 0;
 	const char *why = NULL;
-	if (!pipeline(pq, ncalls, first, res, &why)) {
-		enum batch_outcome out = lost(pq)                    ? BATCH_RETRY
-					 : poisoned(pq, ncalls, res) ? BATCH_SPLIT
-								     : BATCH_DONE;
-		clear_all(ncalls, res);
-		fail_rest(v, n, why);
-		return out;
-	}
-	for (int row = 0; row < PQntuples(res[1]); row++) {
-		size_t len;
-		const char *name = field(res[1], row, 0, &len);
+	if (!guess) {
+		const char *find_p[] = {find_rooms->buf, find_cids->buf};
+		const int find_lens[] = {(int)find_rooms->len, (int)find_cids->len};
+		const struct call first[] = {
+		    begin,
+		    lock,
+		    {.stmt = "chat_find",
+		     .prepared = true,
+		     .n = 2,
+		     .vals = find_p,
+		     .lens = find_lens,
+		     .fmts = two_fmts,
+		     .want = PGRES_TUPLES_OK},
+		};
+		ncalls = ncids ? 3 : 2;
+		if (!pipeline(pq, ncalls, first, res, &why)) {
+			enum batch_outcome out = lost(pq)                    ? BATCH_RETRY
+						 : poisoned(pq, ncalls, res) ? BATCH_SPLIT
+									     : BATCH_DONE;
+			clear_all(ncalls, res);
+			fail_rest(v, n, why);
+			return out;
+		}
+		for (int row = 0; row < PQntuples(res[1]); row++) {
+			size_t len;
+			const char *name = field(res[1], row, 0, &len);
+			for (size_t r = 0; r < nrooms; r++)
+				if (strlen(rooms[r].name) == len &&
+				    memcmp(rooms[r].name, name, len) == 0) {
+					rooms[r].last = int_field(res[1], row, 1);
+					rooms[r].locked = true;
+				}
+		}
+		bool sound = true;
 		for (size_t r = 0; r < nrooms; r++)
-			if (strlen(rooms[r].name) == len && memcmp(rooms[r].name, name, len) == 0) {
-				rooms[r].last = int_field(res[1], row, 1);
-				rooms[r].locked = true;
-			}
-	}
-	bool sound = true;
-	for (size_t r = 0; r < nrooms; r++)
-		sound = sound && rooms[r].locked;
-	/* The found answers, by their post's place among those with ids. */
-	for (int row = 0; sound && ncids && row < PQntuples(res[2]); row++) {
-		int64_t k = int_field(res[2], row, 0) - 1;
-		for (size_t i = 0, j = 0; i < n && k >= 0; i++) {
-			if (!v[i]->client_id)
-				continue;
-			if (j++ == (size_t)k) {
-				v[i]->found = field(res[2], row, 1, &v[i]->found_len);
-				break;
+			sound = sound && rooms[r].locked;
+		/* The found answers, by their post's place among those with ids. */
+		for (int row = 0; sound && ncids && row < PQntuples(res[2]); row++) {
+			int64_t k = int_field(res[2], row, 0) - 1;
+			for (size_t i = 0, j = 0; i < n && k >= 0; i++) {
+				if (!v[i]->client_id)
+					continue;
+				if (j++ == (size_t)k) {
+					v[i]->found = field(res[2], row, 1, &v[i]->found_len);
+					break;
+				}
 			}
 		}
+		if (!sound) {
+			clear_all(ncalls, res);
+			fail_rest(v, n, "store: the PostgreSQL schema is not as expected");
+			return BATCH_DONE;
+		}
 	}
-	if (!sound) {
-		clear_all(ncalls, res);
-		fail_rest(v, n, "store: the PostgreSQL schema is not as expected");
-		return BATCH_DONE;
-	}
+	for (size_t r = 0; r < nrooms; r++)
+		rooms[r].was = rooms[r].last;
 
 	int64_t t = now_ms();
 	size_t stored = 0;
@@ -952,7 +1030,8 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 	/* The found answers were copied: the results can go. */
 	clear_all(ncalls, res);
 	if (stored == 0) {
-		/* Only replays: nothing to keep, nothing to flush. */
+		/* Only replays (of this batch's own posts, when guessing: then
+		 * none was stored): nothing to keep, nothing to flush. */
 		rollback(pq);
 		for (size_t i = 0; i < n; i++)
 			if (!v[i]->settled)
@@ -969,6 +1048,7 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 			  stored);
 	arr_begin(&a[6], OID_TEXT, nrooms);
 	arr_begin(&a[7], OID_INT8, nrooms);
+	arr_begin(&a[8], OID_INT8, nrooms);
 	for (size_t i = 0; i < n; i++) {
 		struct pending *p = v[i];
 		if (p->seq == 0)
@@ -989,10 +1069,12 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 		nstored_rooms++;
 		arr_bytes(&a[6], rooms[r].name, strlen(rooms[r].name));
 		arr_int8(&a[7], rooms[r].last);
+		arr_int8(&a[8], rooms[r].was);
 	}
 	/* The header said nrooms: rewritten with the rooms stored in. */
 	arr_u32_at(&a[6], 12, (uint32_t)nstored_rooms);
 	arr_u32_at(&a[7], 12, (uint32_t)nstored_rooms);
+	arr_u32_at(&a[8], 12, (uint32_t)nstored_rooms);
 	bool failed = false;
 	for (size_t k = 0; k < BATCH_ARRAYS; k++)
 		failed = failed || a[k].failed;
@@ -1003,8 +1085,8 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 	char time_s[24], history_s[24];
 	snprintf(time_s, sizeof time_s, "%lld", (long long)t);
 	snprintf(history_s, sizeof history_s, "%u", st->opt.history);
-	const char *store_p[] = {a[0].buf, a[1].buf, a[2].buf, a[3].buf, a[4].buf,
-				 a[5].buf, time_s,   a[6].buf, a[7].buf, history_s};
+	const char *store_p[] = {a[0].buf, a[1].buf, a[2].buf, a[3].buf,  a[4].buf, a[5].buf,
+				 time_s,   a[6].buf, a[7].buf, history_s, a[8].buf};
 	const int store_lens[] = {(int)a[0].len,
 				  (int)a[1].len,
 				  (int)a[2].len,
@@ -1014,32 +1096,46 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 				  0,
 				  (int)a[6].len,
 				  (int)a[7].len,
-				  0};
-	static const int store_fmts[] = {1, 1, 1, 1, 1, 1, 0, 1, 1, 0};
+				  0,
+				  (int)a[8].len};
+	static const int store_fmts[] = {1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 1};
 	const char *notify_p[] = {notify_room};
-	const struct call second[] = {
-	    {.stmt = "chat_store",
-	     .prepared = true,
-	     .n = 10,
-	     .vals = store_p,
-	     .lens = store_lens,
-	     .fmts = store_fmts,
-	     .want = PGRES_TUPLES_OK},
-	    {.stmt = "COMMIT", .want = PGRES_COMMAND_OK},
-	    {.stmt = "chat_notify",
-	     .prepared = true,
-	     .n = 1,
-	     .vals = notify_p,
-	     .want = PGRES_TUPLES_OK},
-	};
-	bool ok = pipeline(pq, 3, second, res, &why);
+	struct call second[5];
+	size_t ns = 0;
+	if (guess) {
+		second[ns++] = begin;
+		second[ns++] = lock;
+	}
+	second[ns++] = (struct call){.stmt = "chat_store",
+				     .prepared = true,
+				     .n = 11,
+				     .vals = store_p,
+				     .lens = store_lens,
+				     .fmts = store_fmts,
+				     .want = PGRES_TUPLES_OK};
+	size_t commit_ix = ns;
+	second[ns++] = (struct call){.stmt = "COMMIT", .want = PGRES_COMMAND_OK};
+	second[ns++] = (struct call){.stmt = "chat_notify",
+				     .prepared = true,
+				     .n = 1,
+				     .vals = notify_p,
+				     .want = PGRES_TUPLES_OK};
+	bool ok = pipeline(pq, ns, second, res, &why);
 	/* Committed, even if the notification then failed (the connection
 	 * was lost just after): the posts stand; held requests elsewhere see
 	 * them at the next post or when their wait ends. */
-	bool committed = res[1] && PQresultStatus(res[1]) == PGRES_COMMAND_OK;
-	enum batch_outcome out =
-	    ok || committed || !poisoned(pq, 3, res) ? BATCH_DONE : BATCH_SPLIT;
-	clear_all(3, res);
+	bool committed = res[commit_ix] && PQresultStatus(res[commit_ix]) == PGRES_COMMAND_OK;
+	enum batch_outcome out = ok || committed         ? BATCH_DONE
+				 : guess && !lost(pq)    ? BATCH_STALE
+				 : poisoned(pq, ns, res) ? BATCH_SPLIT
+							 : BATCH_DONE;
+	clear_all(ns, res);
+	for (size_t r = 0; r < nrooms; r++) {
+		if (ok || committed)
+			seen_set(st, rooms[r].name, rooms[r].last);
+		else
+			seen_drop(st, rooms[r].name);
+	}
 	if (ok || committed)
 		for (size_t i = 0; i < n; i++)
 			if (!v[i]->settled)
@@ -1063,6 +1159,13 @@ static void write_group(struct store_pg *st, struct pending **v, size_t n, bool 
 	for (int attempt = 0;; attempt++) {
 		const char *why = NULL;
 		struct conn *c = conn_get(st, &why);
+		/* A guessing batch cannot be tried again once sent (it may have
+		 * committed), so a connection the server closed while it was
+		 * idle (a restart) is found out before: its end is readable. */
+		if (c && (PQconsumeInput(c->pq) == 0 || lost(c->pq))) {
+			conn_put(st, c);
+			c = conn_get(st, &why);
+		}
 		if (!c) {
 			for (size_t i = 0; i < n; i++)
 				settle(v[i], STORE_FAILED, why);
@@ -1070,7 +1173,11 @@ static void write_group(struct store_pg *st, struct pending **v, size_t n, bool 
 		}
 		enum batch_outcome o = BATCH_DONE;
 		if (prepare(c, &why)) {
-			o = batch_tx(st, c->pq, v, n, rooms, &bufs);
+			o = batch_tx(st, c->pq, v, n, rooms, &bufs, true);
+			if (o == BATCH_STALE) {
+				rollback(c->pq);
+				o = batch_tx(st, c->pq, v, n, rooms, &bufs, false);
+			}
 		} else {
 			o = lost(c->pq) ? BATCH_RETRY : BATCH_DONE;
 			for (size_t i = 0; i < n; i++)
@@ -1447,6 +1554,8 @@ void store_pg_close(struct store_pg *st)
 		if (st->wake[i] >= 0)
 			close(st->wake[i]);
 	close_all(st->idle);
+	for (size_t i = 0; i < SEEN_ROOMS; i++)
+		free(st->seen[i].name);
 	pthread_cond_destroy(&st->freed);
 	pthread_mutex_destroy(&st->lock);
 	pthread_cond_destroy(&st->batch_done);
