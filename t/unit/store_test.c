@@ -826,6 +826,53 @@ static void *post_steadily(void *arg)
 	return NULL;
 }
 
+/* Group commit across rooms, with a post the database refuses among the
+ * others: threads post at once to four rooms, one thread with a client id
+ * holding a NUL byte (PostgreSQL's text refuses it, SQLite keeps it). Every
+ * other post is acknowledged, each room's seq runs without a gap, and a
+ * refused post leaves nothing behind. */
+#define SPOILERS     6
+#define SPOILS       30
+#define SPOILT_ROOMS 4
+
+struct spoiler {
+	struct store *st;
+	int thread;
+	int failures, refused;
+};
+
+static void *spoil(void *arg)
+{
+	struct spoiler *s = arg;
+	for (int i = 0; i < SPOILS; i++) {
+		char room[16], text[48], cid[48];
+		snprintf(room, sizeof room, "mixed-%d", (s->thread + i) % SPOILT_ROOMS);
+		snprintf(text, sizeof text, "t%d n%d", s->thread, i);
+		int n = snprintf(cid, sizeof cid, "%d-%d", s->thread, i);
+		bool bad = s->thread == 0;
+		if (bad)
+			cid[1] = '\0';
+		char *a;
+		size_t len;
+		bool r;
+		const char *why = NULL;
+		char reply[64];
+		snprintf(reply, sizeof reply, "received %s", text);
+		enum store_result res =
+		    store_post(s->st, room, cid, (size_t)n, text, strlen(text), reply,
+			       strlen(reply), answer, NULL, &a, &len, &r, &why);
+		if (res != STORE_OK) {
+			if (bad)
+				s->refused++;
+			else
+				s->failures++;
+			continue;
+		}
+		free(a);
+	}
+	return NULL;
+}
+
 static void test_wal_bounded(void)
 {
 	if (pg_host)
@@ -856,6 +903,103 @@ static void test_wal_bounded(void)
 	ok(wal_max > 0 && wal_max <= WAL_MAX, "the WAL stays bounded: %lld bytes at most",
 	   (long long)wal_max);
 	store_close(st);
+}
+
+static void test_spoilt_batch(void)
+{
+	struct store *st = open_store(db_path("mixed.db"), 100000);
+	if (!st)
+		return;
+	pthread_t t[SPOILERS];
+	struct spoiler s[SPOILERS];
+	int started = 0;
+	for (int j = 0; j < SPOILERS; j++) {
+		s[j] = (struct spoiler){.st = st, .thread = j};
+		if (pthread_create(&t[j], NULL, spoil, &s[j]) == 0)
+			started++;
+	}
+	is_int(started, SPOILERS, "%d threads post to %d rooms at once", SPOILERS, SPOILT_ROOMS);
+	int failures = 0, refused = 0;
+	for (int j = 0; j < started; j++) {
+		pthread_join(t[j], NULL);
+		failures += s[j].failures;
+		refused += s[j].refused;
+	}
+	is_int(failures, 0, "every post with a sound client id was acknowledged");
+	if (pg_host)
+		is_int(refused, SPOILS, "each post with a NUL in its client id failed, alone");
+	else
+		is_int(refused, 0, "SQLite keeps a client id with a NUL byte");
+	struct seen *seen = calloc(1, sizeof *seen);
+	if (!seen)
+		abort();
+	size_t total = 0;
+	bool gapless = true, paired = true;
+	for (int r = 0; r < SPOILT_ROOMS; r++) {
+		char room[16];
+		snprintf(room, sizeof room, "mixed-%d", r);
+		int64_t last;
+		if (read_room(st, room, 0, 2000, seen, &last) != STORE_OK) {
+			gapless = false;
+			continue;
+		}
+		gapless = gapless && last == (int64_t)seen->n;
+		for (size_t i = 0; i < seen->n; i++) {
+			gapless = gapless && seen->seq[i] == (int64_t)i + 1;
+			if (i % 2 == 1)
+				paired = paired && strncmp(seen->text[i], "received ", 9) == 0 &&
+					 strcmp(seen->text[i] + 9, seen->text[i - 1]) == 0;
+		}
+		total += seen->n;
+	}
+	free(seen);
+	ok(gapless, "each room's seq runs 1..last with no gap, refused posts or not");
+	ok(paired, "each user entry is followed by its own reply");
+	is_int((int)total, 2 * (SPOILERS * SPOILS - refused),
+	       "the rooms hold the acknowledged posts");
+	store_close(st);
+}
+
+/* Two stores on one database (two nodes): each remembers its rooms' last
+ * seq from its own posts, and must not trust it once the other posted,
+ * even where the numbers it would reuse fell out of the history. */
+static void test_other_node(void)
+{
+	const char *path = db_path("nodes.db");
+	struct store *a = open_store(path, 2), *b = open_store(path, 2);
+	if (!a || !b) {
+		store_close(a);
+		store_close(b);
+		return;
+	}
+	char *s = post(a, "n", NULL, "a1", NULL);
+	is_str(s, "answer 1 2", "node a posts first");
+	free(s);
+	for (int i = 0; i < 3; i++)
+		free(post(b, "n", NULL, "b", NULL));
+	s = post(a, "n", NULL, "a2", NULL);
+	is_str(s, "answer 9 10", "node a's next post follows node b's three (1..2 are gone)");
+	free(s);
+	s = post(b, "n", "cid-b", "b4", NULL);
+	is_str(s, "answer 11 12", "node b posts with a client id");
+	free(s);
+	bool replayed = false;
+	s = post(a, "n", "cid-b", "b4", &replayed);
+	is_str(s, "answer 11 12", "its retry through node a gets node b's answer");
+	ok(replayed, "... as a replay");
+	free(s);
+	struct seen *seen = calloc(1, sizeof *seen);
+	if (!seen)
+		abort();
+	int64_t last = 0;
+	if (read_room(a, "n", 0, 10, seen, &last) == STORE_OK) {
+		is_int((int)last, 12, "the room's last seq is 12");
+		ok(seen->n == 2 && seen->seq[0] == 11 && seen->seq[1] == 12,
+		   "it keeps the newest 2 entries, 11 and 12");
+	}
+	free(seen);
+	store_close(a);
+	store_close(b);
 }
 
 int main(void)
@@ -889,6 +1033,8 @@ int main(void)
 	test_processes();
 	test_group_commit();
 	test_wal_bounded();
+	test_spoilt_batch();
+	test_other_node();
 
 	/* Remove what was made, unless the run is to be looked at. */
 	if (!getenv("CHAT_KEEP")) {
