@@ -43,13 +43,41 @@ static bool may_have_surrogate_escape(const char *text, size_t len)
 	return false;
 }
 
+/* The code point of a surrogate pair (hi D800..DBFF, lo DC00..DFFF). */
+static unsigned long surrogate_pair(unsigned long hi, unsigned long lo)
+{
+	return 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+}
+
+/* Writes the UTF-8 of cp (at most U+10FFFF) at o; returns the end. */
+static char *put_utf8(char *o, unsigned long cp)
+{
+	if (cp < 0x80) {
+		*o++ = (char)cp;
+	} else if (cp < 0x800) {
+		*o++ = (char)(0xC0 | cp >> 6);
+		*o++ = (char)(0x80 | (cp & 0x3F));
+	} else if (cp < 0x10000) {
+		*o++ = (char)(0xE0 | cp >> 12);
+		*o++ = (char)(0x80 | (cp >> 6 & 0x3F));
+		*o++ = (char)(0x80 | (cp & 0x3F));
+	} else {
+		*o++ = (char)(0xF0 | cp >> 18);
+		*o++ = (char)(0x80 | (cp >> 12 & 0x3F));
+		*o++ = (char)(0x80 | (cp >> 6 & 0x3F));
+		*o++ = (char)(0x80 | (cp & 0x3F));
+	}
+	return o;
+}
+
 /* Copies text, strict JSON, to out (room for len bytes) with every
  * surrogate-pair escape as the UTF-8 of its code point; returns the length
  * written. The strict check has made sure that each high surrogate escape
  * is followed by a low one. */
 static size_t join_surrogate_escapes(const char *text, size_t len, char *out)
 {
-	size_t i = 0, o = 0;
+	size_t i = 0;
+	char *o = out;
 	bool in_string = false;
 	while (i < len) {
 		char c = text[i];
@@ -59,25 +87,19 @@ static size_t join_surrogate_escapes(const char *text, size_t len, char *out)
 			if (text[i + 1] == 'u' && len - i >= 12) {
 				unsigned hi = u_escape_value(text + i + 2);
 				if (hi >= 0xD800 && hi <= 0xDBFF) {
-					unsigned lo = u_escape_value(text + i + 8);
-					unsigned long cp = 0x10000 +
-							   ((unsigned long)(hi - 0xD800) << 10) +
-							   (lo - 0xDC00);
-					out[o++] = (char)(0xF0 | cp >> 18);
-					out[o++] = (char)(0x80 | (cp >> 12 & 0x3F));
-					out[o++] = (char)(0x80 | (cp >> 6 & 0x3F));
-					out[o++] = (char)(0x80 | (cp & 0x3F));
+					o = put_utf8(
+					    o, surrogate_pair(hi, u_escape_value(text + i + 8)));
 					i += 12;
 					continue;
 				}
 			}
 			/* Any other escape is copied whole, so that the backslash
 			 * of "\\" does not start another. */
-			out[o++] = text[i++];
+			*o++ = text[i++];
 		}
-		out[o++] = text[i++];
+		*o++ = text[i++];
 	}
-	return o;
+	return (size_t)(o - out);
 }
 
 /* Decodes raw, the inside of a string the strict check passed, to out
@@ -106,24 +128,10 @@ static size_t decode_string(const char *raw, size_t n, char *out)
 		unsigned long cp = u_escape_value(bs + 2);
 		p = bs + 6;
 		if (cp >= 0xD800 && cp <= 0xDBFF) {
-			cp = 0x10000 + ((cp - 0xD800) << 10) + (u_escape_value(p + 2) - 0xDC00);
+			cp = surrogate_pair(cp, u_escape_value(p + 2));
 			p += 6;
 		}
-		if (cp < 0x80) {
-			*o++ = (char)cp;
-		} else if (cp < 0x800) {
-			*o++ = (char)(0xC0 | cp >> 6);
-			*o++ = (char)(0x80 | (cp & 0x3F));
-		} else if (cp < 0x10000) {
-			*o++ = (char)(0xE0 | cp >> 12);
-			*o++ = (char)(0x80 | (cp >> 6 & 0x3F));
-			*o++ = (char)(0x80 | (cp & 0x3F));
-		} else {
-			*o++ = (char)(0xF0 | cp >> 18);
-			*o++ = (char)(0x80 | (cp >> 12 & 0x3F));
-			*o++ = (char)(0x80 | (cp >> 6 & 0x3F));
-			*o++ = (char)(0x80 | (cp & 0x3F));
-		}
+		o = put_utf8(o, cp);
 	}
 }
 
