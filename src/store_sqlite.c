@@ -206,6 +206,31 @@ static int busy_wait(void *arg, int count)
 	return 1;
 }
 
+/*
+ * Switches the file to WAL. Processes started together on a new file
+ * (spawn-fcgi -F N) race to do it, and SQLite then answers "locked" at once
+ * rather than through the busy handler (waiting there could deadlock), so
+ * the switch is tried again for as long as the busy handler would wait.
+ */
+static bool set_wal(struct conn *c)
+{
+	for (int count = 0;; count++) {
+		sqlite3_stmt *s = NULL;
+		int rc = sqlite3_prepare_v2(c->db, "PRAGMA journal_mode = WAL", -1, &s, NULL);
+		const unsigned char *mode = NULL;
+		if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW)
+			mode = sqlite3_column_text(s, 0);
+		bool wal = mode && strcmp((const char *)mode, "wal") == 0;
+		sqlite3_finalize(s);
+		if (wal)
+			return true;
+		if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)
+			return false;
+		if (!busy_wait(c, count))
+			return false;
+	}
+}
+
 /* Called after each commit with the WAL's size in frames. */
 static int wal_grew(void *arg, sqlite3 *db, const char *name, int frames)
 {
@@ -962,14 +987,7 @@ int store_sqlite_open(struct store_sqlite **out, const char *path, const struct 
 	/* WAL: readers never wait for the writer, and a commit is one append
 	 * to the log, so a killed process loses nothing it acknowledged. The
 	 * mode is kept in the file. */
-	sqlite3_stmt *s = NULL;
-	rc = sqlite3_prepare_v2(first->db, "PRAGMA journal_mode = WAL", -1, &s, NULL);
-	const unsigned char *mode = NULL;
-	if (rc == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
-		mode = sqlite3_column_text(s, 0);
-	bool wal = mode && strcmp((const char *)mode, "wal") == 0;
-	sqlite3_finalize(s);
-	if (!wal) {
+	if (!set_wal(first)) {
 		snprintf(err, err_size, "cannot use %s as the store: %s", path,
 			 sqlite3_errmsg(first->db));
 		goto fail;
