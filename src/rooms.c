@@ -62,8 +62,6 @@ void rooms_store_failed(struct chat_response *res, enum store_result r, const ch
 
 struct post_ctx {
 	const char *room;
-	const char *reply;
-	size_t reply_len;
 };
 
 static char *build_post_answer(void *arg, const struct store_entry *user,
@@ -71,8 +69,10 @@ static char *build_post_answer(void *arg, const struct store_entry *user,
 {
 	const struct post_ctx *ctx = arg;
 	struct json_out o = {0};
+	/* The bot's entry, not this request's reply: a retry is answered with
+	 * the first post's answer, and SQLite builds it again (store.h). */
 	RAW(&o, "{\"message\":");
-	json_out_string(&o, ctx->reply, ctx->reply_len);
+	json_out_string(&o, bot->text, bot->text_len);
 	RAW(&o, ",\"room\":");
 	json_out_string(&o, ctx->room, strlen(ctx->room));
 	RAW(&o, ",\"entries\":[");
@@ -105,7 +105,7 @@ void rooms_post(const struct chat_limits *lim, const char *room, const char *cli
 		memcpy(reply + sizeof prefix - 1, text, text_len);
 	reply[reply_len] = '\0';
 
-	struct post_ctx ctx = {.room = room, .reply = reply, .reply_len = reply_len};
+	struct post_ctx ctx = {.room = room};
 	char *answer;
 	size_t answer_len;
 	bool replayed;

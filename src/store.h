@@ -12,9 +12,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The schema version this binary writes, in SQLite and PostgreSQL alike;
- * older databases are migrated forward on open, newer ones refused. */
-#define STORE_SCHEMA_VERSION 2
+/* The schema versions this binary writes; older databases are migrated
+ * forward on open, newer ones refused. */
+#define STORE_SQLITE_SCHEMA_VERSION 3
+#define STORE_PG_SCHEMA_VERSION     2
 
 /* How long a write waits for another writer (thread or process) before the
  * request gets 503. A write takes well under a millisecond, so this is only
@@ -71,8 +72,10 @@ int store_open(struct store **out, const char *spec, const struct store_options 
 void store_close(struct store *st);
 
 /*
- * Builds the answer to a post from its two new entries, inside the
- * transaction that stores them, so a retry can get it back byte for byte.
+ * Builds the answer to a post from its two entries. It must depend on
+ * nothing else (the room aside): PostgreSQL keeps the answer built when the
+ * post is stored, while SQLite builds it again from the stored entries for
+ * a retry, and a retry gets the first answer byte for byte either way.
  * Returns a malloc'd buffer (its length in *len), or NULL when out of memory.
  */
 typedef char *(*store_answer_fn)(void *ctx, const struct store_entry *user,

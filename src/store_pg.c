@@ -185,7 +185,7 @@ static void pq_load(void)
 
 /* Step i brings a database from version i to i + 1; never edited once
  * released. The version lives in a table of its own. */
-static const char *const migrations[STORE_SCHEMA_VERSION] = {
+static const char *const migrations[STORE_PG_SCHEMA_VERSION] = {
     /* 1: rooms and their entries */
     "CREATE TABLE rooms(name text PRIMARY KEY, last_seq bigint NOT NULL);"
     "CREATE TABLE entries(room text NOT NULL, seq bigint NOT NULL, role smallint NOT NULL,"
@@ -1454,14 +1454,14 @@ int store_pg_check(struct store_pg *st, char *why, size_t why_size)
 		snprintf(why, why_size, "%s", w);
 		return -1;
 	}
-	if (version != STORE_SCHEMA_VERSION) {
+	if (version != STORE_PG_SCHEMA_VERSION) {
 		snprintf(why, why_size, "store: the schema version changed to %d", version);
 		return -1;
 	}
 	return 0;
 }
 
-/* Brings the schema up to STORE_SCHEMA_VERSION in one transaction, under
+/* Brings the schema up to STORE_PG_SCHEMA_VERSION in one transaction, under
  * an advisory lock, so that nodes starting together migrate it once. */
 static int migrate(PGconn *pq, char *err, size_t err_size)
 {
@@ -1477,24 +1477,24 @@ static int migrate(PGconn *pq, char *err, size_t err_size)
 		snprintf(err, err_size, "cannot read the schema version: %s", PQerrorMessage(pq));
 		goto fail;
 	}
-	if (version > STORE_SCHEMA_VERSION || version < 0) {
+	if (version > STORE_PG_SCHEMA_VERSION || version < 0) {
 		snprintf(err, err_size,
 			 "the PostgreSQL database has schema version %d, newer than this chat-fcgi "
 			 "knows (%d): run a newer chat-fcgi, or use another database",
-			 version, STORE_SCHEMA_VERSION);
+			 version, STORE_PG_SCHEMA_VERSION);
 		goto fail;
 	}
-	for (int v = version; v < STORE_SCHEMA_VERSION; v++) {
+	for (int v = version; v < STORE_PG_SCHEMA_VERSION; v++) {
 		if (!run_plain(pq, migrations[v], &why)) {
 			snprintf(err, err_size, "cannot migrate to schema version %d: %s", v + 1,
 				 PQerrorMessage(pq));
 			goto fail;
 		}
 	}
-	if (version < STORE_SCHEMA_VERSION &&
+	if (version < STORE_PG_SCHEMA_VERSION &&
 	    !run_plain(pq,
 		       "DELETE FROM chat_fcgi_schema;"
-		       "INSERT INTO chat_fcgi_schema VALUES(" STR(STORE_SCHEMA_VERSION) ")",
+		       "INSERT INTO chat_fcgi_schema VALUES(" STR(STORE_PG_SCHEMA_VERSION) ")",
 		       &why)) {
 		snprintf(err, err_size, "cannot migrate: %s", PQerrorMessage(pq));
 		goto fail;

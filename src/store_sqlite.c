@@ -17,10 +17,10 @@
 /*
  * Schema history: step i brings a file from user_version i to i + 1. Steps
  * are never edited once released; a change is a new step.
- * Entries and posts are ordinary rowid tables: their rows hold whole
- * messages (up to 64 KiB), which WITHOUT ROWID tables store badly.
+ * Entries are an ordinary rowid table: its rows hold whole messages (up to
+ * 64 KiB), which WITHOUT ROWID tables store badly.
  */
-static const char *const migrations[STORE_SCHEMA_VERSION] = {
+static const char *const migrations[STORE_SQLITE_SCHEMA_VERSION] = {
     /* 1: rooms and their entries */
     "CREATE TABLE rooms(name TEXT PRIMARY KEY NOT NULL, last_seq INTEGER NOT NULL);"
     "CREATE TABLE entries(room TEXT NOT NULL, seq INTEGER NOT NULL, role INTEGER NOT NULL,"
@@ -30,6 +30,19 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     "CREATE TABLE posts(room TEXT NOT NULL, client_id TEXT NOT NULL, seq INTEGER NOT NULL,"
     " answer BLOB NOT NULL, PRIMARY KEY(room, client_id));"
     "CREATE INDEX posts_by_seq ON posts(room, seq);",
+    /* 3: a retry's answer is built again from its entries, found by an
+     * index of the client ids: posts and its two indexes were three of
+     * the seven B-trees a post wrote, and their pages about half of the
+     * WAL it wrote (bench/run --rooms). Rooms are tiny rows: one B-tree,
+     * not a table and its index. */
+    "DROP TABLE posts;"
+    "CREATE INDEX entries_by_client ON entries(room, client_id)"
+    " WHERE client_id IS NOT NULL AND role = 0;"
+    "CREATE TABLE rooms_v3(name TEXT PRIMARY KEY NOT NULL, last_seq INTEGER NOT NULL)"
+    " WITHOUT ROWID;"
+    "INSERT INTO rooms_v3 SELECT name, last_seq FROM rooms;"
+    "DROP TABLE rooms;"
+    "ALTER TABLE rooms_v3 RENAME TO rooms;",
 };
 
 /* Page cache per connection, in KiB (SQLite's default is 2 MiB): there is
@@ -62,8 +75,6 @@ enum stmt_id {
 	ST_ADD_ENTRY,
 	ST_SET_LAST_SEQ,
 	ST_TRIM_ENTRIES,
-	ST_ADD_POST,
-	ST_TRIM_POSTS,
 	ST_READ_AFTER,
 	ST_COUNT
 };
@@ -73,18 +84,15 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_BEGIN_READ] = "BEGIN",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
-    [ST_FIND_POST] = "SELECT answer FROM posts WHERE room = ?1 AND client_id = ?2 AND seq > ?3",
+    /* The newest: older ones may still wait for the trim (see trim_every). */
+    [ST_FIND_POST] = "SELECT seq FROM entries WHERE room = ?1 AND client_id = ?2 AND role = 0"
+		     " AND seq > ?3 ORDER BY seq DESC LIMIT 1",
     [ST_LAST_SEQ] = "SELECT last_seq FROM rooms WHERE name = ?1",
     [ST_ADD_ENTRY] = "INSERT INTO entries(room, seq, role, text, time_ms, client_id)"
 		     " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
     [ST_SET_LAST_SEQ] = "INSERT INTO rooms(name, last_seq) VALUES(?1, ?2)"
 			" ON CONFLICT(name) DO UPDATE SET last_seq = excluded.last_seq",
     [ST_TRIM_ENTRIES] = "DELETE FROM entries WHERE room = ?1 AND seq <= ?2",
-    /* A row already there is an answer out of the history, not yet trimmed. */
-    [ST_ADD_POST] = "INSERT INTO posts(room, client_id, seq, answer) VALUES(?1, ?2, ?3, ?4)"
-		    " ON CONFLICT(room, client_id) DO UPDATE SET seq = excluded.seq,"
-		    " answer = excluded.answer",
-    [ST_TRIM_POSTS] = "DELETE FROM posts WHERE room = ?1 AND seq <= ?2",
     [ST_READ_AFTER] = "SELECT seq, role, text, time_ms, client_id FROM entries"
 		      " WHERE room = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
 };
@@ -462,13 +470,29 @@ static int last_seq(struct conn *c, const char *room, int64_t *last)
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-/* The stored answer of (room, client_id), if any, of a post still in the
- * history (seq above cutoff): *answer NULL when none. */
+/* The entry in the current row of ST_READ_AFTER; valid until the next step. */
+static void entry_of(sqlite3_stmt *s, struct store_entry *e)
+{
+	*e = (struct store_entry){
+	    .seq = sqlite3_column_int64(s, 0),
+	    .role = sqlite3_column_int(s, 1) == STORE_BOT ? STORE_BOT : STORE_USER,
+	    .text = sqlite3_column_blob(s, 2),
+	    .text_len = (size_t)sqlite3_column_bytes(s, 2),
+	    .time_ms = sqlite3_column_int64(s, 3),
+	    .client_id = (const char *)sqlite3_column_text(s, 4),
+	    .client_id_len = (size_t)sqlite3_column_bytes(s, 4),
+	};
+	if (!e->text)
+		e->text = "";
+}
+
+/* The seq of the user's entry of (room, client_id), of a post still in the
+ * history (seq above cutoff); 0 when there is none. */
 static int find_post(struct conn *c, const char *room, const char *client_id, size_t client_id_len,
-		     int64_t cutoff, char **answer, size_t *len)
+		     int64_t cutoff, int64_t *seq)
 {
 	sqlite3_stmt *s;
-	*answer = NULL;
+	*seq = 0;
 	int rc = stmt(c, ST_FIND_POST, &s);
 	if (rc == SQLITE_OK)
 		rc = bind_text(s, 1, room, strlen(room));
@@ -478,44 +502,65 @@ static int find_post(struct conn *c, const char *room, const char *client_id, si
 		rc = sqlite3_bind_int64(s, 3, cutoff);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*seq = sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* The answer to the post whose user entry is seq, built again from its two
+ * entries (seq and seq + 1, stored together); *answer NULL if they are not
+ * both there. */
+static int rebuild_answer(struct conn *c, const char *room, int64_t seq, store_answer_fn build,
+			  void *ctx, char **answer, size_t *len)
+{
+	sqlite3_stmt *s;
+	*answer = NULL;
+	int rc = stmt(c, ST_READ_AFTER, &s);
+	if (rc == SQLITE_OK)
+		rc = bind_text(s, 1, room, strlen(room));
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 2, seq - 1);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 3, 2);
+	struct store_entry user, bot;
+	char *copy = NULL;
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {
-		const void *p = sqlite3_column_blob(s, 0);
-		size_t n = (size_t)sqlite3_column_bytes(s, 0);
-		char *copy = malloc(n + 1);
+		entry_of(s, &user);
+		/* The row's bytes go at the next step: the user's are copied. */
+		size_t n = user.text_len + user.client_id_len + 2;
+		copy = malloc(n);
 		if (!copy) {
 			rc = SQLITE_NOMEM;
 		} else {
-			if (n)
-				memcpy(copy, p, n);
-			copy[n] = '\0';
-			*answer = copy;
-			*len = n;
+			memcpy(copy, user.text, user.text_len);
+			copy[user.text_len] = '\0';
+			if (user.client_id)
+				memcpy(copy + user.text_len + 1, user.client_id, user.client_id_len);
+			copy[n - 1] = '\0';
+			user.text = copy;
+			if (user.client_id)
+				user.client_id = copy + user.text_len + 1;
+			rc = sqlite3_step(s);
+		}
+	}
+	if (rc == SQLITE_ROW) {
+		entry_of(s, &bot);
+		if (user.seq == seq && user.role == STORE_USER && bot.seq == seq + 1 &&
+		    bot.role == STORE_BOT) {
+			*answer = build(ctx, &user, &bot, len);
+			rc = *answer ? SQLITE_OK : SQLITE_NOMEM;
+		} else {
 			rc = SQLITE_OK;
 		}
 	} else if (rc == SQLITE_DONE) {
 		rc = SQLITE_OK;
 	}
 	sqlite3_reset(s);
+	free(copy);
 	return rc;
-}
-
-static int add_post(struct conn *c, const char *room, const char *client_id, size_t client_id_len,
-		    int64_t seq, const char *answer, size_t len)
-{
-	sqlite3_stmt *s;
-	int rc = stmt(c, ST_ADD_POST, &s);
-	if (rc == SQLITE_OK)
-		rc = bind_text(s, 1, room, strlen(room));
-	if (rc == SQLITE_OK)
-		rc = bind_text(s, 2, client_id, client_id_len);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(s, 3, seq);
-	if (rc == SQLITE_OK)
-		rc = bind_bytes(s, 4, answer, len);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_step(s);
-	sqlite3_reset(s);
-	return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
 static enum store_result result(int rc, const char **why)
@@ -572,8 +617,12 @@ static int post_one(struct store_sqlite *st, struct conn *c, struct pending *p)
 	int64_t last = 0;
 	int rc = last_seq(c, p->room, &last);
 	if (rc == SQLITE_OK && p->client_id) {
+		int64_t seq = 0;
 		rc = find_post(c, p->room, p->client_id, p->client_id_len,
-			       last - (int64_t)st->opt.history, &p->answer, &p->answer_len);
+			       last - (int64_t)st->opt.history, &seq);
+		if (rc == SQLITE_OK && seq > 0)
+			rc = rebuild_answer(c, p->room, seq, p->build, p->ctx, &p->answer,
+					    &p->answer_len);
 		if (rc != SQLITE_OK || p->answer) {
 			p->replayed = p->answer != NULL;
 			return rc;
@@ -599,24 +648,18 @@ static int post_one(struct store_sqlite *st, struct conn *c, struct pending *p)
 		rc = add_entry(c, p->room, &bot);
 	if (rc == SQLITE_OK)
 		rc = run_room_int(c, ST_SET_LAST_SEQ, p->room, bot.seq);
-	/* Entries up to cutoff fall out of the history, and so do the stored
-	 * answers of the posts that made them: deleted every few posts of the
-	 * room, not on each (see trim_every); reads and retries skip them
-	 * meanwhile. */
+	/* Entries up to cutoff fall out of the history, and with them the
+	 * client ids that made them: deleted every few posts of the room, not
+	 * on each (see trim_every); reads and retries skip them meanwhile. */
 	int64_t cutoff = bot.seq - (int64_t)st->opt.history;
 	bool trim = cutoff > 0 && (bot.seq / 2) % trim_every(st->opt.history) == 0;
 	if (rc == SQLITE_OK && trim)
 		rc = run_room_int(c, ST_TRIM_ENTRIES, p->room, cutoff);
-	if (rc == SQLITE_OK && trim)
-		rc = run_room_int(c, ST_TRIM_POSTS, p->room, cutoff);
 	if (rc == SQLITE_OK) {
 		p->answer = p->build(p->ctx, &user, &bot, &p->answer_len);
 		if (!p->answer)
 			rc = SQLITE_NOMEM;
 	}
-	if (rc == SQLITE_OK && p->client_id)
-		rc = add_post(c, p->room, p->client_id, p->client_id_len, user.seq, p->answer,
-			      p->answer_len);
 	return rc;
 }
 
@@ -764,17 +807,8 @@ enum store_result store_sqlite_read(struct store_sqlite *st, const char *room, i
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(s, 3, (sqlite3_int64)limit);
 	while (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		struct store_entry e = {
-		    .seq = sqlite3_column_int64(s, 0),
-		    .role = sqlite3_column_int(s, 1) == STORE_BOT ? STORE_BOT : STORE_USER,
-		    .text = sqlite3_column_blob(s, 2),
-		    .text_len = (size_t)sqlite3_column_bytes(s, 2),
-		    .time_ms = sqlite3_column_int64(s, 3),
-		    .client_id = (const char *)sqlite3_column_text(s, 4),
-		    .client_id_len = (size_t)sqlite3_column_bytes(s, 4),
-		};
-		if (!e.text)
-			e.text = "";
+		struct store_entry e;
+		entry_of(s, &e);
 		rc = each(ctx, &e) == 0 ? SQLITE_OK : SQLITE_NOMEM;
 	}
 	if (rc == SQLITE_DONE)
@@ -895,14 +929,14 @@ static int schema_version(sqlite3 *db, int *version)
 	return rc;
 }
 
-/* Brings the file's schema up to STORE_SCHEMA_VERSION in one transaction,
+/* Brings the file's schema up to STORE_SQLITE_SCHEMA_VERSION in one transaction,
  * so that processes starting together migrate it once. A file already up
  * to date is only read: starting takes no write lock. */
 static int migrate(struct store_sqlite *st, sqlite3 *db, char *err, size_t err_size)
 {
 	int version = -1;
 	int rc = schema_version(db, &version);
-	if (rc == SQLITE_OK && version == STORE_SCHEMA_VERSION)
+	if (rc == SQLITE_OK && version == STORE_SQLITE_SCHEMA_VERSION)
 		return 0;
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
@@ -914,15 +948,15 @@ static int migrate(struct store_sqlite *st, sqlite3 *db, char *err, size_t err_s
 		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 		return -1;
 	}
-	if (version > STORE_SCHEMA_VERSION || version < 0) {
+	if (version > STORE_SQLITE_SCHEMA_VERSION || version < 0) {
 		snprintf(err, err_size,
 			 "the database %s has schema version %d, newer than this chat-fcgi "
 			 "knows (%d): run a newer chat-fcgi, or use another file",
-			 st->path, version, STORE_SCHEMA_VERSION);
+			 st->path, version, STORE_SQLITE_SCHEMA_VERSION);
 		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 		return -1;
 	}
-	for (int v = version; v < STORE_SCHEMA_VERSION; v++) {
+	for (int v = version; v < STORE_SQLITE_SCHEMA_VERSION; v++) {
 		char bump[64];
 		snprintf(bump, sizeof bump, "PRAGMA user_version = %d", v + 1);
 		rc = sqlite3_exec(db, migrations[v], NULL, NULL, NULL);
@@ -948,12 +982,12 @@ int store_sqlite_check(struct store_sqlite *st, char *why, size_t why_size)
 	pthread_mutex_lock(&st->version_lock);
 	int version = -1;
 	int rc = schema_version(st->version_db, &version);
-	if (rc == SQLITE_OK && version != STORE_SCHEMA_VERSION)
+	if (rc == SQLITE_OK && version != STORE_SQLITE_SCHEMA_VERSION)
 		snprintf(why, why_size, "store: the schema version changed to %d", version);
 	else if (rc != SQLITE_OK)
 		snprintf(why, why_size, "%s", failure(rc));
 	pthread_mutex_unlock(&st->version_lock);
-	return rc == SQLITE_OK && version == STORE_SCHEMA_VERSION ? 0 : -1;
+	return rc == SQLITE_OK && version == STORE_SQLITE_SCHEMA_VERSION ? 0 : -1;
 }
 
 int store_sqlite_open(struct store_sqlite **out, const char *path, const struct store_options *opt,

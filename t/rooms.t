@@ -78,6 +78,9 @@ unlike(ChatTest::read_file('/proc/' . $t->backend_pid . '/maps'), qr/libpq/,
 	my $form = $t->post('message=only+once&room=lobby&client_id=a-2',
 		type => 'application/x-www-form-urlencoded');
 	is($form->{body}, $first->{body}, 'a form retry gets the same answer');
+	my $changed = $t->post_room('lobby', 'not the same', 'a-2');
+	is($changed->{body}, $first->{body},
+		'a retry whose message changed still gets the first answer');
 	my $other = $t->post_room('elsewhere', 'only once', 'a-2');
 	is_deeply(seqs($t->json($other)), [1, 2], 'the same client id in another room is a new post');
 

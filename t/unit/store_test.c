@@ -24,6 +24,7 @@
 
 static char dir[4096];
 static const char *pg_host, *pg_port; /* set: the run is on PostgreSQL */
+#define SCHEMA_VERSION (pg_host ? STORE_PG_SCHEMA_VERSION : STORE_SQLITE_SCHEMA_VERSION)
 
 #ifdef CHAT_POSTGRESQL
 /* Database name for a case's file name: "order.db" -> "order_db". */
@@ -253,7 +254,7 @@ static void test_order_and_idempotency(void)
 	struct store *st = open_store(db_path("order.db"), 1000);
 	if (!ok(st, "a new database is created"))
 		return;
-	is_int(schema_version("order.db"), STORE_SCHEMA_VERSION,
+	is_int(schema_version("order.db"), SCHEMA_VERSION,
 	       "the new database has the current schema version");
 	if (!pg_host)
 		is_int(sql_int("order.db", "SELECT journal_mode = 'wal' FROM pragma_journal_mode"),
@@ -343,8 +344,10 @@ static void test_retention(void)
 	read_room(st, "r", 0, 500, &s, &last);
 	ok(s.n == 10 && s.seq[0] == 31 && s.seq[9] == 40 && last == 40,
 	   "--room-history 10: the newest 10 of 40 entries are kept (31..40)");
-	is_int(sql_int("keep.db", "SELECT count(*) FROM posts"), 5,
-	       "the stored answers of posts whose entries fell out are dropped too");
+	is_int(sql_int("keep.db", pg_host ? "SELECT count(*) FROM posts"
+					  : "SELECT count(*) FROM entries WHERE role = 0 AND"
+					    " client_id IS NOT NULL"),
+	       5, "the client ids of posts whose entries fell out are dropped too");
 	bool replayed = false;
 	char *a = post(st, "r", "c19", "again", &replayed);
 	ok(replayed && a && strcmp(a, "answer 39 40") == 0, "a kept post still replays");
@@ -427,8 +430,8 @@ static void test_migration(void)
 	struct store *st = open_store(path, 1000);
 	if (!ok(st, "a version-1 database opens"))
 		return;
-	is_int(schema_version("v1.db"), STORE_SCHEMA_VERSION, "... and is migrated to version %d",
-	       STORE_SCHEMA_VERSION);
+	is_int(schema_version("v1.db"), SCHEMA_VERSION, "... and is migrated to version %d",
+	       SCHEMA_VERSION);
 	struct seen s;
 	int64_t last;
 	read_room(st, "old", 0, 10, &s, &last);
@@ -444,6 +447,50 @@ static void test_migration(void)
 
 	st = open_store(path, 1000);
 	ok(st, "opening it again migrates nothing and works");
+	store_close(st);
+}
+
+/* SQLite's version 2, as released, with a post and its stored answer:
+ * version 3 drops the answers and builds them again from the entries. */
+static void test_migration_v2(void)
+{
+	if (pg_host)
+		return;
+	const char *path = db_path("v2.db");
+	int rc = sql_exec(
+	    "v2.db",
+	    "PRAGMA journal_mode = WAL;"
+	    "CREATE TABLE rooms(name TEXT PRIMARY KEY NOT NULL, last_seq INTEGER NOT NULL);"
+	    "CREATE TABLE entries(room TEXT NOT NULL, seq INTEGER NOT NULL, role INTEGER NOT NULL,"
+	    " text BLOB NOT NULL, time_ms INTEGER NOT NULL, client_id TEXT,"
+	    " PRIMARY KEY(room, seq));"
+	    "CREATE TABLE posts(room TEXT NOT NULL, client_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+	    " answer BLOB NOT NULL, PRIMARY KEY(room, client_id));"
+	    "CREATE INDEX posts_by_seq ON posts(room, seq);"
+	    "INSERT INTO rooms VALUES('old', 2);"
+	    "INSERT INTO entries VALUES('old', 1, 0, 'before', 1700000000000, 'k');"
+	    "INSERT INTO entries VALUES('old', 2, 1, 'received before', 1700000000000, 'k');"
+	    "INSERT INTO posts VALUES('old', 'k', 1, 'answer 1 2');"
+	    "PRAGMA user_version = 2;");
+	is_int(rc, SQLITE_OK, "a version-2 database is made by hand");
+	struct store *st = open_store(path, 1000);
+	if (!ok(st, "a version-2 database opens"))
+		return;
+	is_int(schema_version("v2.db"), SCHEMA_VERSION, "... and is migrated to version %d",
+	       SCHEMA_VERSION);
+	is_int(sql_int("v2.db", "SELECT count(*) FROM sqlite_schema WHERE name = 'posts'"), 0,
+	       "... which has no table of answers");
+	bool replayed = false;
+	char *a = post(st, "old", "k", "changed", &replayed);
+	ok(replayed && a && strcmp(a, "answer 1 2") == 0,
+	   "a post made before the migration still replays, its answer built from its entries");
+	free(a);
+	a = post(st, "old", "n", "after", &replayed);
+	ok(!replayed && a && strcmp(a, "answer 3 4") == 0, "new posts continue its sequence");
+	free(a);
+	a = post(st, "old", "n", "after", &replayed);
+	ok(replayed && a && strcmp(a, "answer 3 4") == 0, "... and replay");
+	free(a);
 	store_close(st);
 }
 
@@ -1027,6 +1074,7 @@ int main(void)
 	test_retention();
 	test_retention_batched();
 	test_migration();
+	test_migration_v2();
 	test_refusals();
 	test_locked();
 	test_data_version();
