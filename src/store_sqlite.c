@@ -538,7 +538,8 @@ static int rebuild_answer(struct conn *c, const char *room, int64_t seq, store_a
 			memcpy(copy, user.text, user.text_len);
 			copy[user.text_len] = '\0';
 			if (user.client_id)
-				memcpy(copy + user.text_len + 1, user.client_id, user.client_id_len);
+				memcpy(copy + user.text_len + 1, user.client_id,
+				       user.client_id_len);
 			copy[n - 1] = '\0';
 			user.text = copy;
 			if (user.client_id)
