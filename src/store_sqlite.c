@@ -36,7 +36,7 @@ static const char *const migrations[STORE_SQLITE_SCHEMA_VERSION] = {
      * WAL it wrote (bench/run --rooms). Rooms are tiny rows: one B-tree,
      * not a table and its index. */
     "DROP TABLE posts;"
-    "CREATE INDEX entries_by_client ON entries(room, client_id)"
+    "CREATE INDEX entries_by_client ON entries(room, client_id, seq)"
     " WHERE client_id IS NOT NULL AND role = 0;"
     "CREATE TABLE rooms_v3(name TEXT PRIMARY KEY NOT NULL, last_seq INTEGER NOT NULL)"
     " WITHOUT ROWID;"
@@ -84,8 +84,11 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_BEGIN_READ] = "BEGIN",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
-    /* The newest: older ones may still wait for the trim (see trim_every). */
-    [ST_FIND_POST] = "SELECT seq FROM entries WHERE room = ?1 AND client_id = ?2 AND role = 0"
+    /* The newest: older ones may still wait for the trim (see trim_every).
+     * Pinned to its index: the primary key also gives seq's order, and a
+     * planner that took it would read the whole history for a new id. */
+    [ST_FIND_POST] = "SELECT seq FROM entries INDEXED BY entries_by_client"
+		     " WHERE room = ?1 AND client_id = ?2 AND role = 0 AND client_id IS NOT NULL"
 		     " AND seq > ?3 ORDER BY seq DESC LIMIT 1",
     [ST_LAST_SEQ] = "SELECT last_seq FROM rooms WHERE name = ?1",
     [ST_ADD_ENTRY] = "INSERT INTO entries(room, seq, role, text, time_ms, client_id)"
