@@ -604,7 +604,7 @@ struct pending {
 /*
  * Every how many posts of a room its entries out of the history are
  * deleted. One DELETE of the oldest rows touches the same few pages (the
- * oldest leaves of the entries, the posts and their indexes) whether it
+ * oldest leaves of the entries and their indexes) whether it
  * deletes one post's rows or many: on each post they were about a fifth
  * of the pages a post wrote to the WAL (bench/run --rooms). Up to 2k - 2
  * entries more than the history stay in the file meanwhile.
