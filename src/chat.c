@@ -240,6 +240,15 @@ static int read_room_fields(bool is_json, json_object *root, const char *body, s
 	return 0;
 }
 
+/* A reply streamed when asked for: only a success is, errors stay JSON
+ * whatever was asked. */
+static void stream_if_asked(const struct chat_request *req, const struct chat_limits *lim,
+			    struct chat_response *res)
+{
+	if (res->status == 200 && events_accepted(req->accept))
+		events_stream_reply(lim, res);
+}
+
 void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 		  struct chat_response *res)
 {
@@ -314,9 +323,14 @@ void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 	}
 	json_object_put(root);
 	message_text_free(&m);
-	/* Only a success is streamed: errors stay JSON whatever was asked. */
-	if (res->status == 200 && events_accepted(req->accept))
-		events_stream_reply(lim, res);
+	stream_if_asked(req, lim, res);
+}
+
+void chat_post_finish(const struct chat_request *req, const struct chat_limits *lim,
+		      struct chat_post *post, struct chat_response *res)
+{
+	rooms_post_answer(post, res);
+	stream_if_asked(req, lim, res);
 }
 
 void chat_may_block(const struct chat_limits *lim)
@@ -337,4 +351,6 @@ void chat_response_free(struct chat_response *res)
 		free(res->body);
 	res->body = NULL;
 	res->body_owned = false;
+	chat_post_free(res->post);
+	res->post = NULL;
 }

@@ -30,6 +30,10 @@ struct chat_limits {
 	/* Optional: called before work that may wait (the store) or take long,
 	 * so the server can let another thread take new requests meanwhile. */
 	void (*may_block)(void);
+	/* The server can finish a post later: where the store writes posts
+	 * on a thread of its own, chat_respond hands a post back (see
+	 * chat_response.post) instead of waiting for it to be stored. */
+	bool defer_posts;
 };
 
 /* Calls lim->may_block if there is one. */
@@ -104,6 +108,9 @@ struct chat_response {
 	/* A whole event stream (a streamed reply) to send one event at a time,
 	 * pace_ms apart; 0: all at once. */
 	unsigned pace_ms;
+	/* A post to store (lim->defer_posts; status 0): the server passes it
+	 * to chat_post_queue, or chat_post_store, then chat_post_finish. */
+	struct chat_post *post;
 };
 
 /* Every response has this type, successes and errors alike, except the
@@ -143,5 +150,30 @@ void chat_set_escaped(struct chat_response *res, int status, const char *head, c
 void chat_out_of_memory(struct chat_response *res, const char *reason);
 
 void chat_response_free(struct chat_response *res);
+
+/*
+ * A post in the making: a room's entries, stored while no thread waits
+ * for the commit. Holds copies of all it needs, so the request's body
+ * and parsed JSON may go meanwhile (its parameters must stay, for
+ * chat_post_finish).
+ */
+struct chat_post;
+
+/* Queues post to be stored with others in one transaction; done(cookie) is
+ * called from the store's thread once it is stored or has failed, and
+ * should only hand it on to a thread that calls chat_post_finish. */
+void chat_post_queue(const struct chat_limits *lim, struct chat_post *post,
+		     void (*done)(void *cookie), void *cookie);
+
+/* Stores post in the calling thread, which waits (may_block first). */
+void chat_post_store(const struct chat_limits *lim, struct chat_post *post);
+
+/* The answer to req once its post has been stored (or has failed), as
+ * chat_respond would have given it; frees post. */
+void chat_post_finish(const struct chat_request *req, const struct chat_limits *lim,
+		      struct chat_post *post, struct chat_response *res);
+
+/* Frees a post never stored. */
+void chat_post_free(struct chat_post *post);
 
 #endif

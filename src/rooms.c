@@ -85,6 +85,58 @@ static char *build_post_answer(void *arg, const struct store_entry *user,
 	return json_out_take(&o, len);
 }
 
+struct chat_post {
+	struct store_post sp; /* first: the store's done gets its address */
+	struct post_ctx ctx;
+	void (*done)(void *cookie);
+	void *cookie;
+	char room[CHAT_ROOM_MAX + 1];
+	char bytes[]; /* the client id, the text, the reply */
+};
+
+/* The post of text to room, with copies of everything it needs. */
+static struct chat_post *post_new(const char *room, const char *client_id, size_t client_id_len,
+				  const char *text, size_t text_len)
+{
+	static const char prefix[] = REPLY_PREFIX;
+	const size_t prefix_len = sizeof prefix - 1;
+	size_t room_len = strlen(room);
+	/* Valid rooms and client ids are short, and a text is at most
+	 * --max-body: the sum below cannot wrap. */
+	if (room_len > CHAT_ROOM_MAX || client_id_len > 4 * ROOMS_CLIENT_ID_MAX ||
+	    text_len > SIZE_MAX / 4)
+		return NULL;
+	size_t reply_len = prefix_len + text_len;
+	struct chat_post *p = malloc(sizeof *p + client_id_len + text_len + reply_len + 1);
+	if (!p)
+		return NULL;
+	memset(p, 0, sizeof *p);
+	memcpy(p->room, room, room_len + 1);
+	char *at = p->bytes;
+	if (client_id) {
+		memcpy(at, client_id, client_id_len);
+		p->sp.client_id = at;
+		p->sp.client_id_len = client_id_len;
+		at += client_id_len;
+	}
+	if (text_len)
+		memcpy(at, text, text_len);
+	p->sp.text = at;
+	p->sp.text_len = text_len;
+	at += text_len;
+	memcpy(at, prefix, prefix_len);
+	if (text_len)
+		memcpy(at + prefix_len, text, text_len);
+	at[reply_len] = '\0';
+	p->sp.reply = at;
+	p->sp.reply_len = reply_len;
+	p->sp.room = p->room;
+	p->ctx.room = p->room;
+	p->sp.build = build_post_answer;
+	p->sp.ctx = &p->ctx;
+	return p;
+}
+
 void rooms_post(const struct chat_limits *lim, const char *room, const char *client_id,
 		size_t client_id_len, const char *text, size_t text_len, struct chat_response *res)
 {
@@ -93,38 +145,64 @@ void rooms_post(const struct chat_limits *lim, const char *room, const char *cli
 		chat_set_error(res, 404, ROOMS_OFF_BODY, "history is off (--store none)");
 		return;
 	}
-	static const char prefix[] = REPLY_PREFIX;
-	size_t reply_len = sizeof prefix - 1 + text_len;
-	char *reply = malloc(reply_len + 1);
-	if (!reply) {
+	struct chat_post *p = post_new(room, client_id, client_id_len, text, text_len);
+	if (!p) {
 		chat_out_of_memory(res, "out of memory");
 		return;
 	}
-	memcpy(reply, prefix, sizeof prefix - 1);
-	if (text_len)
-		memcpy(reply + sizeof prefix - 1, text, text_len);
-	reply[reply_len] = '\0';
-
-	struct post_ctx ctx = {.room = room};
-	char *answer;
-	size_t answer_len;
-	bool replayed;
-	const char *why = NULL;
-	chat_may_block(lim);
-	enum store_result r =
-	    store_post(lim->store, room, client_id, client_id_len, text, text_len, reply, reply_len,
-		       build_post_answer, &ctx, &answer, &answer_len, &replayed, &why);
-	free(reply);
-	if (r != STORE_OK) {
-		rooms_store_failed(res, r, why);
+	if (lim->defer_posts && store_queues_posts(lim->store)) {
+		res->post = p;
 		return;
 	}
-	res->status = 200;
-	res->body = answer;
-	res->body_len = answer_len;
-	res->body_owned = true;
-	if (!replayed)
-		memcpy(res->changed_room, room, strlen(room) + 1);
+	chat_post_store(lim, p);
+	rooms_post_answer(p, res);
+}
+
+void chat_post_store(const struct chat_limits *lim, struct chat_post *post)
+{
+	struct store_post *sp = &post->sp;
+	chat_may_block(lim);
+	sp->why = NULL;
+	sp->result = store_post(lim->store, sp->room, sp->client_id, sp->client_id_len, sp->text,
+				sp->text_len, sp->reply, sp->reply_len, sp->build, sp->ctx,
+				&sp->answer, &sp->answer_len, &sp->replayed, &sp->why);
+}
+
+static void post_queued(struct store_post *sp)
+{
+	struct chat_post *p = (struct chat_post *)sp;
+	p->done(p->cookie);
+}
+
+void chat_post_queue(const struct chat_limits *lim, struct chat_post *post,
+		     void (*done)(void *cookie), void *cookie)
+{
+	post->done = done;
+	post->cookie = cookie;
+	post->sp.done = post_queued;
+	store_post_queue(lim->store, &post->sp);
+}
+
+void rooms_post_answer(struct chat_post *post, struct chat_response *res)
+{
+	memset(res, 0, sizeof *res);
+	struct store_post *sp = &post->sp;
+	if (sp->result != STORE_OK) {
+		rooms_store_failed(res, sp->result, sp->why);
+	} else {
+		res->status = 200;
+		res->body = sp->answer;
+		res->body_len = sp->answer_len;
+		res->body_owned = true;
+		if (!sp->replayed)
+			memcpy(res->changed_room, post->room, sizeof post->room);
+	}
+	free(post);
+}
+
+void chat_post_free(struct chat_post *post)
+{
+	free(post);
 }
 
 /* ---- GET /chat/messages ---- */

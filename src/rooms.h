@@ -29,9 +29,15 @@ bool room_name_valid(const char *s, size_t len);
 bool room_client_id_valid(const char *s, size_t len);
 
 /* Stores text and its reply in room (valid, NUL-terminated) and answers
- * with both entries; a repeated (room, client_id) gets the first answer. */
+ * with both entries; a repeated (room, client_id) gets the first answer.
+ * With lim->defer_posts and a store that queues posts, res->post is the
+ * post to store instead (status 0). */
 void rooms_post(const struct chat_limits *lim, const char *room, const char *client_id,
 		size_t client_id_len, const char *text, size_t text_len, struct chat_response *res);
+
+/* The answer to a post once stored (or failed): res as rooms_post fills
+ * it. Frees post. */
+void rooms_post_answer(struct chat_post *post, struct chat_response *res);
 
 /* The query of GET /chat/messages (and /chat/events). */
 struct rooms_query {

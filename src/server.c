@@ -88,6 +88,11 @@
 #define TAG_LISTEN UINT64_MAX
 #define TAG_STOP   (UINT64_MAX - 1)
 #define TAG_TIMER  (UINT64_MAX - 2)
+#define TAG_POSTS  (UINT64_MAX - 3)
+/* Posts queued for the store at once. Past this, a request's own thread
+ * waits for its post, which bounds the memory the queue holds (a post
+ * keeps a copy of its text) when the store stalls. */
+#define POSTS_QUEUED_MAX 256u
 
 enum conn_state {
 	CONN_FREE, /* an empty slot */
@@ -130,6 +135,10 @@ struct conn {
 	char *body;
 	size_t body_len;
 	struct timespec t0;
+	/* A post being stored: the store's thread hands c back through
+	 * srv->stored once it is committed. */
+	struct chat_post *post;
+	struct server *srv;
 };
 
 struct server {
@@ -160,6 +169,11 @@ struct server {
 	unsigned nstreams;  /* open event streams, held or being written */
 	uint64_t store_version;
 	uint64_t timer_due_ms; /* 0: not set */
+	/* Posts queued for the store, and those stored but not yet answered
+	 * (linked by next), which posts_fd tells the pollers of. */
+	unsigned posting;
+	struct conn *stored, **stored_tail;
+	int posts_fd; /* eventfd */
 
 	/* The pollers' places (see the top of the file). */
 	pthread_mutex_t gate_lock;
@@ -1208,6 +1222,113 @@ static void service_answer(struct server *srv, struct conn *c, const struct chat
 	res->content_type = METRICS_CONTENT_TYPE;
 }
 
+/* --- posts stored by the store's own thread ------------------------------
+ * A post is queued, and its connection stays busy with no thread on it
+ * until the store has committed it: the poller goes straight back to
+ * epoll_wait. The store's thread then puts the connection on srv->stored,
+ * and the poller that takes the list answers each. */
+
+/* c's post is stored: answers it (its request's parameters are all still
+ * there) as serve would have. */
+static void post_answer(struct server *srv, struct conn *c)
+{
+	char path[64];
+	struct chat_request creq;
+	struct chat_response res;
+	build_request(c, &creq, path, sizeof path);
+	struct chat_post *post = c->post;
+	c->post = NULL;
+	chat_post_finish(&creq, &srv->cfg.limits, post, &res);
+	answer(srv, c, &creq, &res);
+}
+
+/* Answers the stored posts in list (linked by next). */
+static void posts_answer(struct server *srv, struct conn *list)
+{
+	while (list) {
+		struct conn *c = list;
+		list = c->next;
+		c->next = NULL;
+		post_answer(srv, c);
+		pthread_mutex_lock(&srv->lock);
+		srv->posting--;
+		if (atomic_load(&srv->stopping))
+			pthread_cond_broadcast(&srv->done);
+		pthread_mutex_unlock(&srv->lock);
+	}
+}
+
+/* Called on the store's thread: hands c to the pollers. */
+static void post_stored(void *cookie)
+{
+	struct conn *c = cookie;
+	struct server *srv = c->srv;
+	c->next = NULL;
+	pthread_mutex_lock(&srv->lock);
+	bool first = !srv->stored;
+	*srv->stored_tail = c;
+	srv->stored_tail = &c->next;
+	/* server_stop answers them itself once the pollers are gone. */
+	if (atomic_load(&srv->stopping))
+		pthread_cond_broadcast(&srv->done);
+	pthread_mutex_unlock(&srv->lock);
+	/* One wake-up per list: whoever takes it takes all. */
+	if (first) {
+		uint64_t one = 1;
+		ssize_t w;
+		do
+			w = write(srv->posts_fd, &one, sizeof one);
+		while (w < 0 && errno == EINTR);
+		if (w < 0 && errno != EAGAIN)
+			log_msg(LOG_ERROR, "cannot signal a stored post: %s", strerror(errno));
+	}
+}
+
+/* Takes the stored posts; the caller holds srv->lock. */
+static struct conn *stored_take(struct server *srv)
+{
+	struct conn *list = srv->stored;
+	srv->stored = NULL;
+	srv->stored_tail = &srv->stored;
+	return list;
+}
+
+/* posts_fd fired: answers the posts stored since the last time. */
+static void posts_event(struct server *srv)
+{
+	uint64_t n;
+	if (read(srv->posts_fd, &n, sizeof n) < 0 && errno != EAGAIN)
+		log_msg(LOG_ERROR, "eventfd read: %s", strerror(errno));
+	pthread_mutex_lock(&srv->lock);
+	struct conn *list = stored_take(srv);
+	pthread_mutex_unlock(&srv->lock);
+	/* Armed again before answering, so that another poller takes the
+	 * next list meanwhile. */
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.u64 = TAG_POSTS};
+	if (epoll_ctl(srv->ep, EPOLL_CTL_MOD, srv->posts_fd, &ev) != 0)
+		log_msg(LOG_ERROR, "cannot watch the stored posts: %s", strerror(errno));
+	posts_answer(srv, list);
+}
+
+/* Stores c's post: queued, or, with too many queued already, in this
+ * thread. */
+static void post_start(struct server *srv, struct conn *c, struct chat_post *post)
+{
+	c->post = post;
+	c->srv = srv;
+	pthread_mutex_lock(&srv->lock);
+	bool queue = srv->posting < POSTS_QUEUED_MAX;
+	if (queue)
+		srv->posting++;
+	pthread_mutex_unlock(&srv->lock);
+	if (queue) {
+		chat_post_queue(&srv->cfg.limits, post, post_stored, c);
+		return;
+	}
+	chat_post_store(&srv->cfg.limits, post);
+	post_answer(srv, c);
+}
+
 /* Reads the request waiting on c and answers it. */
 static void serve(struct server *srv, struct conn *c)
 {
@@ -1273,6 +1394,12 @@ static void serve(struct server *srv, struct conn *c)
 	chat_respond(&creq, &srv->cfg.limits, &res);
 	if (c->body_len > srv->cfg.limits.max_body && !drain_body(c->req.in))
 		c->req.keepConnection = 0;
+	if (res.post) {
+		struct chat_post *post = res.post;
+		res.post = NULL;
+		post_start(srv, c, post);
+		return;
+	}
 	answer(srv, c, &creq, &res);
 }
 
@@ -1574,6 +1701,8 @@ static void *worker(void *arg)
 			accept_event(srv);
 		else if (ev.data.u64 == TAG_TIMER)
 			timer_event(srv);
+		else if (ev.data.u64 == TAG_POSTS)
+			posts_event(srv);
 		else
 			conn_event(srv, ev.data.u64);
 	}
@@ -1616,6 +1745,8 @@ static void server_free(struct server *srv)
 		close(srv->stop_fd);
 	if (srv->timer_fd >= 0)
 		close(srv->timer_fd);
+	if (srv->posts_fd >= 0)
+		close(srv->posts_fd);
 	for (uint32_t i = 0; srv->slots && i < srv->used; i++) {
 		struct conn *c = &srv->slots[i];
 		if (st_state(atomic_load(&c->st)) != CONN_FREE) {
@@ -1640,12 +1771,14 @@ struct server *server_start(const struct server_config *cfg)
 		return NULL;
 	}
 	srv->cfg = *cfg;
-	srv->ep = srv->stop_fd = srv->timer_fd = -1;
+	srv->ep = srv->stop_fd = srv->timer_fd = srv->posts_fd = -1;
+	srv->stored_tail = &srv->stored;
 	pthread_mutex_init(&srv->lock, NULL);
 	pthread_cond_init(&srv->done, NULL);
 	pthread_mutex_init(&srv->gate_lock, NULL);
 	pthread_cond_init(&srv->gate_free, NULL);
 	srv->cfg.limits.may_block = server_may_block;
+	srv->cfg.limits.defer_posts = true;
 	/* Half the CPUs, as nginx's workers want the other half; but two at
 	 * least, so that one poller put off the CPU by another process does
 	 * not stop the service (measured: a single poller on a busy machine
@@ -1677,9 +1810,11 @@ struct server *server_start(const struct server_config *cfg)
 	srv->ep = epoll_create1(EPOLL_CLOEXEC);
 	srv->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	srv->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-	if (srv->ep < 0 || srv->stop_fd < 0 || srv->timer_fd < 0 ||
+	srv->posts_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (srv->ep < 0 || srv->stop_fd < 0 || srv->timer_fd < 0 || srv->posts_fd < 0 ||
 	    watch(srv->ep, srv->stop_fd, EPOLLIN, TAG_STOP) != 0 ||
 	    watch(srv->ep, srv->timer_fd, EPOLLIN | EPOLLONESHOT, TAG_TIMER) != 0 ||
+	    watch(srv->ep, srv->posts_fd, EPOLLIN | EPOLLONESHOT, TAG_POSTS) != 0 ||
 	    watch(srv->ep, cfg->listen_fd, EPOLLIN | EPOLLONESHOT, TAG_LISTEN) != 0) {
 		log_msg(LOG_ERROR, "cannot set up epoll: %s", strerror(errno));
 		server_free(srv);
@@ -1775,18 +1910,27 @@ unsigned long server_stop(struct server *srv, unsigned grace_ms)
 		deadline.tv_sec++;
 		deadline.tv_nsec -= 1000000000L;
 	}
+	/* Posts still being stored are answered here once the pollers are
+	 * gone: every one the store commits gets its answer. */
 	pthread_mutex_lock(&srv->lock);
-	while (srv->running > 0 &&
-	       pthread_cond_timedwait(&srv->done, &srv->lock, &deadline) != ETIMEDOUT)
-		;
-	unsigned left = srv->running;
+	while (srv->running > 0 || srv->posting > 0) {
+		if (srv->stored) {
+			struct conn *list = stored_take(srv);
+			pthread_mutex_unlock(&srv->lock);
+			posts_answer(srv, list);
+			pthread_mutex_lock(&srv->lock);
+		} else if (pthread_cond_timedwait(&srv->done, &srv->lock, &deadline) == ETIMEDOUT) {
+			break;
+		}
+	}
+	unsigned left = srv->running + srv->posting;
 	pthread_mutex_unlock(&srv->lock);
 
 	unsigned long served = atomic_load(&srv->served);
 	if (left > 0) {
 		/* Still inside a request after the grace period: the process exits
 		 * under them, so their state must stay allocated. */
-		log_msg(LOG_NOTICE, "%u thread(s) still in a request at exit", left);
+		log_msg(LOG_NOTICE, "%u request(s) still in flight at exit", left);
 		return served;
 	}
 	server_free(srv);

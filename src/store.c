@@ -55,6 +55,16 @@ enum store_result store_post(struct store *st, const char *room, const char *cli
 				 reply_len, build, ctx, answer, answer_len, replayed, why);
 }
 
+bool store_queues_posts(const struct store *st)
+{
+	return st->kind == STORE_KIND_SQLITE;
+}
+
+void store_post_queue(struct store *st, struct store_post *p)
+{
+	store_sqlite_queue(LITE(st), p);
+}
+
 enum store_result store_read(struct store *st, const char *room, int64_t after, unsigned limit,
 			     store_entry_fn each, void *ctx, int64_t *last, const char **why)
 {

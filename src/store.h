@@ -93,6 +93,42 @@ enum store_result store_post(struct store *st, const char *room, const char *cli
 			     const char *reply, size_t reply_len, store_answer_fn build, void *ctx,
 			     char **answer, size_t *answer_len, bool *replayed, const char **why);
 
+/*
+ * A post for store_post_queue: the same fields and results as store_post's.
+ * The caller leaves it alone from the call until done is called with it.
+ */
+struct store_post {
+	const char *room;
+	const char *client_id; /* NULL: none */
+	size_t client_id_len;
+	const char *text;
+	size_t text_len;
+	const char *reply;
+	size_t reply_len;
+	store_answer_fn build;
+	void *ctx;
+	void (*done)(struct store_post *p);
+	/* Set before done is called. */
+	enum store_result result;
+	char *answer; /* malloc'd; NULL unless STORE_OK */
+	size_t answer_len;
+	bool replayed;
+	const char *why;
+	struct store_post *next; /* the store's own */
+};
+
+/*
+ * Does st store posts on a thread of its own (SQLite)? A request need not
+ * wait for its post then: store_post_queue takes it, and done says when it
+ * is committed. Otherwise (PostgreSQL) only store_post, which waits, stores.
+ */
+bool store_queues_posts(const struct store *st);
+
+/* Queues p, to be written with the posts queued alongside it in one
+ * transaction; p->done is then called on the store's thread, which it
+ * should not keep long. Only when store_queues_posts(st). */
+void store_post_queue(struct store *st, struct store_post *p);
+
 /* Called for each entry read, oldest first; non-zero stops with STORE_NOMEM. */
 typedef int (*store_entry_fn)(void *ctx, const struct store_entry *e);
 

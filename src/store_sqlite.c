@@ -122,14 +122,20 @@ struct store_sqlite {
 	 * over the pool re-read every page they touch (bench/run --rooms:
 	 * about 200 rather than 130 backend CPU-us per post). */
 	struct conn *writer;
-	/* Group commit: posts that arrive while one transaction is being
-	 * written queue here, and the next thread to write takes them all in
-	 * one transaction. A commit costs two writes per page it touches, and
-	 * posts share most of their pages (the tables' last leaves, the rooms
-	 * row), so a batch costs far less than its posts one by one. */
+	/* Group commit: posts queue here, and a thread of the store's own
+	 * writes all that are queued in one transaction, then takes the next
+	 * lot. A commit costs two writes per page it touches, and posts share
+	 * most of their pages (the tables' last leaves, the rooms row), so a
+	 * batch costs far less than its posts one by one. The requests never
+	 * wait for the commit themselves (store_post_queue): a thread that
+	 * waited had to be woken for each post, which cost as much CPU as
+	 * its SQL (bench/run --rooms). */
+	pthread_t poster;
+	bool poster_started;
 	pthread_mutex_t batch_lock;
-	struct pending *queue, **queue_tail; /* under batch_lock */
-	bool writing;                        /* a thread is writing a batch */
+	pthread_cond_t batch_due;
+	struct store_post *queue, **queue_tail; /* under batch_lock */
+	bool poster_idle, poster_stop;          /* under batch_lock */
 	pthread_mutex_t version_lock;
 	sqlite3 *version_db; /* for store_data_version only */
 	/* store_data_version's: the last value of each source (0 the watcher,
@@ -579,28 +585,6 @@ static enum store_result result(int rc, const char **why)
 	return STORE_FAILED;
 }
 
-/* A post waiting in store_post for the batch that writes it. */
-struct pending {
-	const char *room;
-	const char *client_id;
-	size_t client_id_len;
-	const char *text;
-	size_t text_len;
-	const char *reply;
-	size_t reply_len;
-	store_answer_fn build;
-	void *ctx;
-	char *answer;
-	size_t answer_len;
-	bool replayed;
-	int rc;
-	/* Posted once by the thread that wrote this post (done set), or that
-	 * hands it the next batch to write (done clear). */
-	sem_t wake;
-	bool done;
-	struct pending *next;
-};
-
 /*
  * Every how many posts of a room its entries out of the history are
  * deleted. One DELETE of the oldest rows touches the same few pages (the
@@ -616,7 +600,7 @@ static unsigned trim_every(unsigned history)
 }
 
 /* One post inside the batch's transaction. */
-static int post_one(struct store_sqlite *st, struct conn *c, struct pending *p)
+static int post_one(struct store_sqlite *st, struct conn *c, struct store_post *p)
 {
 	int64_t last = 0;
 	int rc = last_seq(c, p->room, &last);
@@ -670,7 +654,7 @@ static int post_one(struct store_sqlite *st, struct conn *c, struct pending *p)
 /* Writes a batch in one transaction, under write_lock. All its posts are
  * stored, or none: a failure (a full disk, a lock held past the timeout,
  * out of memory) fails every post of the batch, none is half-stored. */
-static void write_batch(struct store_sqlite *st, struct pending *batch)
+static void write_batch(struct store_sqlite *st, struct store_post *batch)
 {
 	int rc = SQLITE_OK;
 	if (!st->writer) {
@@ -687,7 +671,7 @@ static void write_batch(struct store_sqlite *st, struct pending *batch)
 	if (rc == SQLITE_OK) {
 		struct conn *c = st->writer;
 		rc = run(c, ST_BEGIN_WRITE);
-		for (struct pending *p = batch; p && rc == SQLITE_OK; p = p->next)
+		for (struct store_post *p = batch; p && rc == SQLITE_OK; p = p->next)
 			rc = post_one(st, c, p);
 		if (rc == SQLITE_OK)
 			rc = run(c, ST_COMMIT);
@@ -704,8 +688,8 @@ static void write_batch(struct store_sqlite *st, struct pending *batch)
 			st->writer = NULL;
 		}
 	}
-	for (struct pending *p = batch; p; p = p->next) {
-		p->rc = rc;
+	for (struct store_post *p = batch; p; p = p->next) {
+		p->result = result(rc, &p->why);
 		if (rc != SQLITE_OK) {
 			free(p->answer);
 			p->answer = NULL;
@@ -714,68 +698,94 @@ static void write_batch(struct store_sqlite *st, struct pending *batch)
 	}
 }
 
-enum store_result store_sqlite_post(struct store_sqlite *st, const char *room,
-				    const char *client_id, size_t client_id_len, const char *text,
-				    size_t text_len, const char *reply, size_t reply_len,
-				    store_answer_fn build, void *ctx, char **answer,
-				    size_t *answer_len, bool *replayed, const char **why)
+/* The store's posting thread: writes what is queued, batch after batch. */
+static void *poster_loop(void *arg)
 {
-	struct pending me = {.room = room,
-			     .client_id = client_id,
-			     .client_id_len = client_id_len,
-			     .text = text,
-			     .text_len = text_len,
-			     .reply = reply,
-			     .reply_len = reply_len,
-			     .build = build,
-			     .ctx = ctx};
-	if (sem_init(&me.wake, 0, 0) != 0)
-		return result(SQLITE_NOMEM, why);
+	struct store_sqlite *st = arg;
 	pthread_mutex_lock(&st->batch_lock);
-	*st->queue_tail = &me;
-	st->queue_tail = &me.next;
-	bool lead = !st->writing;
-	st->writing = true;
-	pthread_mutex_unlock(&st->batch_lock);
-	/* Each waiter is woken once, by its own semaphore: a broadcast woke
-	 * every waiter after each batch, most to sleep again, and they fought
-	 * over batch_lock (a thread switch per post costs as much as its SQL
-	 * on two cores). */
-	if (!lead)
-		while (sem_wait(&me.wake) != 0 && errno == EINTR)
-			;
-	if (!me.done) {
-		/* This thread writes what is queued, its own post among it. */
-		pthread_mutex_lock(&st->batch_lock);
-		struct pending *batch = st->queue;
+	for (;;) {
+		while (!st->queue && !st->poster_stop) {
+			st->poster_idle = true;
+			pthread_cond_wait(&st->batch_due, &st->batch_lock);
+		}
+		st->poster_idle = false;
+		struct store_post *batch = st->queue;
+		if (!batch)
+			break; /* stopping, and everything queued is written */
 		st->queue = NULL;
 		st->queue_tail = &st->queue;
 		pthread_mutex_unlock(&st->batch_lock);
 		pthread_mutex_lock(&st->write_lock);
 		write_batch(st, batch);
 		pthread_mutex_unlock(&st->write_lock);
-		/* The first post queued meanwhile writes the next batch. */
-		pthread_mutex_lock(&st->batch_lock);
-		struct pending *next_lead = st->queue;
-		st->writing = next_lead != NULL;
-		pthread_mutex_unlock(&st->batch_lock);
-		if (next_lead)
-			sem_post(&next_lead->wake);
 		while (batch) {
-			/* Once woken, a waiter may return and its entry vanish. */
-			struct pending *next = batch->next;
-			if (batch != &me) {
-				batch->done = true;
-				sem_post(&batch->wake);
-			}
+			/* Once done, a post may be freed. */
+			struct store_post *next = batch->next;
+			batch->done(batch);
 			batch = next;
 		}
+		pthread_mutex_lock(&st->batch_lock);
 	}
-	sem_destroy(&me.wake);
-	*answer = me.answer;
-	*answer_len = me.answer_len;
-	*replayed = me.replayed;
-	return result(me.rc, why);
+	pthread_mutex_unlock(&st->batch_lock);
+	return NULL;
+}
+
+void store_sqlite_queue(struct store_sqlite *st, struct store_post *p)
+{
+	p->next = NULL;
+	p->answer = NULL;
+	p->replayed = false;
+	p->why = NULL;
+	pthread_mutex_lock(&st->batch_lock);
+	*st->queue_tail = p;
+	st->queue_tail = &p->next;
+	/* Signalled only when asleep: one wake-up per batch, not per post. */
+	bool wake = st->poster_idle;
+	st->poster_idle = false;
+	pthread_mutex_unlock(&st->batch_lock);
+	if (wake)
+		pthread_cond_signal(&st->batch_due);
+}
+
+/* store_post: a queued post whose caller waits. */
+struct waiting_post {
+	struct store_post p; /* first: done gets its address */
+	sem_t stored;
+};
+
+static void post_stored(struct store_post *p)
+{
+	sem_post(&((struct waiting_post *)p)->stored);
+}
+
+enum store_result store_sqlite_post(struct store_sqlite *st, const char *room,
+				    const char *client_id, size_t client_id_len, const char *text,
+				    size_t text_len, const char *reply, size_t reply_len,
+				    store_answer_fn build, void *ctx, char **answer,
+				    size_t *answer_len, bool *replayed, const char **why)
+{
+	struct waiting_post w = {.p = {.room = room,
+				       .client_id = client_id,
+				       .client_id_len = client_id_len,
+				       .text = text,
+				       .text_len = text_len,
+				       .reply = reply,
+				       .reply_len = reply_len,
+				       .build = build,
+				       .ctx = ctx,
+				       .done = post_stored}};
+	if (sem_init(&w.stored, 0, 0) != 0)
+		return result(SQLITE_NOMEM, why);
+	store_sqlite_queue(st, &w.p);
+	while (sem_wait(&w.stored) != 0 && errno == EINTR)
+		;
+	sem_destroy(&w.stored);
+	*answer = w.p.answer;
+	*answer_len = w.p.answer_len;
+	*replayed = w.p.replayed;
+	if (w.p.result != STORE_OK)
+		*why = w.p.why;
+	return w.p.result;
 }
 
 enum store_result store_sqlite_read(struct store_sqlite *st, const char *room, int64_t after,
@@ -1011,6 +1021,7 @@ int store_sqlite_open(struct store_sqlite **out, const char *path, const struct 
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_mutex_init(&st->write_lock, NULL);
 	pthread_mutex_init(&st->batch_lock, NULL);
+	pthread_cond_init(&st->batch_due, NULL);
 	st->queue_tail = &st->queue;
 	pthread_mutex_init(&st->version_lock, NULL);
 	pthread_mutex_init(&st->checkpoint_lock, NULL);
@@ -1049,6 +1060,11 @@ int store_sqlite_open(struct store_sqlite **out, const char *path, const struct 
 			 sqlite3_errmsg(st->checkpoint_db));
 		goto fail;
 	}
+	if (pthread_create(&st->poster, NULL, poster_loop, st) != 0) {
+		snprintf(err, err_size, "cannot start the store's thread");
+		goto fail;
+	}
+	st->poster_started = true;
 	st->idle = first;
 	*out = st;
 	return 0;
@@ -1062,6 +1078,14 @@ void store_sqlite_close(struct store_sqlite *st)
 {
 	if (!st)
 		return;
+	if (st->poster_started) {
+		/* It writes what is still queued first. */
+		pthread_mutex_lock(&st->batch_lock);
+		st->poster_stop = true;
+		pthread_cond_signal(&st->batch_due);
+		pthread_mutex_unlock(&st->batch_lock);
+		pthread_join(st->poster, NULL);
+	}
 	if (st->checkpointer_started) {
 		pthread_mutex_lock(&st->checkpoint_lock);
 		st->stopping = true;
@@ -1082,6 +1106,7 @@ void store_sqlite_close(struct store_sqlite *st)
 	pthread_mutex_destroy(&st->lock);
 	pthread_mutex_destroy(&st->write_lock);
 	pthread_mutex_destroy(&st->batch_lock);
+	pthread_cond_destroy(&st->batch_due);
 	pthread_mutex_destroy(&st->version_lock);
 	free(st->path);
 	free(st);

@@ -14,6 +14,7 @@ enum store_result store_sqlite_post(struct store_sqlite *st, const char *room,
 				    size_t text_len, const char *reply, size_t reply_len,
 				    store_answer_fn build, void *ctx, char **answer,
 				    size_t *answer_len, bool *replayed, const char **why);
+void store_sqlite_queue(struct store_sqlite *st, struct store_post *p);
 enum store_result store_sqlite_read(struct store_sqlite *st, const char *room, int64_t after,
 				    unsigned limit, store_entry_fn each, void *ctx, int64_t *last,
 				    const char **why);
