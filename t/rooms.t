@@ -293,6 +293,63 @@ $t->done;
 	$k->done(backend_was_down => 1);
 }
 
+## SIGTERM during a stream of posts: the posts being stored when the stop
+## comes are answered, and every acknowledged one is kept
+
+{
+	my $k = ChatTest->new(rate_limit => 'off');
+	my $dir = $k->dir;
+	my @kids;
+	for my $c (0 .. 5) {
+		my $pid = fork() // die;
+		if ($pid == 0) {
+			open(my $ack, '>', "$dir/ack.$c") or _exit(2);
+			$ack->autoflush(1);
+			for my $i (1 .. 400) {
+				my $r = $k->post_room('term', "c$c m$i", "c$c-$i", timeout => 5);
+				my $j = eval { decode_json($r->{body}) };
+				my $kind = ref $j eq 'HASH' ? (exists $j->{entries} ? 'entries' : 'error') : 'none';
+				print $ack "$r->{status} $kind c$c-$i\n";
+				last unless $r->{status} == 200;
+			}
+			_exit(0);
+		}
+		push @kids, $pid;
+	}
+	my $deadline = time + 20;
+	while (time < $deadline) {
+		my $n = 0;
+		$n += () = ChatTest::read_file("$dir/ack.$_") =~ /^200 /mg for 0 .. 5;
+		last if $n >= 120;
+		sleep 0.02;
+	}
+	my ($st, $took) = $k->stop_backend;
+	waitpid($_, 0) for @kids;
+	is($st, 0, 'SIGTERM during a stream of posts from 6 clients: exit 0');
+	my @answers = map { split /\n/, ChatTest::read_file("$dir/ack.$_") } 0 .. 5;
+	my @odd = grep { !/^200 entries / && !/^50[23] error / } @answers;
+	is_deeply(\@odd, [], '... every answer a stored post or a JSON 502/503 once it stopped');
+	like($k->backend_log, qr/exiting after \d+ requests/, '... having answered what it had taken');
+	unlike($k->backend_log, qr/still in flight/, '... with nothing left in flight');
+	my @acked = map { /^200 entries (\S+)/ ? $1 : () } @answers;
+
+	$k->start_backend;
+	my (@entries, $after);
+	$after = 0;
+	while (1) {
+		my (undef, $j) = $k->messages("room=term&after=$after&limit=500");
+		last unless $j && @{ $j->{entries} };
+		push @entries, @{ $j->{entries} };
+		$after = $j->{next};
+	}
+	my %stored = map { ($_->{client_id} // '') => 1 } grep { $_->{role} eq 'user' } @entries;
+	my @lost = grep { !$stored{$_} } @acked;
+	ok(@acked >= 120, scalar(@acked) . ' posts were acknowledged before the stop');
+	is_deeply(\@lost, [], '... and every one of them is stored');
+	is_deeply([map { $_->{seq} } @entries], [1 .. scalar @entries], '... in one gapless sequence');
+	$k->done(backend_was_down => 1);
+}
+
 ## The store missing, unwritable, too new, or locked
 
 {
