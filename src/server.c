@@ -25,7 +25,9 @@
  * that may wait or take long (the store, a large body, writing to an event
  * stream) first hands its place to a parked thread (server_may_block), so
  * a slow request never holds up the others; it parks itself afterwards if
- * enough pollers are about.
+ * enough pollers are about. A post to a store with a thread of its own
+ * (SQLite) waits for no thread at all: see "posts stored by the store's
+ * own thread" below.
  *
  * Connections live in a fixed table of slots. Every event carries the
  * slot's index and the "arm" count it was armed with; the count goes up at
