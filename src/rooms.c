@@ -150,7 +150,7 @@ void rooms_post(const struct chat_limits *lim, const char *room, const char *cli
 		chat_out_of_memory(res, "out of memory");
 		return;
 	}
-	if (lim->defer_posts && store_queues_posts(lim->store)) {
+	if (lim->defer_posts) {
 		res->post = p;
 		return;
 	}

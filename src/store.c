@@ -5,6 +5,8 @@
 #include "store_pg.h"
 #include "store_sqlite.h"
 
+#include <errno.h>
+#include <semaphore.h>
 #include <string.h>
 
 #define PG(st)   ((struct store_pg *)(st))
@@ -43,26 +45,62 @@ void store_close(struct store *st)
 		store_sqlite_close(LITE(st));
 }
 
+void store_post_queue(struct store *st, struct store_post *p)
+{
+	p->next = NULL;
+	p->answer = NULL;
+	p->answer_len = 0;
+	p->replayed = false;
+	p->why = NULL;
+	if (st->kind == STORE_KIND_PG)
+		store_pg_queue(PG(st), p);
+	else
+		store_sqlite_queue(LITE(st), p);
+}
+
+/* store_post: a queued post whose caller waits. */
+struct waiting_post {
+	struct store_post p; /* first: done gets its address */
+	sem_t stored;
+};
+
+static void post_stored(struct store_post *p)
+{
+	sem_post(&((struct waiting_post *)p)->stored);
+}
+
 enum store_result store_post(struct store *st, const char *room, const char *client_id,
 			     size_t client_id_len, const char *text, size_t text_len,
 			     const char *reply, size_t reply_len, store_answer_fn build, void *ctx,
 			     char **answer, size_t *answer_len, bool *replayed, const char **why)
 {
-	if (st->kind == STORE_KIND_PG)
-		return store_pg_post(PG(st), room, client_id, client_id_len, text, text_len, reply,
-				     reply_len, build, ctx, answer, answer_len, replayed, why);
-	return store_sqlite_post(LITE(st), room, client_id, client_id_len, text, text_len, reply,
-				 reply_len, build, ctx, answer, answer_len, replayed, why);
-}
-
-bool store_queues_posts(const struct store *st)
-{
-	return st->kind == STORE_KIND_SQLITE;
-}
-
-void store_post_queue(struct store *st, struct store_post *p)
-{
-	store_sqlite_queue(LITE(st), p);
+	struct waiting_post w = {.p = {.room = room,
+				       .client_id = client_id,
+				       .client_id_len = client_id_len,
+				       .text = text,
+				       .text_len = text_len,
+				       .reply = reply,
+				       .reply_len = reply_len,
+				       .build = build,
+				       .ctx = ctx,
+				       .done = post_stored}};
+	*answer = NULL;
+	*answer_len = 0;
+	*replayed = false;
+	if (sem_init(&w.stored, 0, 0) != 0) {
+		*why = "store: cannot make a semaphore";
+		return STORE_NOMEM;
+	}
+	store_post_queue(st, &w.p);
+	while (sem_wait(&w.stored) != 0 && errno == EINTR)
+		;
+	sem_destroy(&w.stored);
+	*answer = w.p.answer;
+	*answer_len = w.p.answer_len;
+	*replayed = w.p.replayed;
+	if (w.p.result != STORE_OK)
+		*why = w.p.why;
+	return w.p.result;
 }
 
 enum store_result store_read(struct store *st, const char *room, int64_t after, unsigned limit,

@@ -118,15 +118,12 @@ struct store_post {
 };
 
 /*
- * Does st store posts on a thread of its own (SQLite)? A request need not
- * wait for its post then: store_post_queue takes it, and done says when it
- * is committed. Otherwise (PostgreSQL) only store_post, which waits, stores.
+ * Queues p, to be written by a thread of the store's own with the posts
+ * queued alongside it, in one transaction; p->done is then called on that
+ * thread, which it should not keep long (or at once, in the caller's
+ * thread, when out of memory). A request need not wait for its post:
+ * store_post is this and a wait.
  */
-bool store_queues_posts(const struct store *st);
-
-/* Queues p, to be written with the posts queued alongside it in one
- * transaction; p->done is then called on the store's thread, which it
- * should not keep long. Only when store_queues_posts(st). */
 void store_post_queue(struct store *st, struct store_post *p);
 
 /* Called for each entry read, oldest first; non-zero stops with STORE_NOMEM. */

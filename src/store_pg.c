@@ -33,17 +33,12 @@ void store_pg_close(struct store_pg *st)
 	(void)st;
 }
 
-enum store_result store_pg_post(struct store_pg *st, const char *room, const char *client_id,
-				size_t client_id_len, const char *text, size_t text_len,
-				const char *reply, size_t reply_len, store_answer_fn build,
-				void *ctx, char **answer, size_t *answer_len, bool *replayed,
-				const char **why)
+void store_pg_queue(struct store_pg *st, struct store_post *p)
 {
-	(void)st, (void)room, (void)client_id, (void)client_id_len, (void)text, (void)text_len;
-	(void)reply, (void)reply_len, (void)build, (void)ctx, (void)answer_len, (void)replayed;
-	*answer = NULL;
-	*why = "store: built without PostgreSQL";
-	return STORE_FAILED;
+	(void)st;
+	p->result = STORE_FAILED;
+	p->why = "store: built without PostgreSQL";
+	p->done(p);
 }
 
 enum store_result store_pg_read(struct store_pg *st, const char *room, int64_t after,
@@ -206,15 +201,14 @@ static const char *const migrations[STORE_PG_SCHEMA_VERSION] = {
 #define STORE_PG_STATEMENT_TIMEOUT_MS 5000
 /* The listening connection, when lost, is tried again this often. */
 #define LISTEN_RETRY_MS               200
-/* Group commit: batches of posts written at once, each on a connection of
- * the pool (the rest stay for reads), and the posts one batch takes. One:
- * two batches mostly share a room, so the second waits for the first's
+/* Group commit: one batch of posts is written at a time, on a connection
+ * of the pool (the rest stay for reads), by the posting thread, and this
+ * is the most posts one batch takes. One at a time: two batches mostly
+ * share a room, so the second waits for the first's
  * locks anyway and holds its other rooms meanwhile; and batches of rooms
  * kept apart (a writer per share of the rooms) are smaller, so more
  * transactions for as many posts. Measured on the store alone, 8 threads:
  * one writer carried the most posts, two or four fewer. */
-#define STORE_PG_WRITERS              1
-_Static_assert(STORE_PG_WRITERS == 1, "seen (struct store_pg) has no lock of its own");
 #define STORE_PG_BATCH_MAX            64
 /* Rooms whose last seq a process remembers (more share slots, and only
  * cost a round trip when they collide). */
@@ -316,15 +310,19 @@ struct store_pg {
 	uint64_t failed_ms;   /* when the last attempt failed; 0: it worked */
 	char last_error[256]; /* libpq's word on that attempt */
 
-	/* Group commit: posts queue here; a thread that finds fewer than
-	 * STORE_PG_WRITERS batches being written takes the queue as one. */
+	/* Group commit: posts queue here, and a thread of the store's own
+	 * writes the oldest STORE_PG_BATCH_MAX as one batch, then the next.
+	 * Requests do not wait for their commit (store_post_queue), so how
+	 * many posts a batch carries is not capped by the request threads. */
+	pthread_t poster;
+	bool poster_started;
 	pthread_mutex_t batch_lock;
-	pthread_cond_t batch_done;
+	pthread_cond_t batch_due;
 	struct pending *queue, **queue_tail; /* under batch_lock */
-	unsigned writing;                    /* batches being written */
+	bool poster_idle, poster_stop;       /* under batch_lock */
 	/* Each room's last seq as this process's batches left it, for the
-	 * next batch's guess (see batch_tx); only the writer touches it, one
-	 * batch at a time (STORE_PG_WRITERS is 1). */
+	 * next batch's guess (see batch_tx); only the posting thread
+	 * touches it. */
 	struct seen_room {
 		char *name;
 		int64_t last;
@@ -696,8 +694,9 @@ static int64_t int_field(const PGresult *r, int row, int col)
 	}
 }
 
-/* A post waiting in store_pg_post for the batch that writes it. */
+/* A queued post, as the batch that writes it needs it. */
 struct pending {
+	struct store_post *post; /* what it was queued as */
 	const char *room;
 	const char *client_id;
 	size_t client_id_len;
@@ -712,7 +711,6 @@ struct pending {
 	bool replayed;
 	enum store_result res;
 	const char *why;
-	bool done; /* under batch_lock */
 	struct pending *next;
 
 	/* While its batch is written: */
@@ -965,7 +963,8 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 	for (size_t i = 0; i < n; i++) {
 		struct pending *p = v[i];
 		free(p->answer);
-		*p = (struct pending){.room = p->room,
+		*p = (struct pending){.post = p->post,
+				      .room = p->room,
 				      .client_id = p->client_id,
 				      .client_id_len = p->client_id_len,
 				      .text = p->text,
@@ -1304,32 +1303,20 @@ out:
 	batch_bufs_free(&bufs);
 }
 
-enum store_result store_pg_post(struct store_pg *st, const char *room, const char *client_id,
-				size_t client_id_len, const char *text, size_t text_len,
-				const char *reply, size_t reply_len, store_answer_fn build,
-				void *ctx, char **answer, size_t *answer_len, bool *replayed,
-				const char **why)
+/* The store's posting thread: writes what is queued, batch after batch. */
+static void *poster_loop(void *arg)
 {
-	struct pending me = {.room = room,
-			     .client_id = client_id,
-			     .client_id_len = client_id_len,
-			     .text = text,
-			     .text_len = text_len,
-			     .reply = reply,
-			     .reply_len = reply_len,
-			     .build = build,
-			     .ctx = ctx};
+	struct store_pg *st = arg;
 	struct pending *batch[STORE_PG_BATCH_MAX];
 	pthread_mutex_lock(&st->batch_lock);
-	*st->queue_tail = &me;
-	st->queue_tail = &me.next;
-	while (!me.done) {
-		if (st->writing >= STORE_PG_WRITERS || !st->queue) {
-			pthread_cond_wait(&st->batch_done, &st->batch_lock);
-			continue;
+	for (;;) {
+		while (!st->queue && !st->poster_stop) {
+			st->poster_idle = true;
+			pthread_cond_wait(&st->batch_due, &st->batch_lock);
 		}
-		/* This thread writes the oldest posts queued (its own among
-		 * them, unless there are more than a batch takes). */
+		st->poster_idle = false;
+		if (!st->queue)
+			break; /* stopping, and everything queued is written */
 		size_t n = 0;
 		while (st->queue && n < STORE_PG_BATCH_MAX) {
 			batch[n++] = st->queue;
@@ -1337,22 +1324,53 @@ enum store_result store_pg_post(struct store_pg *st, const char *room, const cha
 		}
 		if (!st->queue)
 			st->queue_tail = &st->queue;
-		st->writing++;
 		pthread_mutex_unlock(&st->batch_lock);
 		write_group(st, batch, n, true);
+		for (size_t i = 0; i < n; i++) {
+			struct pending *q = batch[i];
+			struct store_post *p = q->post;
+			p->result = q->res;
+			p->why = q->why;
+			p->answer = q->answer;
+			p->answer_len = q->answer_len;
+			p->replayed = q->replayed;
+			free(q);
+			p->done(p); /* p may be freed now */
+		}
 		pthread_mutex_lock(&st->batch_lock);
-		/* Once done, a waiter may return and its entry vanish. */
-		for (size_t i = 0; i < n; i++)
-			batch[i]->done = true;
-		st->writing--;
-		pthread_cond_broadcast(&st->batch_done);
 	}
 	pthread_mutex_unlock(&st->batch_lock);
-	*answer = me.answer;
-	*answer_len = me.answer_len;
-	*replayed = me.replayed;
-	*why = me.why;
-	return me.res;
+	return NULL;
+}
+
+void store_pg_queue(struct store_pg *st, struct store_post *p)
+{
+	struct pending *q = malloc(sizeof *q);
+	if (!q) {
+		p->result = STORE_NOMEM;
+		p->why = "store: out of memory";
+		p->done(p);
+		return;
+	}
+	*q = (struct pending){.post = p,
+			      .room = p->room,
+			      .client_id = p->client_id,
+			      .client_id_len = p->client_id_len,
+			      .text = p->text,
+			      .text_len = p->text_len,
+			      .reply = p->reply,
+			      .reply_len = p->reply_len,
+			      .build = p->build,
+			      .ctx = p->ctx};
+	pthread_mutex_lock(&st->batch_lock);
+	*st->queue_tail = q;
+	st->queue_tail = &q->next;
+	/* Signalled only when asleep: one wake-up per batch, not per post. */
+	bool wake = st->poster_idle;
+	st->poster_idle = false;
+	pthread_mutex_unlock(&st->batch_lock);
+	if (wake)
+		pthread_cond_signal(&st->batch_due);
 }
 
 enum store_result store_pg_read(struct store_pg *st, const char *room, int64_t after,
@@ -1601,7 +1619,7 @@ int store_pg_open(struct store_pg **out, const char *uri, const struct store_opt
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_cond_init(&st->freed, NULL);
 	pthread_mutex_init(&st->batch_lock, NULL);
-	pthread_cond_init(&st->batch_done, NULL);
+	pthread_cond_init(&st->batch_due, NULL);
 	st->queue_tail = &st->queue;
 	atomic_init(&st->version, 1);
 
@@ -1642,6 +1660,11 @@ int store_pg_open(struct store_pg **out, const char *uri, const struct store_opt
 		goto fail;
 	}
 	st->listener_started = true;
+	if (pthread_create(&st->poster, NULL, poster_loop, st) != 0) {
+		snprintf(err, err_size, "cannot start the PostgreSQL store's thread");
+		goto fail;
+	}
+	st->poster_started = true;
 	*out = st;
 	return 0;
 fail:
@@ -1653,6 +1676,14 @@ void store_pg_close(struct store_pg *st)
 {
 	if (!st)
 		return;
+	if (st->poster_started) {
+		/* It writes what is still queued first. */
+		pthread_mutex_lock(&st->batch_lock);
+		st->poster_stop = true;
+		pthread_cond_signal(&st->batch_due);
+		pthread_mutex_unlock(&st->batch_lock);
+		pthread_join(st->poster, NULL);
+	}
 	if (st->listener_started) {
 		ssize_t w;
 		do
@@ -1669,7 +1700,7 @@ void store_pg_close(struct store_pg *st)
 		free(st->seen[i].name);
 	pthread_cond_destroy(&st->freed);
 	pthread_mutex_destroy(&st->lock);
-	pthread_cond_destroy(&st->batch_done);
+	pthread_cond_destroy(&st->batch_due);
 	pthread_mutex_destroy(&st->batch_lock);
 	free(st->uri);
 	free(st);

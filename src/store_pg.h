@@ -11,11 +11,8 @@ struct store_pg;
 int store_pg_open(struct store_pg **out, const char *uri, const struct store_options *opt,
 		  char *err, size_t err_size);
 void store_pg_close(struct store_pg *st);
-enum store_result store_pg_post(struct store_pg *st, const char *room, const char *client_id,
-				size_t client_id_len, const char *text, size_t text_len,
-				const char *reply, size_t reply_len, store_answer_fn build,
-				void *ctx, char **answer, size_t *answer_len, bool *replayed,
-				const char **why);
+/* Without PostgreSQL support, fails p at once. */
+void store_pg_queue(struct store_pg *st, struct store_post *p);
 enum store_result store_pg_read(struct store_pg *st, const char *room, int64_t after,
 				unsigned limit, store_entry_fn each, void *ctx, int64_t *last,
 				const char **why);

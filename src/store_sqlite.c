@@ -732,10 +732,6 @@ static void *poster_loop(void *arg)
 
 void store_sqlite_queue(struct store_sqlite *st, struct store_post *p)
 {
-	p->next = NULL;
-	p->answer = NULL;
-	p->replayed = false;
-	p->why = NULL;
 	pthread_mutex_lock(&st->batch_lock);
 	*st->queue_tail = p;
 	st->queue_tail = &p->next;
@@ -745,47 +741,6 @@ void store_sqlite_queue(struct store_sqlite *st, struct store_post *p)
 	pthread_mutex_unlock(&st->batch_lock);
 	if (wake)
 		pthread_cond_signal(&st->batch_due);
-}
-
-/* store_post: a queued post whose caller waits. */
-struct waiting_post {
-	struct store_post p; /* first: done gets its address */
-	sem_t stored;
-};
-
-static void post_stored(struct store_post *p)
-{
-	sem_post(&((struct waiting_post *)p)->stored);
-}
-
-enum store_result store_sqlite_post(struct store_sqlite *st, const char *room,
-				    const char *client_id, size_t client_id_len, const char *text,
-				    size_t text_len, const char *reply, size_t reply_len,
-				    store_answer_fn build, void *ctx, char **answer,
-				    size_t *answer_len, bool *replayed, const char **why)
-{
-	struct waiting_post w = {.p = {.room = room,
-				       .client_id = client_id,
-				       .client_id_len = client_id_len,
-				       .text = text,
-				       .text_len = text_len,
-				       .reply = reply,
-				       .reply_len = reply_len,
-				       .build = build,
-				       .ctx = ctx,
-				       .done = post_stored}};
-	if (sem_init(&w.stored, 0, 0) != 0)
-		return result(SQLITE_NOMEM, why);
-	store_sqlite_queue(st, &w.p);
-	while (sem_wait(&w.stored) != 0 && errno == EINTR)
-		;
-	sem_destroy(&w.stored);
-	*answer = w.p.answer;
-	*answer_len = w.p.answer_len;
-	*replayed = w.p.replayed;
-	if (w.p.result != STORE_OK)
-		*why = w.p.why;
-	return w.p.result;
 }
 
 enum store_result store_sqlite_read(struct store_sqlite *st, const char *room, int64_t after,

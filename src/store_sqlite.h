@@ -9,11 +9,6 @@ struct store_sqlite;
 int store_sqlite_open(struct store_sqlite **out, const char *path, const struct store_options *opt,
 		      char *err, size_t err_size);
 void store_sqlite_close(struct store_sqlite *st);
-enum store_result store_sqlite_post(struct store_sqlite *st, const char *room,
-				    const char *client_id, size_t client_id_len, const char *text,
-				    size_t text_len, const char *reply, size_t reply_len,
-				    store_answer_fn build, void *ctx, char **answer,
-				    size_t *answer_len, bool *replayed, const char **why);
 void store_sqlite_queue(struct store_sqlite *st, struct store_post *p);
 enum store_result store_sqlite_read(struct store_sqlite *st, const char *room, int64_t after,
 				    unsigned limit, store_entry_fn each, void *ctx, int64_t *last,
