@@ -172,7 +172,8 @@ struct server {
 	uint64_t store_version;
 	uint64_t timer_due_ms; /* 0: not set */
 	/* Posts queued for the store, and those stored but not yet answered
-	 * (linked by next), which posts_fd tells the pollers of. */
+	 * (linked by next, each still holding its post), which posts_fd tells
+	 * the pollers of. */
 	unsigned posting;
 	struct conn *stored, **stored_tail;
 	int posts_fd; /* eventfd */
@@ -1252,11 +1253,6 @@ static void posts_answer(struct server *srv, struct conn *list)
 		list = c->next;
 		c->next = NULL;
 		post_answer(srv, c);
-		pthread_mutex_lock(&srv->lock);
-		srv->posting--;
-		if (atomic_load(&srv->stopping))
-			pthread_cond_broadcast(&srv->done);
-		pthread_mutex_unlock(&srv->lock);
 	}
 }
 
@@ -1267,6 +1263,9 @@ static void post_stored(void *cookie)
 	struct server *srv = c->srv;
 	c->next = NULL;
 	pthread_mutex_lock(&srv->lock);
+	/* Counted off now, not once answered: a thread waiting for its own
+	 * post past POSTS_QUEUED_MAX may be the one that will answer. */
+	srv->posting--;
 	bool first = !srv->stored;
 	*srv->stored_tail = c;
 	srv->stored_tail = &c->next;
@@ -1915,7 +1914,7 @@ unsigned long server_stop(struct server *srv, unsigned grace_ms)
 	/* Posts still being stored are answered here once the pollers are
 	 * gone: every one the store commits gets its answer. */
 	pthread_mutex_lock(&srv->lock);
-	while (srv->running > 0 || srv->posting > 0) {
+	while (srv->running > 0 || srv->posting > 0 || srv->stored) {
 		if (srv->stored) {
 			struct conn *list = stored_take(srv);
 			pthread_mutex_unlock(&srv->lock);

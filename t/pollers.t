@@ -15,6 +15,7 @@ use Test::More;
 use Time::HiRes qw(time sleep);
 
 use ChatTest;
+use FastCGI;
 
 $| = 1;
 
@@ -94,6 +95,37 @@ sub timed_post {
 	close($lock);
 	is($t->post('{"message":"again","room":"locked"}')->{status}, 200,
 		'... then, the lock gone, room posts work again');
+	$t->done;
+}
+
+# More room posts than a process queues for the store (256): the rest are
+# stored by their own request's thread, which waits. With one thread, a
+# stateless post then waits behind them; every post still gets its answer.
+{
+	my $t = ChatTest->new(backend_args => ['--threads', '1'], rate_limit => 'off');
+	my $lock = lock_db($t, $t->store_path);
+	my @posts;
+	for my $i (1 .. 260) {
+		my $s = FastCGI::connect_unix($t->socket) or last;
+		print $s FastCGI::request(FastCGI::chat_params(),
+			qq({"message":"q$i","room":"queue","client_id":"q$i"}));
+		push @posts, $s;
+	}
+	is(scalar @posts, 260, '260 room posts sent to the backend, its store locked');
+	sleep 0.3;
+	my $t0 = time;
+	my $s = FastCGI::connect_unix($t->socket);
+	print $s FastCGI::request(FastCGI::chat_params(), '{"message":"behind"}');
+	my $r = FastCGI::read_response($s, 30);
+	my $took = time - $t0;
+	is($r->{status}, 200, '... a stateless post is answered');
+	ok($took > 1, sprintf('... once the thread storing a post past the 256 queued is free (%.1f s)',
+		$took));
+	my @status = map { FastCGI::read_response($_, 30)->{status} // 'none' } @posts;
+	is_deeply([grep { $_ ne '503' } @status], [], '... and every room post is answered 503');
+	close($lock);
+	is($t->post('{"message":"again","room":"queue","client_id":"q1"}')->{status}, 200,
+		'the lock gone, room posts are stored again');
 	$t->done;
 }
 
