@@ -182,6 +182,8 @@ char *metrics_render(const struct metrics_gauges *g, size_t *len)
 	gauge(&t, "chat_fcgi_connections", "Connections from nginx open now.",
 	      (long)g->connections);
 	gauge(&t, "chat_fcgi_threads", "Worker threads.", (long)g->threads);
+	gauge(&t, "chat_fcgi_posts_storing", "Posts queued for the store, not yet committed.",
+	      (long)g->posts_storing);
 	put(&t,
 	    "# HELP chat_fcgi_store_errors_total Store operations that failed.\n"
 	    "# TYPE chat_fcgi_store_errors_total counter\n"

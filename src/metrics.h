@@ -30,6 +30,7 @@ struct metrics_gauges {
 	unsigned streams;     /* event streams open now */
 	unsigned connections; /* connections from nginx open now */
 	unsigned threads;
+	unsigned posts_storing; /* posts queued for the store, not yet committed */
 };
 
 /* The whole exposition. Returns a malloc'd text (*len bytes, NUL-ended),

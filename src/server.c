@@ -1232,6 +1232,7 @@ static void service_answer(struct server *srv, struct conn *c, const struct chat
 	    .streams = srv->nstreams,
 	    .connections = atomic_load(&srv->connections),
 	    .threads = srv->cfg.threads,
+	    .posts_storing = srv->posting,
 	};
 	pthread_mutex_unlock(&srv->lock);
 	size_t len;

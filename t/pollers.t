@@ -86,6 +86,8 @@ sub timed_post {
 	my $lock = lock_db($t, $t->store_path);
 	my @waiting = map { room_post($t, "one$_") } 1 .. 3;
 	sleep 0.2;
+	my $m = $t->request(path => '/chat/metrics', timeout => 15);
+	like($m->{body}, qr/^chat_fcgi_posts_storing 3$/m, '... the metrics count them as being stored');
 	my ($took, $status) = timed_post($t, 'free');
 	is($status, 200, '--threads 1, three room posts waiting on a locked store: a stateless post');
 	ok($took < 0.5 * ChatTest::slack(),
@@ -95,6 +97,8 @@ sub timed_post {
 	close($lock);
 	is($t->post('{"message":"again","room":"locked"}')->{status}, 200,
 		'... then, the lock gone, room posts work again');
+	like($t->request(path => '/chat/metrics')->{body}, qr/^chat_fcgi_posts_storing 0$/m,
+		'... and none is left being stored');
 	$t->done;
 }
 

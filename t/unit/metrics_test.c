@@ -7,7 +7,8 @@
 
 static char *render(void)
 {
-	struct metrics_gauges g = {.held = 3, .streams = 0, .connections = 7, .threads = 8};
+	struct metrics_gauges g = {
+	    .held = 3, .streams = 0, .connections = 7, .threads = 8, .posts_storing = 5};
 	size_t len;
 	char *text = metrics_render(&g, &len);
 	if (!text)
@@ -43,6 +44,7 @@ int main(void)
 	ok(has(t, "chat_fcgi_held_waits 3"), "held waits gauge");
 	ok(has(t, "chat_fcgi_connections 7"), "connections gauge");
 	ok(has(t, "chat_fcgi_streams 0"), "streams gauge");
+	ok(has(t, "chat_fcgi_posts_storing 5"), "posts being stored gauge");
 	ok(has(t, "chat_fcgi_requests_in_flight 0"), "nothing in flight");
 	ok(has(t, "chat_fcgi_store_errors_total 0"), "no store errors");
 	ok(strstr(t, "chat_fcgi_build_info{version=\"" VERSION_STRING "\",json_c=\"") != NULL,
