@@ -26,6 +26,26 @@ my $json = JSON::PP->new->utf8->canonical;
 sub texts { return [map { $_->{text} } @{ $_[0]{entries} // [] }] }
 sub seqs  { return [map { $_->{seq} } @{ $_[0]{entries} // [] }] }
 
+# Every entry of a room, oldest first, read 500 at a time.
+sub all_entries {
+	my ($t, $room) = @_;
+	my ($after, @entries) = (0);
+	while (1) {
+		my (undef, $j) = $t->messages("room=$room&after=$after&limit=500");
+		last unless $j && @{ $j->{entries} };
+		push @entries, @{ $j->{entries} };
+		$after = $j->{next};
+	}
+	return @entries;
+}
+
+# The client ids of @$acked that no user entry of @$entries has.
+sub lost_of {
+	my ($entries, $acked) = @_;
+	my %stored = map { ($_->{client_id} // '') => 1 } grep { $_->{role} eq 'user' } @$entries;
+	return grep { !$stored{$_} } @$acked;
+}
+
 my $t = ChatTest->new;
 
 # libpq and what it pulls in are some 5 MiB of resident memory: a backend
@@ -273,16 +293,8 @@ $t->done;
 	ok(@acked >= 80, scalar(@acked) . ' posts were acknowledged before and around the kill');
 
 	$k->start_backend;
-	my (@entries, $after);
-	$after = 0;
-	while (1) {
-		my (undef, $j) = $k->messages("room=crash&after=$after&limit=500");
-		last unless $j && @{ $j->{entries} };
-		push @entries, @{ $j->{entries} };
-		$after = $j->{next};
-	}
-	my %stored = map { ($_->{client_id} // '') => 1 } grep { $_->{role} eq 'user' } @entries;
-	my @lost = grep { !$stored{$_} } @acked;
+	my @entries = all_entries($k, 'crash');
+	my @lost = lost_of(\@entries, \@acked);
 	is_deeply(\@lost, [], 'after kill -9 and a restart, every acknowledged post is there');
 	is_deeply([map { $_->{seq} } @entries], [1 .. scalar @entries], '... in one gapless sequence');
 	my %count;
@@ -334,16 +346,8 @@ $t->done;
 	my @acked = map { /^200 entries (\S+)/ ? $1 : () } @answers;
 
 	$k->start_backend;
-	my (@entries, $after);
-	$after = 0;
-	while (1) {
-		my (undef, $j) = $k->messages("room=term&after=$after&limit=500");
-		last unless $j && @{ $j->{entries} };
-		push @entries, @{ $j->{entries} };
-		$after = $j->{next};
-	}
-	my %stored = map { ($_->{client_id} // '') => 1 } grep { $_->{role} eq 'user' } @entries;
-	my @lost = grep { !$stored{$_} } @acked;
+	my @entries = all_entries($k, 'term');
+	my @lost = lost_of(\@entries, \@acked);
 	ok(@acked >= 120, scalar(@acked) . ' posts were acknowledged before the stop');
 	is_deeply(\@lost, [], '... and every one of them is stored');
 	is_deeply([map { $_->{seq} } @entries], [1 .. scalar @entries], '... in one gapless sequence');
