@@ -142,6 +142,59 @@ like(ChatTest::read_file('/proc/' . $t->backend_pid . '/maps'), qr/libpq/,
 		'... nor a reserved number without its entries');
 }
 
+## Every statement finds its rows by key
+
+# The statements are planned once per connection, often while the tables
+# are new and look tiny to the planner; such a plan trimmed the history by
+# reading every entry of the table, on every post (bench/store-compare:
+# PostgreSQL carried a third of what it does by key). Here nothing but the
+# backend touches a fresh database: posts that trim (a history of 4), a
+# retry from an earlier batch (its guess fails, the batch is written again
+# the long way), reads. Its tables must never have been scanned whole.
+{
+	my $db3 = $pg->createdb('keyed');
+	my @args = (rate_limit => 'off',
+		backend_args => ['--store', $pg->uri($db3), '--room-history', '4']);
+	# A session's counts are in the statistics before it is gone from
+	# pg_stat_activity (PostgreSQL reports them on its way out).
+	my $sessions_end = sub {
+		my $deadline = time + 20;
+		while (time < $deadline) {
+			return 1 if ($pg->psql($db3, "SELECT count(*) FROM pg_stat_activity"
+				. " WHERE datname = '$db3' AND application_name = 'chat-fcgi'") // 1) == 0;
+			sleep 0.1;
+		}
+		return 0;
+	};
+	# The schema's indexes were built by scanning their tables: a first
+	# backend migrates, and the counts start after it.
+	ChatTest->new(@args)->done;
+	ok($sessions_end->(), 'a first backend made the schema, and its sessions ended');
+	ok(defined $pg->psql($db3, 'SELECT pg_stat_reset()'), '... the statistics reset');
+
+	my $t3 = ChatTest->new(@args);
+	my $posts = 0;
+	for my $i (1 .. 10) {
+		for my $room (qw(k1 k2 k3)) {
+			$posts++ if $t3->post_room($room, "m$i", "$room-$i")->{status} == 200;
+		}
+	}
+	is($posts, 30, '30 posts in three rooms with a history of 4: 200');
+	my $r = $t3->post_room('k1', 'again', 'k1-10');
+	is($t3->json($r)->{message}, 'received m10', '... a retry of the last: its first answer');
+	my ($m, $j) = $t3->messages('room=k2&after=0');
+	is(scalar @{ $j->{entries} // [] }, 4, '... a read after 0: the 4 kept');
+	($m, $j) = $t3->messages('room=k3&limit=2');
+	is(scalar @{ $j->{entries} // [] }, 2, '... the newest 2');
+	$t3->done;
+	ok($sessions_end->(), "... the backend's sessions ended");
+	my ($ins, $scans) = split ' ', $pg->psql($db3,
+		"SELECT coalesce(sum(n_tup_ins), 0) || ' ' || coalesce(sum(seq_scan), 0)"
+		. " FROM pg_stat_user_tables WHERE relname IN ('entries', 'posts', 'rooms')") // '0 -1';
+	ok($ins >= 60, "PostgreSQL counted the posts' inserts ($ins rows)");
+	is($scans, 0, '... and no scan of a whole table of the store');
+}
+
 ## Over TCP, by host name, as the OS user (no user in the URI), confined
 
 # libpq then resolves "localhost" and looks the user up, and reconnects
