@@ -2,7 +2,8 @@ package Results;
 
 # bench/RESULTS.md is written by several commands, each owning one part of
 # it: bench/run the main part (from the top), bench/run --rooms the part
-# under ROOMS, bench/cross-node the part under NODES. Each writer replaces
+# under ROOMS, bench/cross-node the part under NODES,
+# bench/store-compare the part under STORES. Each writer replaces
 # its own part and keeps the others', so no run drops another's figures.
 #
 #   Results::replace_part("$bench/RESULTS.md", 'nodes', $markdown);
@@ -16,6 +17,7 @@ use warnings;
 our @PARTS = (
 	[rooms => '## Rooms (`bench/run --rooms`)'],
 	[nodes => '## Across nodes (`bench/cross-node`'],
+	[stores => '## PostgreSQL against SQLite (`bench/store-compare`'],
 );
 
 # The file's parts: { main => ..., rooms => ..., nodes => ... }, each
