@@ -236,14 +236,22 @@ static const char find_post_sql[] =
 /* The posts (v: room, user seq, texts, client id, answer) and the rooms'
  * new last seq (r). A statement does not see its own inserts, so entries
  * and answers already past the history are not inserted rather than
- * deleted; older ones are. g checks what the numbers were reckoned from:
+ * deleted; older ones are. With $12, only those the batch pushes out of
+ * it, above the room's last seq before the batch less the history: the
+ * batch before took the rest. A deleted row stays in the index until
+ * vacuum, and a delete of everything below the cut-off stepped over all of
+ * them, on every batch (the rooms of bench/store-compare read about 24
+ * index pages each, 5,000 entries after the start: half the statement).
+ * Without $12 (a room this process has not posted to, when the rows below
+ * may be any: a shorter --room-history than before, another node's
+ * posts), everything below. g checks what the numbers were reckoned from:
  * each room's last seq was $11 and no post has its client id stored yet;
  * if not, the division by zero undoes the statement (and the transaction:
  * see batch_tx's guess). */
 static const char store_sql[] =
     "WITH v AS (SELECT * FROM unnest($1::text[], $2::int8[], $3::bytea[], $4::bytea[],"
     "   $5::text[], $6::bytea[]) v(room, seq, text, reply, cid, answer)),"
-    " r AS (SELECT * FROM unnest($8::text[], $9::int8[]) r(name, last)),"
+    " r AS (SELECT * FROM unnest($8::text[], $9::int8[], $11::int8[]) r(name, last, was)),"
     " e AS (INSERT INTO entries(room, seq, role, text, time_ms, client_id)"
     "  SELECT v.room, v.seq + k.role, k.role, CASE k.role WHEN 0 THEN v.text ELSE v.reply END,"
     "   $7::bigint, v.cid FROM v JOIN r ON r.name = v.room"
@@ -251,9 +259,11 @@ static const char store_sql[] =
     "  WHERE v.seq + k.role > r.last - $10::bigint),"
     " u AS (UPDATE rooms SET last_seq = r.last FROM r WHERE rooms.name = r.name),"
     " d AS (DELETE FROM entries USING r"
-    "  WHERE entries.room = r.name AND entries.seq <= r.last - $10::bigint),"
+    "  WHERE entries.room = r.name AND entries.seq <= r.last - $10::bigint"
+    "  AND entries.seq > CASE WHEN $12::bool THEN r.was - $10::bigint ELSE 0 END),"
     " p AS (DELETE FROM posts USING r"
-    "  WHERE posts.room = r.name AND posts.seq <= r.last - $10::bigint),"
+    "  WHERE posts.room = r.name AND posts.seq <= r.last - $10::bigint"
+    "  AND posts.seq > CASE WHEN $12::bool THEN r.was - $10::bigint ELSE 0 END),"
     " a AS (INSERT INTO posts(room, client_id, seq, answer)"
     "  SELECT v.room, v.cid, v.seq, v.answer FROM v JOIN r ON r.name = v.room"
     "  WHERE v.cid IS NOT NULL AND v.seq > r.last - $10::bigint),"
@@ -288,7 +298,7 @@ static const struct {
 	const char *name, *sql;
 	int params;
 } statements[] = {
-    {"chat_lock", lock_sql, 1}, {"chat_find", find_post_sql, 2}, {"chat_store", store_sql, 11},
+    {"chat_lock", lock_sql, 1}, {"chat_find", find_post_sql, 2}, {"chat_store", store_sql, 12},
     {"chat_read", read_sql, 3}, {"chat_notify", notify_sql, 1},
 };
 
@@ -1196,8 +1206,9 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 	char time_s[24], history_s[24];
 	snprintf(time_s, sizeof time_s, "%lld", (long long)t);
 	snprintf(history_s, sizeof history_s, "%u", st->opt.history);
-	const char *store_p[] = {a[0].buf, a[1].buf, a[2].buf, a[3].buf,  a[4].buf, a[5].buf,
-				 time_s,   a[6].buf, a[7].buf, history_s, a[8].buf};
+	const char *store_p[] = {a[0].buf, a[1].buf,  a[2].buf, a[3].buf,
+				 a[4].buf, a[5].buf,  time_s,   a[6].buf,
+				 a[7].buf, history_s, a[8].buf, guess ? "t" : "f"};
 	const int store_lens[] = {(int)a[0].len,
 				  (int)a[1].len,
 				  (int)a[2].len,
@@ -1208,8 +1219,9 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 				  (int)a[6].len,
 				  (int)a[7].len,
 				  0,
-				  (int)a[8].len};
-	static const int store_fmts[] = {1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 1};
+				  (int)a[8].len,
+				  0};
+	static const int store_fmts[] = {1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 1, 0};
 	const char *notify_p[] = {notify_room};
 	struct call second[5];
 	size_t ns = 0;
@@ -1219,7 +1231,7 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 	}
 	second[ns++] = (struct call){.stmt = "chat_store",
 				     .prepared = true,
-				     .n = 11,
+				     .n = 12,
 				     .vals = store_p,
 				     .lens = store_lens,
 				     .fmts = store_fmts,

@@ -355,6 +355,22 @@ static void test_retention(void)
 	read_room(st, "r", -1, 100, &s, &last);
 	ok(s.n == 10 && s.seq[0] == 31, "newest-N reads stay right after trimming");
 	store_close(st);
+
+	/* A shorter history from the next start: the first posts delete
+	 * everything below it, not only what they push out. */
+	st = open_store(db_again("keep.db"), 4);
+	if (!st)
+		return;
+	free(post(st, "r", "d1", "shorter", NULL));
+	is_int(sql_int("keep.db", "SELECT count(*) FROM entries"), 4,
+	       "reopened with --room-history 4: a post leaves the newest 4 entries");
+	free(post(st, "r", "d2", "shorter", NULL));
+	free(post(st, "r", "d3", "shorter", NULL));
+	read_room(st, "r", 0, 500, &s, &last);
+	ok(s.n == 4 && s.seq[0] == 43 && last == 46 &&
+	       sql_int("keep.db", "SELECT count(*) FROM entries") == 4,
+	   "... and so do the posts after it (43..46)");
+	store_close(st);
 }
 
 /* With a longer history, SQLite deletes a room's oldest entries every few
