@@ -67,6 +67,8 @@ int store_pg_check(struct store_pg *st, char *why, size_t why_size)
 
 #else
 
+#include "post_queue.h"
+
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -308,6 +310,16 @@ struct conn {
 	struct conn *next;
 };
 
+/* A post of the batch being written, and what the writing learns of it. */
+struct pending {
+	struct store_post *post;
+	bool settled;      /* its result is known whatever the batch does */
+	size_t room_ix;    /* its room in the batch's sorted rooms */
+	int64_t seq;       /* its user entry's; 0 when it stores nothing */
+	const char *found; /* its stored answer, in the lookup's result */
+	size_t found_len;
+};
+
 struct store_pg {
 	struct store base; /* first: see store_impl.h */
 	char *uri;
@@ -324,12 +336,9 @@ struct store_pg {
 	 * writes the oldest STORE_PG_BATCH_MAX as one batch, then the next.
 	 * Requests do not wait for their commit (store_post_queue), so how
 	 * many posts a batch carries is not capped by the request threads. */
-	pthread_t poster;
-	bool poster_started;
-	pthread_mutex_t batch_lock;
-	pthread_cond_t batch_due;
-	struct pending *queue, **queue_tail; /* under batch_lock */
-	bool poster_idle, poster_stop;       /* under batch_lock */
+	struct post_queue posts;
+	/* The batch being written: only the posting thread touches it. */
+	struct pending batch[STORE_PG_BATCH_MAX], *batch_v[STORE_PG_BATCH_MAX];
 	/* Each room's last seq as this process's batches left it, for the
 	 * next batch's guess (see batch_tx); only the posting thread
 	 * touches it. */
@@ -710,33 +719,6 @@ static int64_t int_field(const PGresult *r, int row, int col)
 	}
 }
 
-/* A queued post, as the batch that writes it needs it. */
-struct pending {
-	struct store_post *post; /* what it was queued as */
-	const char *room;
-	const char *client_id;
-	size_t client_id_len;
-	const char *text;
-	size_t text_len;
-	const char *reply;
-	size_t reply_len;
-	store_answer_fn build;
-	void *ctx;
-	char *answer;
-	size_t answer_len;
-	bool replayed;
-	enum store_result res;
-	const char *why;
-	struct pending *next;
-
-	/* While its batch is written: */
-	bool settled;      /* its result is known whatever the batch does */
-	size_t room_ix;    /* its room in the batch's sorted rooms */
-	int64_t seq;       /* its user entry's; 0 when it stores nothing */
-	const char *found; /* its stored answer, in the lookup's result */
-	size_t found_len;
-};
-
 /* A room of a batch: locked in name order (strcmp's) by every batch on
  * every node, so that two batches never wait for each other in a cycle. */
 struct room_slot {
@@ -891,12 +873,12 @@ static void batch_bufs_free(struct batch_bufs *b)
 static void settle(struct pending *p, enum store_result res, const char *why)
 {
 	if (res != STORE_OK) {
-		free(p->answer);
-		p->answer = NULL;
-		p->replayed = false;
+		free(p->post->answer);
+		p->post->answer = NULL;
+		p->post->replayed = false;
 	}
-	p->res = res;
-	p->why = why;
+	p->post->result = res;
+	p->post->why = why;
 	p->settled = true;
 }
 
@@ -938,9 +920,9 @@ static const struct pending *first_of(struct pending *const *v, size_t i)
 	const struct pending *p = v[i];
 	for (size_t j = 0; j < i; j++) {
 		const struct pending *q = v[j];
-		if (q->answer && q->client_id && q->room_ix == p->room_ix &&
-		    q->client_id_len == p->client_id_len &&
-		    memcmp(q->client_id, p->client_id, p->client_id_len) == 0)
+		if (q->post->answer && q->post->client_id && q->room_ix == p->room_ix &&
+		    q->post->client_id_len == p->post->client_id_len &&
+		    memcmp(q->post->client_id, p->post->client_id, p->post->client_id_len) == 0)
 			return q;
 	}
 	return NULL;
@@ -978,23 +960,16 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 	size_t nrooms = 0, ncids = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct pending *p = v[i];
-		free(p->answer);
-		*p = (struct pending){.post = p->post,
-				      .room = p->room,
-				      .client_id = p->client_id,
-				      .client_id_len = p->client_id_len,
-				      .text = p->text,
-				      .text_len = p->text_len,
-				      .reply = p->reply,
-				      .reply_len = p->reply_len,
-				      .build = p->build,
-				      .ctx = p->ctx,
-				      .next = p->next};
+		/* A batch written again starts afresh. */
+		free(p->post->answer);
+		p->post->answer = NULL;
+		p->post->replayed = false;
+		*p = (struct pending){.post = p->post};
 		size_t r = 0;
-		while (r < nrooms && strcmp(rooms[r].name, p->room) != 0)
+		while (r < nrooms && strcmp(rooms[r].name, p->post->room) != 0)
 			r++;
 		if (r == nrooms)
-			rooms[nrooms++] = (struct room_slot){.name = p->room};
+			rooms[nrooms++] = (struct room_slot){.name = p->post->room};
 	}
 	qsort(rooms, nrooms, sizeof *rooms, room_cmp);
 	struct array *names = &b->arr[9], *find_rooms = &b->arr[10], *find_cids = &b->arr[11];
@@ -1003,19 +978,19 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 		arr_bytes(names, rooms[r].name, strlen(rooms[r].name));
 	for (size_t i = 0; i < n; i++) {
 		struct pending *p = v[i];
-		struct room_slot key = {.name = p->room};
+		struct room_slot key = {.name = p->post->room};
 		p->room_ix = (size_t)((struct room_slot *)bsearch(&key, rooms, nrooms,
 								  sizeof *rooms, room_cmp) -
 				      rooms);
-		ncids += p->client_id != NULL;
+		ncids += p->post->client_id != NULL;
 	}
 	arr_begin(find_rooms, OID_TEXT, ncids);
 	arr_begin(find_cids, OID_TEXT, ncids);
 	for (size_t i = 0; i < n; i++) {
-		if (!v[i]->client_id)
+		if (!v[i]->post->client_id)
 			continue;
-		arr_bytes(find_rooms, v[i]->room, strlen(v[i]->room));
-		arr_bytes(find_cids, v[i]->client_id, v[i]->client_id_len);
+		arr_bytes(find_rooms, v[i]->post->room, strlen(v[i]->post->room));
+		arr_bytes(find_cids, v[i]->post->client_id, v[i]->post->client_id_len);
 	}
 	if (names->failed || find_rooms->failed || find_cids->failed) {
 		fail_rest(v, n, "store: out of memory");
@@ -1079,7 +1054,7 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 		for (int row = 0; sound && ncids && row < PQntuples(res[2]); row++) {
 			int64_t k = int_field(res[2], row, 0) - 1;
 			for (size_t i = 0, j = 0; i < n && k >= 0; i++) {
-				if (!v[i]->client_id)
+				if (!v[i]->post->client_id)
 					continue;
 				if (j++ == (size_t)k) {
 					v[i]->found = field(res[2], row, 1, &v[i]->found_len);
@@ -1103,20 +1078,20 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 		const struct pending *first_post = NULL;
 		size_t len = p->found_len;
 		const char *src = p->found;
-		if (!src && p->client_id && (first_post = first_of(v, i)) != NULL) {
-			len = first_post->answer_len;
-			src = first_post->answer;
+		if (!src && p->post->client_id && (first_post = first_of(v, i)) != NULL) {
+			len = first_post->post->answer_len;
+			src = first_post->post->answer;
 		}
 		if (src) {
-			p->answer = malloc(len + 1);
-			if (!p->answer) {
+			p->post->answer = malloc(len + 1);
+			if (!p->post->answer) {
 				settle(p, STORE_NOMEM, "store: out of memory");
 				continue;
 			}
-			memcpy(p->answer, src, len);
-			p->answer[len] = '\0';
-			p->answer_len = len;
-			p->replayed = true;
+			memcpy(p->post->answer, src, len);
+			p->post->answer[len] = '\0';
+			p->post->answer_len = len;
+			p->post->replayed = true;
 			/* Stored before this transaction: it stands whatever
 			 * becomes of the batch. A first post of this batch
 			 * stands only if the batch commits. */
@@ -1128,18 +1103,18 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 		struct room_slot *room = &rooms[p->room_ix];
 		struct store_entry user = {.seq = room->last + 1,
 					   .role = STORE_USER,
-					   .text = p->text,
-					   .text_len = p->text_len,
+					   .text = p->post->text,
+					   .text_len = p->post->text_len,
 					   .time_ms = t,
-					   .client_id = p->client_id,
-					   .client_id_len = p->client_id_len};
+					   .client_id = p->post->client_id,
+					   .client_id_len = p->post->client_id_len};
 		struct store_entry bot = user;
 		bot.seq = user.seq + 1;
 		bot.role = STORE_BOT;
-		bot.text = p->reply;
-		bot.text_len = p->reply_len;
-		p->answer = p->build(p->ctx, &user, &bot, &p->answer_len);
-		if (!p->answer) {
+		bot.text = p->post->reply;
+		bot.text_len = p->post->reply_len;
+		p->post->answer = p->post->build(p->post->ctx, &user, &bot, &p->post->answer_len);
+		if (!p->post->answer) {
 			settle(p, STORE_NOMEM, "store: out of memory");
 			continue;
 		}
@@ -1174,12 +1149,12 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 		struct pending *p = v[i];
 		if (p->seq == 0)
 			continue;
-		arr_bytes(&a[0], p->room, strlen(p->room));
+		arr_bytes(&a[0], p->post->room, strlen(p->post->room));
 		arr_int8(&a[1], p->seq);
-		arr_bytes(&a[2], p->text_len ? p->text : "", p->text_len);
-		arr_bytes(&a[3], p->reply_len ? p->reply : "", p->reply_len);
-		arr_bytes(&a[4], p->client_id, p->client_id_len);
-		arr_bytes(&a[5], p->answer, p->answer_len);
+		arr_bytes(&a[2], p->post->text_len ? p->post->text : "", p->post->text_len);
+		arr_bytes(&a[3], p->post->reply_len ? p->post->reply : "", p->post->reply_len);
+		arr_bytes(&a[4], p->post->client_id, p->post->client_id_len);
+		arr_bytes(&a[5], p->post->answer, p->post->answer_len);
 	}
 	const char *notify_room = NULL;
 	size_t nstored_rooms = 0;
@@ -1321,74 +1296,21 @@ out:
 	batch_bufs_free(&bufs);
 }
 
-/* The store's posting thread: writes what is queued, batch after batch. */
-static void *poster_loop(void *arg)
+/* The store's thread writes a batch: its posts in the order they queued. */
+static void write_queued(void *ctx, struct store_post *batch, size_t n)
 {
-	struct store_pg *st = arg;
-	struct pending *batch[STORE_PG_BATCH_MAX];
-	pthread_mutex_lock(&st->batch_lock);
-	for (;;) {
-		while (!st->queue && !st->poster_stop) {
-			st->poster_idle = true;
-			pthread_cond_wait(&st->batch_due, &st->batch_lock);
-		}
-		st->poster_idle = false;
-		if (!st->queue)
-			break; /* stopping, and everything queued is written */
-		size_t n = 0;
-		while (st->queue && n < STORE_PG_BATCH_MAX) {
-			batch[n++] = st->queue;
-			st->queue = st->queue->next;
-		}
-		if (!st->queue)
-			st->queue_tail = &st->queue;
-		pthread_mutex_unlock(&st->batch_lock);
-		write_group(st, batch, n, true);
-		for (size_t i = 0; i < n; i++) {
-			struct pending *q = batch[i];
-			struct store_post *p = q->post;
-			p->result = q->res;
-			p->why = q->why;
-			p->answer = q->answer;
-			p->answer_len = q->answer_len;
-			p->replayed = q->replayed;
-			free(q);
-			p->done(p); /* p may be freed now */
-		}
-		pthread_mutex_lock(&st->batch_lock);
+	struct store_pg *st = ctx;
+	size_t i = 0;
+	for (struct store_post *p = batch; p && i < n; p = p->next, i++) {
+		st->batch[i] = (struct pending){.post = p};
+		st->batch_v[i] = &st->batch[i];
 	}
-	pthread_mutex_unlock(&st->batch_lock);
-	return NULL;
+	write_group(st, st->batch_v, i, true);
 }
 
 void store_pg_queue(struct store_pg *st, struct store_post *p)
 {
-	struct pending *q = malloc(sizeof *q);
-	if (!q) {
-		p->result = STORE_NOMEM;
-		p->why = "store: out of memory";
-		p->done(p);
-		return;
-	}
-	*q = (struct pending){.post = p,
-			      .room = p->room,
-			      .client_id = p->client_id,
-			      .client_id_len = p->client_id_len,
-			      .text = p->text,
-			      .text_len = p->text_len,
-			      .reply = p->reply,
-			      .reply_len = p->reply_len,
-			      .build = p->build,
-			      .ctx = p->ctx};
-	pthread_mutex_lock(&st->batch_lock);
-	*st->queue_tail = q;
-	st->queue_tail = &q->next;
-	/* Signalled only when asleep: one wake-up per batch, not per post. */
-	bool wake = st->poster_idle;
-	st->poster_idle = false;
-	pthread_mutex_unlock(&st->batch_lock);
-	if (wake)
-		pthread_cond_signal(&st->batch_due);
+	post_queue_push(&st->posts, p);
 }
 
 enum store_result store_pg_read(struct store_pg *st, const char *room, int64_t after,
@@ -1636,9 +1558,6 @@ int store_pg_open(struct store_pg **out, const char *uri, const struct store_opt
 	st->wake[0] = st->wake[1] = -1;
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_cond_init(&st->freed, NULL);
-	pthread_mutex_init(&st->batch_lock, NULL);
-	pthread_cond_init(&st->batch_due, NULL);
-	st->queue_tail = &st->queue;
 	atomic_init(&st->version, 1);
 
 	char why[256];
@@ -1678,11 +1597,10 @@ int store_pg_open(struct store_pg **out, const char *uri, const struct store_opt
 		goto fail;
 	}
 	st->listener_started = true;
-	if (pthread_create(&st->poster, NULL, poster_loop, st) != 0) {
+	if (post_queue_start(&st->posts, STORE_PG_BATCH_MAX, write_queued, st) != 0) {
 		snprintf(err, err_size, "cannot start the PostgreSQL store's thread");
 		goto fail;
 	}
-	st->poster_started = true;
 	*out = st;
 	return 0;
 fail:
@@ -1694,14 +1612,7 @@ void store_pg_close(struct store_pg *st)
 {
 	if (!st)
 		return;
-	if (st->poster_started) {
-		/* It writes what is still queued first. */
-		pthread_mutex_lock(&st->batch_lock);
-		st->poster_stop = true;
-		pthread_cond_signal(&st->batch_due);
-		pthread_mutex_unlock(&st->batch_lock);
-		pthread_join(st->poster, NULL);
-	}
+	post_queue_stop(&st->posts); /* it writes what is still queued first */
 	if (st->listener_started) {
 		ssize_t w;
 		do
@@ -1718,8 +1629,6 @@ void store_pg_close(struct store_pg *st)
 		free(st->seen[i].name);
 	pthread_cond_destroy(&st->freed);
 	pthread_mutex_destroy(&st->lock);
-	pthread_cond_destroy(&st->batch_due);
-	pthread_mutex_destroy(&st->batch_lock);
 	free(st->uri);
 	free(st);
 }

@@ -1,5 +1,6 @@
 #include "store_sqlite.h"
 
+#include "post_queue.h"
 #include "store_impl.h"
 
 #include <errno.h>
@@ -130,12 +131,7 @@ struct store_sqlite {
 	 * wait for the commit themselves (store_post_queue): a thread that
 	 * waited had to be woken for each post, which cost as much CPU as
 	 * its SQL (bench/run --rooms). */
-	pthread_t poster;
-	bool poster_started;
-	pthread_mutex_t batch_lock;
-	pthread_cond_t batch_due;
-	struct store_post *queue, **queue_tail; /* under batch_lock */
-	bool poster_idle, poster_stop;          /* under batch_lock */
+	struct post_queue posts;
 	pthread_mutex_t version_lock;
 	sqlite3 *version_db; /* for store_data_version only */
 	/* store_data_version's: the last value of each source (0 the watcher,
@@ -698,49 +694,19 @@ static void write_batch(struct store_sqlite *st, struct store_post *batch)
 	}
 }
 
-/* The store's posting thread: writes what is queued, batch after batch. */
-static void *poster_loop(void *arg)
+/* The store's thread writes a batch under write_lock. */
+static void write_queued(void *ctx, struct store_post *batch, size_t n)
 {
-	struct store_sqlite *st = arg;
-	pthread_mutex_lock(&st->batch_lock);
-	for (;;) {
-		while (!st->queue && !st->poster_stop) {
-			st->poster_idle = true;
-			pthread_cond_wait(&st->batch_due, &st->batch_lock);
-		}
-		st->poster_idle = false;
-		struct store_post *batch = st->queue;
-		if (!batch)
-			break; /* stopping, and everything queued is written */
-		st->queue = NULL;
-		st->queue_tail = &st->queue;
-		pthread_mutex_unlock(&st->batch_lock);
-		pthread_mutex_lock(&st->write_lock);
-		write_batch(st, batch);
-		pthread_mutex_unlock(&st->write_lock);
-		while (batch) {
-			/* Once done, a post may be freed. */
-			struct store_post *next = batch->next;
-			batch->done(batch);
-			batch = next;
-		}
-		pthread_mutex_lock(&st->batch_lock);
-	}
-	pthread_mutex_unlock(&st->batch_lock);
-	return NULL;
+	(void)n;
+	struct store_sqlite *st = ctx;
+	pthread_mutex_lock(&st->write_lock);
+	write_batch(st, batch);
+	pthread_mutex_unlock(&st->write_lock);
 }
 
 void store_sqlite_queue(struct store_sqlite *st, struct store_post *p)
 {
-	pthread_mutex_lock(&st->batch_lock);
-	*st->queue_tail = p;
-	st->queue_tail = &p->next;
-	/* Signalled only when asleep: one wake-up per batch, not per post. */
-	bool wake = st->poster_idle;
-	st->poster_idle = false;
-	pthread_mutex_unlock(&st->batch_lock);
-	if (wake)
-		pthread_cond_signal(&st->batch_due);
+	post_queue_push(&st->posts, p);
 }
 
 enum store_result store_sqlite_read(struct store_sqlite *st, const char *room, int64_t after,
@@ -975,9 +941,6 @@ int store_sqlite_open(struct store_sqlite **out, const char *path, const struct 
 	st->opt = *opt;
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_mutex_init(&st->write_lock, NULL);
-	pthread_mutex_init(&st->batch_lock, NULL);
-	pthread_cond_init(&st->batch_due, NULL);
-	st->queue_tail = &st->queue;
 	pthread_mutex_init(&st->version_lock, NULL);
 	pthread_mutex_init(&st->checkpoint_lock, NULL);
 	pthread_cond_init(&st->checkpoint_due, NULL);
@@ -1015,11 +978,10 @@ int store_sqlite_open(struct store_sqlite **out, const char *path, const struct 
 			 sqlite3_errmsg(st->checkpoint_db));
 		goto fail;
 	}
-	if (pthread_create(&st->poster, NULL, poster_loop, st) != 0) {
+	if (post_queue_start(&st->posts, SIZE_MAX, write_queued, st) != 0) {
 		snprintf(err, err_size, "cannot start the store's thread");
 		goto fail;
 	}
-	st->poster_started = true;
 	st->idle = first;
 	*out = st;
 	return 0;
@@ -1033,14 +995,7 @@ void store_sqlite_close(struct store_sqlite *st)
 {
 	if (!st)
 		return;
-	if (st->poster_started) {
-		/* It writes what is still queued first. */
-		pthread_mutex_lock(&st->batch_lock);
-		st->poster_stop = true;
-		pthread_cond_signal(&st->batch_due);
-		pthread_mutex_unlock(&st->batch_lock);
-		pthread_join(st->poster, NULL);
-	}
+	post_queue_stop(&st->posts); /* it writes what is still queued first */
 	if (st->checkpointer_started) {
 		pthread_mutex_lock(&st->checkpoint_lock);
 		st->stopping = true;
@@ -1060,8 +1015,6 @@ void store_sqlite_close(struct store_sqlite *st)
 	sqlite3_close(st->version_db);
 	pthread_mutex_destroy(&st->lock);
 	pthread_mutex_destroy(&st->write_lock);
-	pthread_mutex_destroy(&st->batch_lock);
-	pthread_cond_destroy(&st->batch_due);
 	pthread_mutex_destroy(&st->version_lock);
 	free(st->path);
 	free(st);
