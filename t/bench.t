@@ -116,5 +116,10 @@ SKIP: {
 	like($slurp->($file), qr/\A# results\n\nmain 2\n.*rooms 1\n.*nodes 2\n\z/s,
 		'a new nodes part keeps the others');
 	unlike($slurp->($file), qr/nodes 1|main 1/, 'and the old parts are gone');
+	my ($stores) = map { $_->[1] } grep { $_->[0] eq 'stores' } @Results::PARTS;
+	Results::replace_part($file, stores => "$stores, z)\n\nstores 1\n");
+	Results::replace_part($file, rooms => "$rooms\n\nrooms 2\n");
+	like($slurp->($file), qr/\A# results\n\nmain 2\n.*rooms 2\n.*nodes 2\n.*stores 1\n\z/s,
+		'bench/store-compare\'s part comes last, and stays when another is written');
 }
 done_testing;
