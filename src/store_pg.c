@@ -210,7 +210,8 @@ static const char *const migrations[STORE_PG_SCHEMA_VERSION] = {
  * locks anyway and holds its other rooms meanwhile; and batches of rooms
  * kept apart (a writer per share of the rooms) are smaller, so more
  * transactions for as many posts. Measured on the store alone, 8 threads:
- * one writer carried the most posts, two or four fewer. */
+ * one writer carried the most posts, two or four fewer (though that was
+ * while every batch scanned the whole table: see pg_connect). */
 #define STORE_PG_BATCH_MAX            64
 /* Rooms whose last seq a process remembers (more share slots, and only
  * cost a round trip when they collide). */
