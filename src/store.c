@@ -45,13 +45,9 @@ void store_close(struct store *st)
 		store_sqlite_close(LITE(st));
 }
 
+/* Both stores queue through post_queue_push, which clears the results. */
 void store_post_queue(struct store *st, struct store_post *p)
 {
-	p->next = NULL;
-	p->answer = NULL;
-	p->answer_len = 0;
-	p->replayed = false;
-	p->why = NULL;
 	if (st->kind == STORE_KIND_PG)
 		store_pg_queue(PG(st), p);
 	else

@@ -270,8 +270,8 @@ static const char store_sql[] =
     " a AS (INSERT INTO posts(room, client_id, seq, answer)"
     "  SELECT v.room, v.cid, v.seq, v.answer FROM v JOIN r ON r.name = v.room"
     "  WHERE v.cid IS NOT NULL AND v.seq > r.last - $10::bigint),"
-    " g AS (SELECT NOT EXISTS (SELECT 1 FROM unnest($8::text[], $11::int8[]) x(name, was)"
-    "   LEFT JOIN rooms ON rooms.name = x.name WHERE rooms.last_seq IS DISTINCT FROM x.was)"
+    " g AS (SELECT NOT EXISTS (SELECT 1 FROM r"
+    "   LEFT JOIN rooms ON rooms.name = r.name WHERE rooms.last_seq IS DISTINCT FROM r.was)"
     "  AND NOT EXISTS (SELECT 1 FROM v JOIN posts p ON p.room = v.room AND p.client_id = v.cid)"
     "  AS ok)"
     " SELECT 1 / g.ok::int FROM g";
