@@ -7,9 +7,9 @@
  * else. With more idle kept connections than threads, new requests wait
  * behind connections that have nothing to say (measured: a p99 of 40 ms
  * and stalls). Here no thread ever waits on one connection: every open
- * connection sits in one epoll set, armed one-shot, and all threads wait in
+ * connection sits in one epoll set, edge-triggered, and all threads wait in
  * epoll_wait. A connection with a request to read wakes exactly one thread,
- * which reads it with libfcgi, answers, and arms the connection again. Idle
+ * which reads it with libfcgi and answers. Idle
  * kept connections then cost a file descriptor and a slot, not a thread,
  * so keep-alive needs no tuning against --threads, whatever nginx's workers
  * times keepalive is. The same goes for long-polls: a held request waits in
@@ -30,9 +30,20 @@
  * own thread" below.
  *
  * Connections live in a fixed table of slots. Every event carries the
- * slot's index and the "arm" count it was armed with; the count goes up at
- * every arm and at close, so an event that went stale while another thread
- * handled the connection is recognised and dropped under the lock.
+ * slot's index and its generation, which goes up when the slot is freed,
+ * so an event for a connection that has since been closed is dropped.
+ *
+ * Why edge-triggered and not one-shot: a one-shot connection must be armed
+ * again (epoll_ctl) after every request, one system call in five of a
+ * small request. An edge-triggered one is registered once, at accept. The
+ * price is that an edge may come while a thread owns the connection (the
+ * rest of a request still arriving, or nginx closing it). The thread that
+ * takes such an event marks the connection "missed" instead of touching it,
+ * and the owner, on letting the connection go (settle), peeks: if there is
+ * something to read, it serves it itself. So no edge is lost, and the
+ * extra system call is only paid on the rare request that overlaps an
+ * event. An event that finds nothing to read (its bytes were read with the
+ * request before) costs one peek.
  */
 /* epoll, eventfd, timerfd and accept4: this layer is Linux-only. */
 #define _GNU_SOURCE
@@ -98,20 +109,25 @@
 
 enum conn_state {
 	CONN_FREE, /* an empty slot */
-	CONN_IDLE, /* open, armed, waiting for its next request */
+	CONN_IDLE, /* open, watched, waiting for its next request */
 	CONN_BUSY, /* owned by one thread */
-	CONN_HELD  /* a request waits for its room; armed to notice a close */
+	CONN_HELD  /* a request waits for its room; watched to notice a close */
 };
+/* Added to CONN_BUSY by a thread that took an event for a connection
+ * another thread owns: the owner looks again when it lets go (settle). */
+#define ST_MISSED     0x100u
+#define ST_STATE_MASK 0xffu
 
 struct conn {
 	FCGX_Request req;
-	/* The state in the low 32 bits, the arm count in the high ones: one
-	 * word, so the common step (an idle connection's event taken by one
-	 * thread) is a compare-and-swap, not a lock. */
+	/* The state (and ST_MISSED) in the low 32 bits, the slot's generation
+	 * in the high ones: one word, so the common step (an idle connection's
+	 * event taken by one thread) is a compare-and-swap, not a lock. */
 	_Atomic uint64_t st;
 	uint32_t index;
-	struct conn *next; /* free list, held list, or a list being answered */
-	struct conn *prev; /* held list */
+	struct conn *next;  /* free list, held list, or a list being answered */
+	struct conn *prev;  /* held list */
+	struct conn *again; /* tl_next_conns */
 	/* While a request is held: */
 	uint64_t deadline_ms; /* CLOCK_MONOTONIC */
 	uint64_t seen_change; /* srv->changes when its answer was computed */
@@ -456,40 +472,77 @@ static void log_request(FCGX_Request *req, const struct chat_response *res,
 		id[0] ? id : "-", res->reason ? ": " : "", res->reason ? res->reason : "");
 }
 
-static uint64_t st_make(uint32_t arm_count, enum conn_state state)
+static uint64_t st_make(uint32_t gen, enum conn_state state)
 {
-	return (uint64_t)arm_count << 32 | (uint32_t)state;
+	return (uint64_t)gen << 32 | (uint32_t)state;
 }
 
-static uint32_t st_arm(uint64_t st)
+static uint32_t st_gen(uint64_t st)
 {
 	return (uint32_t)(st >> 32);
 }
 
 static enum conn_state st_state(uint64_t st)
 {
-	return (enum conn_state)(uint32_t)st;
+	return (enum conn_state)((uint32_t)st & ST_STATE_MASK);
 }
 
 /* Only the thread that owns c (or holds the lock, for held ones) calls it. */
 static void set_state(struct conn *c, enum conn_state state)
 {
-	atomic_store(&c->st, st_make(st_arm(atomic_load(&c->st)), state));
+	atomic_store(&c->st, st_make(st_gen(atomic_load(&c->st)), state));
 }
 
-/* --- slots and arming ---------------------------------------------------- */
+/* --- slots and watching -------------------------------------------------- */
 
-/* Puts c in state and arms it; older events for it turn stale. */
-static int arm(struct server *srv, struct conn *c, int op, enum conn_state state)
+/* Registers c, just accepted, as idle: once, for as long as it is open. */
+static int watch_conn(struct server *srv, struct conn *c)
 {
-	uint32_t count = st_arm(atomic_load(&c->st)) + 1;
-	atomic_store(&c->st, st_make(count, state));
+	uint32_t gen = st_gen(atomic_load(&c->st));
+	atomic_store(&c->st, st_make(gen, CONN_IDLE));
 	struct epoll_event ev = {
-	    .events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT,
-	    .data.u64 = (uint64_t)count << 32 | c->index,
+	    .events = EPOLLIN | EPOLLRDHUP | EPOLLET,
+	    .data.u64 = (uint64_t)gen << 32 | c->index,
 	};
-	return epoll_ctl(srv->ep, op, c->req.ipcFd, &ev);
+	return epoll_ctl(srv->ep, EPOLL_CTL_ADD, c->req.ipcFd, &ev);
 }
+
+/* Something (a request, or the end of the stream) waits on fd. */
+static bool has_input(int fd)
+{
+	char b;
+	ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	return !(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+}
+
+/*
+ * The owner of c lets it go into state (idle, or held with the lock
+ * taken). Returns false, with c still the caller's and still marked
+ * missed, when an event came meanwhile and there is something to read:
+ * no edge will report it again. Handing it back to epoll instead
+ * (EPOLL_CTL_MOD) would race with a close: once c is let go, its
+ * descriptor may be closed and reused by another connection.
+ */
+static bool settle(struct conn *c, enum conn_state state)
+{
+	uint64_t cur = atomic_load(&c->st);
+	for (;;) {
+		if (cur & ST_MISSED) {
+			if (has_input(c->req.ipcFd))
+				return false;
+			/* Its bytes were read with the request. */
+			if (atomic_compare_exchange_weak(&c->st, &cur, cur & ~(uint64_t)ST_MISSED))
+				cur &= ~(uint64_t)ST_MISSED;
+			continue;
+		}
+		if (atomic_compare_exchange_weak(&c->st, &cur, st_make(st_gen(cur), state)))
+			return true;
+	}
+}
+
+/* Connections a thread found a request on while letting them go, to be
+ * served from its event loop rather than by recursion. */
+static _Thread_local struct conn *tl_next_conns;
 
 static void arm_listener(struct server *srv)
 {
@@ -505,7 +558,7 @@ static void arm_listener(struct server *srv)
 static void release_slot(struct server *srv, struct conn *c)
 {
 	/* Whatever event is still in flight for it is stale now. */
-	atomic_store(&c->st, st_make(st_arm(atomic_load(&c->st)) + 1, CONN_FREE));
+	atomic_store(&c->st, st_make(st_gen(atomic_load(&c->st)) + 1, CONN_FREE));
 	atomic_fetch_sub(&srv->connections, 1);
 	c->next = srv->free_slots;
 	srv->free_slots = c;
@@ -593,6 +646,10 @@ static void conn_close(struct server *srv, struct conn *c)
 	pthread_mutex_unlock(&srv->lock);
 }
 
+static bool head_ready(struct server *srv, struct conn *c);
+static void serve(struct server *srv, struct conn *c);
+static void given_up(struct server *srv, struct conn *c);
+
 /* Ends the request on c and makes the connection wait for the next one. */
 static void conn_finish(struct server *srv, struct conn *c)
 {
@@ -610,14 +667,22 @@ static void conn_finish(struct server *srv, struct conn *c)
 		pthread_mutex_unlock(&srv->lock);
 		return;
 	}
-	bool ok = !atomic_load(&srv->stopping);
-	if (ok && arm(srv, c, EPOLL_CTL_MOD, CONN_IDLE) != 0) {
-		log_msg(LOG_ERROR, "cannot watch a connection: %s", strerror(errno));
-		set_state(c, CONN_BUSY);
-		ok = false;
-	}
-	if (!ok)
+	if (atomic_load(&srv->stopping)) {
 		conn_close(srv, c);
+		return;
+	}
+	if (settle(c, CONN_IDLE))
+		return;
+	/* The next request came before c was let go. */
+	atomic_fetch_and(&c->st, ~(uint64_t)ST_MISSED);
+	if (!tl_server) {
+		/* Not a worker (server_stop): at most once per connection. */
+		if (head_ready(srv, c))
+			serve(srv, c);
+		return;
+	}
+	c->again = tl_next_conns;
+	tl_next_conns = c;
 }
 
 /* The parameters a request is made of. */
@@ -782,16 +847,13 @@ static void stream_done(struct server *srv, struct conn *c, const char *reason)
 }
 
 /* Puts c in the held list until due_ms (or a change of its room); the lock
- * is held. False if it could not be watched: c is then the caller's. */
+ * is held. False if nginx sent something meanwhile (it gave up on the
+ * request): c is then the caller's, to answer now. */
 static bool hold_locked(struct server *srv, struct conn *c, uint64_t now)
 {
-	held_insert(srv, c);
-	if (arm(srv, c, EPOLL_CTL_MOD, CONN_HELD) != 0) {
-		log_msg(LOG_ERROR, "cannot watch a held request: %s", strerror(errno));
-		held_remove(srv, c);
-		set_state(c, CONN_BUSY);
+	if (!settle(c, CONN_HELD))
 		return false;
-	}
+	held_insert(srv, c);
 	uint64_t due = c->deadline_ms;
 	if (srv->cfg.store_version && !c->pending && now + STORE_POLL_MS < due)
 		due = now + STORE_POLL_MS;
@@ -876,11 +938,11 @@ static void stream_send(struct server *srv, struct conn *c, struct chat_request 
 			mode = CHAT_HOLD_OVER;
 		} else {
 			c->was_held = true;
-			if (hold_locked(srv, c, now)) {
-				pthread_mutex_unlock(&srv->lock);
-				return;
-			}
-			mode = CHAT_HOLD_OVER;
+			bool held = hold_locked(srv, c, now);
+			pthread_mutex_unlock(&srv->lock);
+			if (!held)
+				given_up(srv, c);
+			return;
 		}
 		c->seen_change = atomic_load(&srv->changes);
 		pthread_mutex_unlock(&srv->lock);
@@ -922,10 +984,15 @@ static void pace_next(struct server *srv, struct conn *c, bool due)
 		c->deadline_ms = now_ms() + c->pace_ms;
 	}
 	pthread_mutex_lock(&srv->lock);
-	bool held = !atomic_load(&srv->stopping) && hold_locked(srv, c, now_ms());
+	stopping = atomic_load(&srv->stopping);
+	bool held = !stopping && hold_locked(srv, c, now_ms());
 	pthread_mutex_unlock(&srv->lock);
-	if (!held)
+	if (held)
+		return;
+	if (stopping)
 		pace_next(srv, c, true);
+	else
+		given_up(srv, c);
 }
 
 /* A streamed reply with --stream-pace: its events go out pace_ms apart. */
@@ -992,15 +1059,12 @@ static void answer(struct server *srv, struct conn *c, struct chat_request *creq
 			memcpy(c->room, res->hold.room, sizeof c->room);
 			c->room[sizeof c->room - 1] = '\0';
 			c->was_held = true;
-			held_insert(srv, c);
-			/* Armed so that nginx giving up on the request is seen. */
-			if (arm(srv, c, EPOLL_CTL_MOD, CONN_HELD) != 0) {
-				log_msg(LOG_ERROR, "cannot watch a held request: %s",
-					strerror(errno));
-				held_remove(srv, c);
-				set_state(c, CONN_BUSY);
+			/* Still watched, so that nginx giving up on the request
+			 * is seen; if it already has, the answer goes now. */
+			if (!settle(c, CONN_HELD)) {
 				mode = CHAT_HOLD_OVER;
 			} else {
+				held_insert(srv, c);
 				uint64_t due = c->deadline_ms;
 				if (srv->cfg.store_version && now + STORE_POLL_MS < due)
 					due = now + STORE_POLL_MS;
@@ -1425,6 +1489,12 @@ static void serve(struct server *srv, struct conn *c)
 	answer(srv, c, &creq, &res);
 }
 
+static void given_up(struct server *srv, struct conn *c)
+{
+	log_msg(LOG_DEBUG, "a held request was given up by nginx");
+	conn_close(srv, c);
+}
+
 /* A held request's connection became readable: nginx gave up on it (the
  * client went away or a timeout passed), or sent something it should not. */
 static void held_event(struct server *srv, struct conn *c)
@@ -1438,13 +1508,13 @@ static void held_event(struct server *srv, struct conn *c)
 		answer_again(srv, c, false);
 		return;
 	}
-	log_msg(LOG_DEBUG, "a held request was given up by nginx");
-	conn_close(srv, c);
+	given_up(srv, c);
 }
 
-/* Leaves c, whose request is still arriving, to the timer: arming it in
- * epoll would report the bytes already there at once, again and again. */
-static void park_partial(struct server *srv, struct conn *c)
+/* Leaves c, whose request is still arriving, until more of it comes (an
+ * edge) or the timer looks again. False if more came meanwhile: c is
+ * still the caller's, to look at again. */
+static bool park_partial(struct server *srv, struct conn *c)
 {
 	uint64_t now = now_ms();
 	if (!c->partial) {
@@ -1460,31 +1530,37 @@ static void park_partial(struct server *srv, struct conn *c)
 			"connection closed",
 			IO_TIMEOUT_S);
 		conn_close(srv, c);
-		return;
+		return true;
 	}
 	pthread_mutex_lock(&srv->lock);
 	if (atomic_load(&srv->stopping)) {
 		pthread_mutex_unlock(&srv->lock);
 		conn_close(srv, c);
-		return;
+		return true;
+	}
+	if (!settle(c, CONN_HELD)) {
+		pthread_mutex_unlock(&srv->lock);
+		atomic_fetch_and(&c->st, ~(uint64_t)ST_MISSED);
+		return false;
 	}
 	c->deadline_ms = now + c->partial_wait_ms;
 	held_insert(srv, c);
-	atomic_store(&c->st, st_make(st_arm(atomic_load(&c->st)) + 1, CONN_HELD));
 	timer_by(srv, c->deadline_ms);
 	pthread_mutex_unlock(&srv->lock);
+	return true;
 }
 
 /*
  * Peeks at the request waiting on c (which the caller owns): true when
  * libfcgi may read it. Otherwise c has been closed (broken or gone),
- * parked (still arriving) or armed again (nothing there after all).
+ * parked (still arriving) or let go (nothing there after all).
  */
 static bool head_ready(struct server *srv, struct conn *c)
 {
 	static _Thread_local unsigned char big[FCGI_HEAD_PEEK_MAX];
 	unsigned char small[4096];
 	int fd = c->req.ipcFd;
+again:;
 	ssize_t n = recv(fd, small, sizeof small, MSG_PEEK | MSG_DONTWAIT);
 	enum fcgi_head v = FCGI_HEAD_BAD;
 	c->whole = false;
@@ -1498,15 +1574,19 @@ static bool head_ready(struct server *srv, struct conn *c)
 		}
 	} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
 		if (c->partial) {
-			park_partial(srv, c);
+			if (park_partial(srv, c))
+				return false;
+			goto again;
+		}
+		/* An event whose bytes were read with the request before. */
+		if (atomic_load(&srv->stopping)) {
+			conn_close(srv, c);
 			return false;
 		}
-		/* A stale wake-up: wait for the request. */
-		if (!atomic_load(&srv->stopping) && arm(srv, c, EPOLL_CTL_MOD, CONN_IDLE) == 0)
+		if (settle(c, CONN_IDLE))
 			return false;
-		set_state(c, CONN_BUSY);
-		conn_close(srv, c);
-		return false;
+		atomic_fetch_and(&c->st, ~(uint64_t)ST_MISSED);
+		goto again;
 	}
 	if (v == FCGI_HEAD_PARTIAL) {
 		/* Cut short by the peer: it can never be whole. libfcgi may read
@@ -1521,8 +1601,9 @@ static bool head_ready(struct server *srv, struct conn *c)
 		c->partial = false;
 		return true;
 	case FCGI_HEAD_PARTIAL:
-		park_partial(srv, c);
-		return false;
+		if (park_partial(srv, c))
+			return false;
+		goto again;
 	case FCGI_HEAD_BAD:
 		break;
 	}
@@ -1538,27 +1619,52 @@ static bool head_ready(struct server *srv, struct conn *c)
 static void conn_event(struct server *srv, uint64_t tag)
 {
 	uint32_t index = (uint32_t)tag;
-	uint32_t armed = (uint32_t)(tag >> 32);
+	uint32_t gen = (uint32_t)(tag >> 32);
 	if (index >= srv->nslots)
 		return;
 	struct conn *c = &srv->slots[index];
-	uint64_t idle = st_make(armed, CONN_IDLE);
-	if (atomic_compare_exchange_strong(&c->st, &idle, st_make(armed, CONN_BUSY))) {
-		if (head_ready(srv, c))
+	uint64_t st = atomic_load(&c->st);
+	for (;;) {
+		if (st_gen(st) != gen)
+			return; /* closed since: the event is stale */
+		switch (st_state(st)) {
+		case CONN_FREE:
+			return;
+		case CONN_IDLE:
+			if (!atomic_compare_exchange_weak(&c->st, &st, st_make(gen, CONN_BUSY)))
+				continue;
+			if (head_ready(srv, c))
+				serve(srv, c);
+			return;
+		case CONN_BUSY:
+			/* Its owner looks again when it lets go. */
+			if ((st & ST_MISSED) ||
+			    atomic_compare_exchange_weak(&c->st, &st, st | ST_MISSED))
+				return;
+			continue;
+		case CONN_HELD:
+			break;
+		}
+		/* Held: the lock guards the list. */
+		pthread_mutex_lock(&srv->lock);
+		bool held = atomic_load(&c->st) == st_make(gen, CONN_HELD);
+		if (held) {
+			held_remove(srv, c);
+			set_state(c, CONN_BUSY);
+		}
+		pthread_mutex_unlock(&srv->lock);
+		if (!held) {
+			st = atomic_load(&c->st);
+			continue;
+		}
+		if (!c->partial) {
+			held_event(srv, c);
+		} else if (head_ready(srv, c)) {
+			/* More of a request that was still arriving. */
 			serve(srv, c);
+		}
 		return;
 	}
-	/* Not idle with this arm count: held (the lock guards the list), or
-	 * stale because the connection moved on since it was armed. */
-	pthread_mutex_lock(&srv->lock);
-	bool held = atomic_load(&c->st) == st_make(armed, CONN_HELD);
-	if (held) {
-		held_remove(srv, c);
-		set_state(c, CONN_BUSY);
-	}
-	pthread_mutex_unlock(&srv->lock);
-	if (held)
-		held_event(srv, c);
 }
 
 /* Deadlines of held requests, and posts other processes made. */
@@ -1686,7 +1792,7 @@ static void accept_event(struct server *srv)
 		 * it from closing the connection it has just been handed. */
 		c->req.keepConnection = 1;
 		atomic_fetch_add(&srv->connections, 1);
-		if (arm(srv, c, EPOLL_CTL_ADD, CONN_IDLE) != 0) {
+		if (watch_conn(srv, c) != 0) {
 			log_msg(LOG_ERROR, "cannot watch a connection: %s", strerror(errno));
 			close(fd);
 			c->req.ipcFd = -1;
@@ -1727,6 +1833,12 @@ static void *worker(void *arg)
 			posts_event(srv);
 		else
 			conn_event(srv, ev.data.u64);
+		while (tl_next_conns) {
+			struct conn *c = tl_next_conns;
+			tl_next_conns = c->again;
+			if (head_ready(srv, c))
+				serve(srv, c);
+		}
 	}
 	server_may_block();
 	pthread_mutex_lock(&srv->lock);
@@ -1902,8 +2014,7 @@ unsigned long server_stop(struct server *srv, unsigned grace_ms)
 		struct conn *c = &srv->slots[i];
 		uint64_t st = atomic_load(&c->st);
 		if (st_state(st) == CONN_IDLE &&
-		    atomic_compare_exchange_strong(&c->st, &st,
-						   st_make(st_arm(st) + 1, CONN_BUSY))) {
+		    atomic_compare_exchange_strong(&c->st, &st, st_make(st_gen(st), CONN_BUSY))) {
 			c->next = idle;
 			idle = c;
 		}

@@ -188,6 +188,52 @@ $t->stop;
 like($t->backend_log, qr/exiting after \d+ requests/, 'the backend exited cleanly at the end');
 $t->done;
 
+## A request that arrives while its connection is still busy
+
+{
+	# Connections are watched edge-triggered (src/server.c): the edge for
+	# the second request comes while a thread still owns the connection,
+	# its first request waiting for a store that another process holds
+	# locked. It is answered only if the owner looks again on letting the
+	# connection go; nothing more is ever sent on it to wake it.
+	my $sqlite3 = ChatTest::which('sqlite3', '/usr/bin');
+	BAIL_OUT('sqlite3 (the Debian package sqlite3) is needed by this test') unless $sqlite3;
+	my $u = ChatTest->new(no_nginx => 1);
+	my $db = $u->store_path;
+	my $out = "$db.lock-out";
+	open(my $lock, '|-', "$sqlite3 '$db' > '$out' 2>&1") or die "sqlite3: $!";
+	$lock->autoflush(1);
+	print $lock "BEGIN IMMEDIATE;\nSELECT 'locked';\n";
+	my $deadline = time + 10;
+	sleep 0.05 until ChatTest::read_file($out) =~ /locked/ || time > $deadline;
+	my $s = connect_backend($u);
+	my $post = '{"message":"first","room":"busy"}';
+	print $s FastCGI::request(FastCGI::chat_params(CONTENT_LENGTH => length $post), $post, keep => 1);
+	sleep 0.3;
+	print $s FastCGI::request($good, $body, keep => 1);
+	sleep 0.3;
+	close $lock;
+	my (@answers, $stdout);
+	$stdout = '';
+	$deadline = time + 10;
+	while (@answers < 2 && time < $deadline) {
+		my $got = FastCGI::read_records($s, 0.5);
+		for my $r (@{ $got->{records} }) {
+			$stdout .= $r->[2] if $r->[0] == FastCGI::FCGI_STDOUT;
+			if ($r->[0] == FastCGI::END_REQUEST) {
+				push @answers, $stdout;
+				$stdout = '';
+			}
+		}
+		last if $got->{eof};
+	}
+	close $s;
+	is(scalar @answers, 2, 'a request sent while the last one waited for the store: both answered');
+	like($answers[0] // '', qr/^Status: 200.*"received first"/s, '... the stored post first, once the lock is gone');
+	like($answers[1] // '', qr/\r\n\r\n\{"message":"received abc"\}$/, '... then the one that came meanwhile');
+	$u->done;
+}
+
 ## Connections that hold a thread
 
 {
