@@ -89,6 +89,11 @@
 #define STORE_POLL_MS 100
 /* Bodies larger than this are read and parsed off the pollers' place. */
 #define BIG_BODY ((size_t)8 * 1024)
+/* How long the pollers may take no event, while one waits, before the
+ * standby thread takes it. */
+#define STANDBY_MS 1
+/* How often an idle standby looks anyway. */
+#define STANDBY_IDLE_MS 100
 /* Connections accepted per wake-up before others get a turn. */
 #define ACCEPT_BATCH 32
 /* Upper bound on the slot table, whatever RLIMIT_NOFILE allows. */
@@ -198,6 +203,13 @@ struct server {
 	pthread_mutex_t gate_lock;
 	pthread_cond_t gate_free;
 	unsigned pollers, max_pollers;
+
+	/* The standby (see standby()): events taken so far, by anyone, and
+	 * whether it sleeps until the next one. */
+	_Atomic uint64_t taken;
+	atomic_bool standby_idle;
+	pthread_mutex_t standby_lock;
+	pthread_cond_t standby_wake;
 };
 
 /* The server a worker thread serves, and whether it holds a poller's place. */
@@ -1804,6 +1816,33 @@ static void accept_event(struct server *srv)
 		arm_listener(srv);
 }
 
+/* Handles one event (not TAG_STOP) a thread took. */
+static void dispatch(struct server *srv, uint64_t tag)
+{
+	if (tag == TAG_LISTEN)
+		accept_event(srv);
+	else if (tag == TAG_TIMER)
+		timer_event(srv);
+	else if (tag == TAG_POSTS)
+		posts_event(srv);
+	else
+		conn_event(srv, tag);
+	while (tl_next_conns) {
+		struct conn *c = tl_next_conns;
+		tl_next_conns = c->again;
+		if (head_ready(srv, c))
+			serve(srv, c);
+	}
+}
+
+static void thread_done(struct server *srv)
+{
+	pthread_mutex_lock(&srv->lock);
+	srv->running--;
+	pthread_cond_signal(&srv->done);
+	pthread_mutex_unlock(&srv->lock);
+}
+
 static void *worker(void *arg)
 {
 	struct server *srv = arg;
@@ -1825,26 +1864,92 @@ static void *worker(void *arg)
 			continue;
 		if (ev.data.u64 == TAG_STOP)
 			break;
-		if (ev.data.u64 == TAG_LISTEN)
-			accept_event(srv);
-		else if (ev.data.u64 == TAG_TIMER)
-			timer_event(srv);
-		else if (ev.data.u64 == TAG_POSTS)
-			posts_event(srv);
-		else
-			conn_event(srv, ev.data.u64);
-		while (tl_next_conns) {
-			struct conn *c = tl_next_conns;
-			tl_next_conns = c->again;
-			if (head_ready(srv, c))
-				serve(srv, c);
+		atomic_fetch_add(&srv->taken, 1);
+		if (atomic_load(&srv->standby_idle)) {
+			pthread_mutex_lock(&srv->standby_lock);
+			pthread_cond_signal(&srv->standby_wake);
+			pthread_mutex_unlock(&srv->standby_lock);
 		}
+		dispatch(srv, ev.data.u64);
 	}
 	server_may_block();
-	pthread_mutex_lock(&srv->lock);
-	srv->running--;
-	pthread_cond_signal(&srv->done);
-	pthread_mutex_unlock(&srv->lock);
+	thread_done(srv);
+	return NULL;
+}
+
+/*
+ * The standby: a thread that takes events only when the pollers have taken
+ * none for STANDBY_MS while one is waiting, which is what a poller put off
+ * the CPU by another process looks like. With it, one poller is enough on
+ * a small machine: every further poller waiting in epoll_wait is a thread
+ * woken per request when the load is below what the backend can do, and
+ * that wake-up cost more than the request (bench/RESULTS.md, pollers).
+ * Under load it wakes every STANDBY_MS to look, and an idle backend leaves
+ * it asleep until the next event.
+ */
+static void *standby(void *arg)
+{
+	struct server *srv = arg;
+	tl_server = srv;
+	int err = pthread_setname_np(pthread_self(), "chat-standby");
+	if (err != 0)
+		log_msg(LOG_DEBUG, "cannot name the standby thread: %s", strerror(err));
+	uint64_t seen = atomic_load(&srv->taken);
+	bool look_now = false, took = false;
+	while (!atomic_load(&srv->stopping)) {
+		if (!look_now) {
+			struct timespec pause = {0, STANDBY_MS * 1000000L};
+			nanosleep(&pause, NULL);
+		}
+		look_now = false;
+		uint64_t now = atomic_load(&srv->taken);
+		if (now != seen) {
+			seen = now;
+			continue;
+		}
+		struct epoll_event ev;
+		int n = epoll_wait(srv->ep, &ev, 1, 0);
+		if (n == 1) {
+			if (ev.data.u64 == TAG_STOP)
+				break;
+			dispatch(srv, ev.data.u64);
+			/* Still stuck: take the next one at once. */
+			look_now = took = true;
+			continue;
+		}
+		if (n < 0 && errno != EINTR) {
+			log_msg(LOG_ERROR, "epoll_wait: %s", strerror(errno));
+			break;
+		}
+		if (took) {
+			/* The pollers may still be held up: look again. */
+			took = false;
+			continue;
+		}
+		/* Nothing waits: sleep until the pollers take an event, or for
+		 * STANDBY_IDLE_MS, in case they were put off the CPU just as the
+		 * load began. The flag is set before taken is read again, and a
+		 * poller adds to taken before it reads the flag, so one of them
+		 * sees the other. */
+		struct timespec until;
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_nsec += STANDBY_IDLE_MS * 1000000L;
+		until.tv_sec += until.tv_nsec / 1000000000L;
+		until.tv_nsec %= 1000000000L;
+		pthread_mutex_lock(&srv->standby_lock);
+		atomic_store(&srv->standby_idle, true);
+		while (atomic_load(&srv->taken) == seen && !atomic_load(&srv->stopping) &&
+		       pthread_cond_timedwait(&srv->standby_wake, &srv->standby_lock, &until) !=
+			   ETIMEDOUT)
+			;
+		atomic_store(&srv->standby_idle, false);
+		pthread_mutex_unlock(&srv->standby_lock);
+		/* After a timeout, seen is unchanged: the next look takes what
+		 * waits, if anything does. */
+		look_now = atomic_load(&srv->taken) == seen;
+		seen = atomic_load(&srv->taken);
+	}
+	thread_done(srv);
 	return NULL;
 }
 
@@ -1894,6 +1999,8 @@ static void server_free(struct server *srv)
 	pthread_cond_destroy(&srv->done);
 	pthread_mutex_destroy(&srv->gate_lock);
 	pthread_cond_destroy(&srv->gate_free);
+	pthread_mutex_destroy(&srv->standby_lock);
+	pthread_cond_destroy(&srv->standby_wake);
 	free(srv);
 }
 
@@ -1912,14 +2019,24 @@ struct server *server_start(const struct server_config *cfg)
 	pthread_cond_init(&srv->done, NULL);
 	pthread_mutex_init(&srv->gate_lock, NULL);
 	pthread_cond_init(&srv->gate_free, NULL);
+	pthread_mutex_init(&srv->standby_lock, NULL);
+	pthread_condattr_t monotonic;
+	if (pthread_condattr_init(&monotonic) != 0 ||
+	    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC) != 0 ||
+	    pthread_cond_init(&srv->standby_wake, &monotonic) != 0) {
+		log_msg(LOG_ERROR, "cannot set up the standby's condition variable");
+		free(srv);
+		return NULL;
+	}
+	pthread_condattr_destroy(&monotonic);
 	srv->cfg.limits.may_block = server_may_block;
 	srv->cfg.limits.defer_posts = true;
-	/* Half the CPUs, as nginx's workers want the other half; but two at
-	 * least, so that one poller put off the CPU by another process does
-	 * not stop the service (measured: a single poller on a busy machine
-	 * served a third of what two did). */
+	/* Half the CPUs, as nginx's workers want the other half. A single
+	 * poller put off the CPU by another process once stopped the service
+	 * (measured: it served a third of what two did); the standby thread
+	 * now takes over then. */
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	srv->max_pollers = cfg->pollers ? cfg->pollers : cpus >= 6 ? (unsigned)(cpus / 2) : 2;
+	srv->max_pollers = cfg->pollers ? cfg->pollers : cpus >= 4 ? (unsigned)(cpus / 2) : 1;
 	if (srv->max_pollers > cfg->threads)
 		srv->max_pollers = cfg->threads;
 
@@ -1960,18 +2077,19 @@ struct server *server_start(const struct server_config *cfg)
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	pthread_attr_setstacksize(&attr, WORKER_STACK);
-	for (unsigned i = 0; i < cfg->threads; i++) {
+	/* The workers, then the standby. */
+	for (unsigned i = 0; i <= cfg->threads; i++) {
 		pthread_t t;
 		pthread_mutex_lock(&srv->lock);
 		srv->running++;
 		pthread_mutex_unlock(&srv->lock);
-		int err = pthread_create(&t, &attr, worker, srv);
+		int err = pthread_create(&t, &attr, i < cfg->threads ? worker : standby, srv);
 		if (err != 0) {
 			pthread_mutex_lock(&srv->lock);
 			srv->running--;
 			pthread_mutex_unlock(&srv->lock);
-			log_msg(LOG_ERROR, "cannot start thread %u of %u: %s", i + 1, cfg->threads,
-				strerror(err));
+			log_msg(LOG_ERROR, "cannot start thread %u of %u: %s", i + 1,
+				cfg->threads + 1, strerror(err));
 			pthread_attr_destroy(&attr);
 			server_stop(srv, 1000);
 			return NULL;
@@ -1988,6 +2106,9 @@ unsigned long server_stop(struct server *srv, unsigned grace_ms)
 	pthread_mutex_lock(&srv->gate_lock);
 	pthread_cond_broadcast(&srv->gate_free);
 	pthread_mutex_unlock(&srv->gate_lock);
+	pthread_mutex_lock(&srv->standby_lock);
+	pthread_cond_broadcast(&srv->standby_wake);
+	pthread_mutex_unlock(&srv->standby_lock);
 	uint64_t one = 1;
 	ssize_t w;
 	do

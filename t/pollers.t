@@ -12,6 +12,7 @@ use warnings;
 
 use JSON::PP;
 use Test::More;
+use POSIX qw(WNOHANG);
 use Time::HiRes qw(time sleep);
 
 use ChatTest;
@@ -130,6 +131,58 @@ sub timed_post {
 	close($lock);
 	is($t->post('{"message":"again","room":"queue","client_id":"q1"}')->{status}, 200,
 		'the lock gone, room posts are stored again');
+	$t->done;
+}
+
+## The only poller put off the CPU: the standby thread answers
+
+SKIP: {
+	# One poller (the default on two CPUs) would stop the service whenever
+	# another process keeps it off the CPU; the standby thread then takes
+	# the requests (src/server.c, standby). Here the poller and every other
+	# thread of the backend are pinned to CPU 0, the standby and this test to
+	# CPU 1, and a real-time process spins on CPU 0.
+	my $cpus = () = ChatTest::read_file('/proc/cpuinfo') =~ /^processor\s*:/mg;
+	skip('needs two CPUs', 4) if $cpus < 2;
+	skip('needs permission for real-time scheduling (chrt -f)', 4)
+		if system('chrt -f 1 true 2>/dev/null') != 0;
+	my $t = ChatTest->new(no_nginx => 1, backend_args => ['--threads', '2', '--pollers', '1']);
+	my $pid = $t->backend_pid;
+	my (@standby, @others);
+	for my $task (glob "/proc/$pid/task/*") {
+		my ($tid) = $task =~ /(\d+)$/;
+		my $comm = ChatTest::read_file("$task/comm");
+		if ($comm =~ /^chat-standby$/m) { push @standby, $tid } else { push @others, $tid }
+	}
+	is(scalar @standby, 1, 'the backend has one standby thread, named chat-standby');
+	my ($mask) = `taskset -p $$` =~ /:\s*(\S+)\s*$/;
+	system("taskset -p -c 1 $_ >/dev/null") == 0 or die "taskset $_" for @standby, $$;
+	system("taskset -p -c 0 $_ >/dev/null") == 0 or die "taskset $_" for @others;
+	my $hog = fork // die "fork: $!";
+	if (!$hog) {
+		exec('chrt', '-f', '50', 'taskset', '-c', '0', $^X, '-e', '1 while time < $^T + 8');
+		exit 127;
+	}
+	sleep 0.3;
+	my ($worst, @status) = (0);
+	for my $i (1 .. 10) {
+		my $t0 = time;
+		my $s = FastCGI::connect_unix($t->socket);
+		print $s FastCGI::request(FastCGI::chat_params(), qq({"message":"h$i"}));
+		my $r = FastCGI::read_response($s, 3);
+		close $s;
+		my $took = time - $t0;
+		$worst = $took if $took > $worst;
+		push @status, $r->{status};
+		sleep 0.15;
+	}
+	my $spun = waitpid($hog, WNOHANG) == 0;
+	kill('KILL', $hog);
+	waitpid($hog, 0);
+	system("taskset -p $mask $$ >/dev/null") if $mask;
+	ok($spun, 'a real-time process spun on the poller\'s CPU all along');
+	is_deeply(\@status, [(200) x 10], '... and 10 stateless posts, 150 ms apart, were answered');
+	ok($worst < 0.3 * ChatTest::slack(), sprintf('... each within 300 ms (slowest %.0f ms)', $worst * 1000));
 	$t->done;
 }
 
