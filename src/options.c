@@ -33,7 +33,7 @@ static void help(void)
 	       "  -t, --threads N        requests worked on at once (default %u); idle\n"
 	       "                         connections and held long-polls take none\n"
 	       "      --pollers N        of those, how many take new requests at once\n"
-	       "                         (default: half the CPUs, at least 2); the\n"
+	       "                         (default: half the CPUs, 1 below 4); the\n"
 	       "                         others stand in while one waits on the store\n"
 	       "  -w, --max-waits N      long-polls held at once (default %u); past it,\n"
 	       "                         polls are answered at once with \"busy\"\n"

@@ -18,8 +18,9 @@
  * Not every thread waits in epoll_wait, though. Waking a sleeping thread
  * costs far more than answering a small request (on the 2-core machine of
  * bench/RESULTS.md, a thread switch per request doubled the backend's CPU
- * per request), so only a few threads - "pollers", half the CPUs, at least
- * two - take events, and a poller answers what it took itself, going
+ * per request), so only a few threads - "pollers", half the CPUs, one on
+ * a small machine, with a standby for when they are held up (standby()) -
+ * take events, and a poller answers what it took itself, going
  * straight back to epoll_wait, where under load the next request is already
  * waiting. The other threads are parked. A poller about to do something
  * that may wait or take long (the store, a large body, writing to an event
