@@ -1908,8 +1908,14 @@ static void *standby(void *arg)
 			seen = now;
 			continue;
 		}
+		/* Every thread busy with a request that waits (no poller at
+		 * all) is --threads reached, not a poller held up: the next
+		 * request waits for a thread, as --threads says. */
+		pthread_mutex_lock(&srv->gate_lock);
+		bool polling = srv->pollers > 0;
+		pthread_mutex_unlock(&srv->gate_lock);
 		struct epoll_event ev;
-		int n = epoll_wait(srv->ep, &ev, 1, 0);
+		int n = polling ? epoll_wait(srv->ep, &ev, 1, 0) : 0;
 		if (n == 1) {
 			if (ev.data.u64 == TAG_STOP)
 				break;

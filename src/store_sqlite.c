@@ -2,6 +2,7 @@
 
 #include "post_queue.h"
 #include "store_impl.h"
+#include "wal_writes.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -323,7 +324,7 @@ static int conn_open(struct store_sqlite *st, int flags, struct conn **out)
 	*out = NULL;
 	if (!c)
 		return SQLITE_NOMEM;
-	int rc = sqlite3_open_v2(st->path, &c->db, flags | SQLITE_OPEN_NOMUTEX, NULL);
+	int rc = sqlite3_open_v2(st->path, &c->db, flags | SQLITE_OPEN_NOMUTEX, WAL_WRITES_VFS);
 	if (rc == SQLITE_OK)
 		rc = conn_setup(st, c);
 	if (rc != SQLITE_OK) {
@@ -946,7 +947,13 @@ int store_sqlite_open(struct store_sqlite **out, const char *path, const struct 
 	pthread_cond_init(&st->checkpoint_due, NULL);
 
 	struct conn *first = NULL;
-	int rc = conn_open(st, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &first);
+	int rc = wal_writes_register();
+	if (rc != SQLITE_OK) {
+		snprintf(err, err_size, "cannot set up the store's file layer: %s",
+			 sqlite3_errstr(rc));
+		goto fail;
+	}
+	rc = conn_open(st, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &first);
 	if (rc != SQLITE_OK) {
 		snprintf(err, err_size, "cannot open the store %s: %s", path, sqlite3_errstr(rc));
 		goto fail;
@@ -963,14 +970,14 @@ int store_sqlite_open(struct store_sqlite **out, const char *path, const struct 
 		goto fail;
 
 	rc = sqlite3_open_v2(path, &st->version_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
-			     NULL);
+			     WAL_WRITES_VFS);
 	if (rc != SQLITE_OK) {
 		snprintf(err, err_size, "cannot open the store %s: %s", path,
 			 sqlite3_errmsg(st->version_db));
 		goto fail;
 	}
 	rc = sqlite3_open_v2(path, &st->checkpoint_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
-			     NULL);
+			     WAL_WRITES_VFS);
 	if (rc == SQLITE_OK)
 		rc = conn_setup_checkpointer(st);
 	if (rc != SQLITE_OK) {
