@@ -1,8 +1,9 @@
 /* The VFS that gathers WAL writes (src/wal_writes.c): a transaction of many
  * pages reaches the WAL in a few writes, not two per page; everything
  * committed is in the file when COMMIT returns, as a connection through
- * SQLite's own VFS sees; a rolled-back transaction leaves nothing; the
- * file passes SQLite's integrity check after a checkpoint. */
+ * SQLite's own VFS sees, with synchronous NORMAL or FULL; a rolled-back
+ * transaction leaves nothing; the file passes SQLite's integrity check
+ * after a checkpoint. */
 #define _POSIX_C_SOURCE 200809L
 #include "tap.h"
 #include "wal_writes.h"
@@ -190,6 +191,15 @@ int main(void)
 	is_int(rc, SQLITE_OK, "the next one commits");
 	is_int(count_rows(path, "unix"), 211, "... and the file has what was committed only");
 
+	/* --store-sync full: SQLite syncs at the commit and may pad the WAL
+	 * with copies of the commit frame, each a commit header of its own. */
+	rc = exec(db, "PRAGMA synchronous = FULL");
+	for (int i = 0; i < 3 && rc == SQLITE_OK; i++)
+		rc = insert(db, 40, "COMMIT");
+	is_int(rc, SQLITE_OK, "with synchronous = FULL, three transactions commit");
+	is_int(count_rows(path, "unix"), 331, "... and are in the file");
+	rc = exec(db, "PRAGMA synchronous = NORMAL");
+
 	rc = exec(db, "PRAGMA wal_checkpoint(TRUNCATE)");
 	is_int(rc, SQLITE_OK, "a checkpoint copies the WAL into the database");
 	rc = insert(db, 100, "COMMIT");
@@ -202,7 +212,7 @@ int main(void)
 	is_str(verdict, "ok", "the database passes SQLite's integrity check");
 	sqlite3_finalize(s);
 	is_int(sqlite3_close(db), SQLITE_OK, "it closes");
-	is_int(count_rows(path, "unix"), 311, "everything committed is there after the close");
+	is_int(count_rows(path, "unix"), 431, "everything committed is there after the close");
 
 	char cmd[sizeof dir + 16];
 	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
