@@ -242,6 +242,20 @@ static void server_may_block(void)
 	pthread_mutex_unlock(&srv->gate_lock);
 }
 
+/* The time on clk ms from now, for a timed wait. */
+static struct timespec clock_after(clockid_t clk, unsigned ms)
+{
+	struct timespec t;
+	clock_gettime(clk, &t);
+	t.tv_sec += ms / 1000;
+	t.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (t.tv_nsec >= 1000000000L) {
+		t.tv_sec++;
+		t.tv_nsec -= 1000000000L;
+	}
+	return t;
+}
+
 static uint64_t now_ms(void)
 {
 	struct timespec t;
@@ -553,6 +567,12 @@ static bool settle(struct conn *c, enum conn_state state)
 	}
 }
 
+/* settle() said no: the caller takes what came, so the mark is done with. */
+static void missed_taken(struct conn *c)
+{
+	atomic_fetch_and(&c->st, ~(uint64_t)ST_MISSED);
+}
+
 /* Connections a thread found a request on while letting them go, to be
  * served from its event loop rather than by recursion. */
 static _Thread_local struct conn *tl_next_conns;
@@ -687,7 +707,7 @@ static void conn_finish(struct server *srv, struct conn *c)
 	if (settle(c, CONN_IDLE))
 		return;
 	/* The next request came before c was let go. */
-	atomic_fetch_and(&c->st, ~(uint64_t)ST_MISSED);
+	missed_taken(c);
 	if (!tl_server) {
 		/* Not a worker (server_stop): at most once per connection. */
 		if (head_ready(srv, c))
@@ -1074,14 +1094,9 @@ static void answer(struct server *srv, struct conn *c, struct chat_request *creq
 			c->was_held = true;
 			/* Still watched, so that nginx giving up on the request
 			 * is seen; if it already has, the answer goes now. */
-			if (!settle(c, CONN_HELD)) {
+			if (!hold_locked(srv, c, now)) {
 				mode = CHAT_HOLD_OVER;
 			} else {
-				held_insert(srv, c);
-				uint64_t due = c->deadline_ms;
-				if (srv->cfg.store_version && now + STORE_POLL_MS < due)
-					due = now + STORE_POLL_MS;
-				timer_by(srv, due);
 				pthread_mutex_unlock(&srv->lock);
 				chat_response_free(res);
 				return;
@@ -1553,7 +1568,7 @@ static bool park_partial(struct server *srv, struct conn *c)
 	}
 	if (!settle(c, CONN_HELD)) {
 		pthread_mutex_unlock(&srv->lock);
-		atomic_fetch_and(&c->st, ~(uint64_t)ST_MISSED);
+		missed_taken(c);
 		return false;
 	}
 	c->deadline_ms = now + c->partial_wait_ms;
@@ -1598,7 +1613,7 @@ again:;
 		}
 		if (settle(c, CONN_IDLE))
 			return false;
-		atomic_fetch_and(&c->st, ~(uint64_t)ST_MISSED);
+		missed_taken(c);
 		goto again;
 	}
 	if (v == FCGI_HEAD_PARTIAL) {
@@ -1938,11 +1953,7 @@ static void *standby(void *arg)
 		 * load began. The flag is set before taken is read again, and a
 		 * poller adds to taken before it reads the flag, so one of them
 		 * sees the other. */
-		struct timespec until;
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		until.tv_nsec += STANDBY_IDLE_MS * 1000000L;
-		until.tv_sec += until.tv_nsec / 1000000000L;
-		until.tv_nsec %= 1000000000L;
+		struct timespec until = clock_after(CLOCK_MONOTONIC, STANDBY_IDLE_MS);
 		pthread_mutex_lock(&srv->standby_lock);
 		atomic_store(&srv->standby_idle, true);
 		while (atomic_load(&srv->taken) == seen && !atomic_load(&srv->stopping) &&
@@ -1953,8 +1964,9 @@ static void *standby(void *arg)
 		pthread_mutex_unlock(&srv->standby_lock);
 		/* After a timeout, seen is unchanged: the next look takes what
 		 * waits, if anything does. */
-		look_now = atomic_load(&srv->taken) == seen;
-		seen = atomic_load(&srv->taken);
+		uint64_t after = atomic_load(&srv->taken);
+		look_now = after == seen;
+		seen = after;
 	}
 	thread_done(srv);
 	return NULL;
@@ -2164,14 +2176,7 @@ unsigned long server_stop(struct server *srv, unsigned grace_ms)
 			conn_close(srv, c);
 	}
 
-	struct timespec deadline;
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += grace_ms / 1000;
-	deadline.tv_nsec += (long)(grace_ms % 1000) * 1000000L;
-	if (deadline.tv_nsec >= 1000000000L) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000L;
-	}
+	struct timespec deadline = clock_after(CLOCK_REALTIME, grace_ms);
 	/* Posts still being stored are answered here once the pollers are
 	 * gone: every one the store commits gets its answer. */
 	pthread_mutex_lock(&srv->lock);
