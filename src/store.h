@@ -14,7 +14,7 @@
 
 /* The schema versions this binary writes; older databases are migrated
  * forward on open, newer ones refused. */
-#define STORE_SQLITE_SCHEMA_VERSION 3
+#define STORE_SQLITE_SCHEMA_VERSION 4
 #define STORE_PG_SCHEMA_VERSION     2
 
 /* How long a write waits for another writer (thread or process) before the

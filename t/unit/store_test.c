@@ -510,6 +510,127 @@ static void test_migration_v2(void)
 	store_close(st);
 }
 
+/* SQLite's version 3, as released, with two rooms: version 4 keys the
+ * entries by room number and seq, and keeps their order, client ids and
+ * retries. */
+static void test_migration_v3(void)
+{
+	if (pg_host)
+		return;
+	const char *path = db_path("v3.db");
+	int rc = sql_exec(
+	    "v3.db",
+	    "PRAGMA journal_mode = WAL;"
+	    "CREATE TABLE entries(room TEXT NOT NULL, seq INTEGER NOT NULL, role INTEGER NOT NULL,"
+	    " text BLOB NOT NULL, time_ms INTEGER NOT NULL, client_id TEXT,"
+	    " PRIMARY KEY(room, seq));"
+	    "CREATE INDEX entries_by_client ON entries(room, client_id, seq)"
+	    " WHERE client_id IS NOT NULL AND role = 0;"
+	    "CREATE TABLE rooms(name TEXT PRIMARY KEY NOT NULL, last_seq INTEGER NOT NULL)"
+	    " WITHOUT ROWID;"
+	    "INSERT INTO rooms VALUES('zed', 4), ('alpha', 2);"
+	    "INSERT INTO entries VALUES('zed', 1, 0, 'z one', 1700000000000, 'k');"
+	    "INSERT INTO entries VALUES('zed', 2, 1, 'received z one', 1700000000000, 'k');"
+	    "INSERT INTO entries VALUES('zed', 3, 0, 'z two', 1700000000001, NULL);"
+	    "INSERT INTO entries VALUES('zed', 4, 1, 'received z two', 1700000000001, NULL);"
+	    "INSERT INTO entries VALUES('alpha', 1, 0, 'a one', 1700000000002, 'k');"
+	    "INSERT INTO entries VALUES('alpha', 2, 1, 'received a one', 1700000000002, 'k');"
+	    "PRAGMA user_version = 3;");
+	is_int(rc, SQLITE_OK, "a version-3 database is made by hand");
+	struct store *st = open_store(path, 1000);
+	if (!ok(st, "a version-3 database opens"))
+		return;
+	is_int(schema_version("v3.db"), SCHEMA_VERSION, "... and is migrated to version %d",
+	       SCHEMA_VERSION);
+	is_int(sql_int("v3.db", "SELECT count(*) FROM pragma_index_list('entries')"), 1,
+	       "... where the entries have one index, of the client ids, and no primary key's");
+	is_int(sql_int("v3.db", "SELECT count(*) FROM pragma_table_info('entries')"
+				" WHERE name = 'room'"),
+	       0, "... and no room name in each row");
+	struct seen s;
+	int64_t last = 0;
+	read_room(st, "zed", 0, 10, &s, &last);
+	ok(s.n == 4 && s.seq[0] == 1 && s.seq[3] == 4 && strcmp(s.text[2], "z two") == 0 &&
+	       s.has_cid[0] && !s.has_cid[2] && last == 4,
+	   "a room's entries are all there, in order, with their client ids");
+	read_room(st, "alpha", 0, 10, &s, &last);
+	ok(s.n == 2 && strcmp(s.text[0], "a one") == 0 && last == 2,
+	   "... and the other room's, apart");
+	bool replayed = false;
+	char *a = post(st, "zed", "k", "changed", &replayed);
+	ok(replayed && a && strcmp(a, "answer 1 2") == 0, "a post made before it replays");
+	free(a);
+	a = post(st, "alpha", "n", "after", &replayed);
+	ok(!replayed && a && strcmp(a, "answer 3 4") == 0, "new posts continue each sequence");
+	free(a);
+	a = post(st, "new-room", "k", "first", &replayed);
+	ok(!replayed && a && strcmp(a, "answer 1 2") == 0,
+	   "a new room starts at 1, its client ids apart from the others'");
+	free(a);
+	read_room(st, "zed", 2, 10, &s, &last);
+	ok(s.n == 2 && s.seq[0] == 3 && last == 4, "reading after a seq still works");
+	store_close(st);
+}
+
+/* The largest seq and room number an entry's key holds (2^36 - 1 and
+ * 2^27 - 1): a post past them fails, saying why, and breaks nothing else. */
+static void test_numbers_used_up(void)
+{
+	if (pg_host)
+		return;
+	const char *path = db_path("full.db");
+	struct store *st = open_store(path, 1000);
+	if (!ok(st, "a new database opens"))
+		return;
+	char *a = post(st, "busy", NULL, "one", NULL);
+	free(a);
+	a = post(st, "other", NULL, "one", NULL);
+	free(a);
+	store_close(st);
+	is_int(sql_exec("full.db", "UPDATE rooms SET last_seq = 68719476733 WHERE name = 'busy'"),
+	       SQLITE_OK, "a room is moved to 2 below the last seq");
+	st = open_store(path, 1000);
+	if (!st)
+		return;
+	a = post(st, "busy", NULL, "fits", NULL);
+	is_str(a, "answer 68719476734 68719476735", "a post that takes the last seqs is stored");
+	free(a);
+	char *got;
+	size_t len;
+	bool r;
+	const char *why = NULL;
+	enum store_result res = store_post(st, "busy", NULL, 0, "more", 4, "received more", 13,
+					   answer, NULL, &got, &len, &r, &why);
+	ok(res == STORE_FAILED && why && strstr(why, "used up"),
+	   "the next one fails, saying so: %s", why ? why : "(none)");
+	struct seen s;
+	int64_t last = 0;
+	read_room(st, "busy", -1, 2, &s, &last);
+	ok(s.n == 2 && s.seq[1] == 68719476735 && last == 68719476735,
+	   "the room's newest entries read back");
+	a = post(st, "other", NULL, "two", NULL);
+	is_str(a, "answer 3 4", "other rooms go on");
+	free(a);
+	store_close(st);
+
+	is_int(sql_exec("full.db", "INSERT INTO rooms VALUES('last', 134217727, 0)"), SQLITE_OK,
+	       "a room is given the last room number");
+	st = open_store(path, 1000);
+	if (!st)
+		return;
+	why = NULL;
+	res = store_post(st, "one-too-many", NULL, 0, "hi", 2, "received hi", 11, answer, NULL,
+			 &got, &len, &r, &why);
+	ok(res == STORE_FAILED && why && strstr(why, "used up"),
+	   "a new room past it fails, saying so: %s", why ? why : "(none)");
+	a = post(st, "last", NULL, "hi", NULL);
+	is_str(a, "answer 1 2", "the room with the last number takes posts");
+	free(a);
+	read_room(st, "last", 0, 10, &s, &last);
+	ok(s.n == 2 && s.seq[0] == 1, "... and reads them back, apart from the others");
+	store_close(st);
+}
+
 static void test_refusals(void)
 {
 	const char *path = db_path("future.db");
@@ -1091,6 +1212,8 @@ int main(void)
 	test_retention_batched();
 	test_migration();
 	test_migration_v2();
+	test_migration_v3();
+	test_numbers_used_up();
 	test_refusals();
 	test_locked();
 	test_data_version();
