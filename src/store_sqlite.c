@@ -48,8 +48,8 @@ static const char *const migrations[STORE_SQLITE_SCHEMA_VERSION] = {
     /* 4: an entry's key is its room's number and its seq in one integer
      * (entry_key), the rowid: a post wrote each entry twice, to the table
      * and to the (room, seq) primary key's index, and compared room names
-     * in both; now once, keyed by an integer. About a third of the store
-     * thread's CPU per post (bench/run --rooms). */
+     * in both; now once, keyed by an integer: about a fifth less of the
+     * store thread's CPU per post (bench/run --rooms, A/B). */
     "CREATE TABLE rooms_v4(name TEXT PRIMARY KEY NOT NULL, id INTEGER NOT NULL UNIQUE,"
     " last_seq INTEGER NOT NULL) WITHOUT ROWID;"
     "INSERT INTO rooms_v4 SELECT name, row_number() OVER (ORDER BY name), last_seq FROM rooms;"
