@@ -112,6 +112,7 @@ enum stmt_id {
 	ST_SET_LAST_SEQ,
 	ST_TRIM_ENTRIES,
 	ST_READ_AFTER,
+	ST_DATA_VERSION,
 	ST_COUNT
 };
 
@@ -135,6 +136,24 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_TRIM_ENTRIES] = "DELETE FROM entries WHERE id > ?1 AND id <= ?2",
     [ST_READ_AFTER] = "SELECT id, role, text, time_ms, client_id FROM entries"
 		      " WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3",
+    [ST_DATA_VERSION] = "PRAGMA data_version",
+};
+
+/*
+ * The writer's rooms: each one's number and last seq as its own posts left
+ * them, so that a post need not look its room up (one statement in six of
+ * a post). Only while no other connection has committed since the
+ * writer's last commit, which PRAGMA data_version tells (it does not move
+ * for a connection's own commits): another process may have posted. A
+ * failed batch, rolled back, empties it. Direct-mapped by a hash of the
+ * name: a room pushed out is only looked up again.
+ */
+#define ROOM_CACHE_SLOTS 256
+#define ROOM_CACHE_NAME  64
+
+struct room_cached {
+	char name[ROOM_CACHE_NAME + 1]; /* "" for an empty slot */
+	int64_t id, last;
 };
 
 /* One connection, used by one thread at a time (SQLITE_OPEN_NOMUTEX). */
@@ -159,6 +178,10 @@ struct store_sqlite {
 	 * over the pool re-read every page they touch (bench/run --rooms:
 	 * about 200 rather than 130 backend CPU-us per post). */
 	struct conn *writer;
+	/* Under write_lock, with the writer: see struct room_cached. */
+	struct room_cached *rooms;
+	bool rooms_valid;
+	int64_t rooms_version;
 	/* Group commit: posts queue here, and a thread of the store's own
 	 * writes all that are queued in one transaction, then takes the next
 	 * lot. A commit costs two writes per page it touches, and posts share
@@ -558,6 +581,67 @@ static int add_room(struct conn *c, const char *room, int64_t *id)
 	return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+static struct room_cached *room_slot(struct store_sqlite *st, const char *room)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+	for (const char *p = room; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	return &st->rooms[h % ROOM_CACHE_SLOTS];
+}
+
+/* At the start of a batch's transaction: empties the writer's rooms unless
+ * they still hold (see struct room_cached). */
+static int rooms_check(struct store_sqlite *st, struct conn *c)
+{
+	if (!st->rooms) {
+		st->rooms = calloc(ROOM_CACHE_SLOTS, sizeof *st->rooms);
+		if (!st->rooms)
+			return SQLITE_OK; /* posts look their rooms up */
+	}
+	sqlite3_stmt *s;
+	int rc = stmt(c, ST_DATA_VERSION, &s);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
+	if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+		rc = SQLITE_OK;
+	sqlite3_reset(s);
+	if (rc != SQLITE_OK)
+		return rc;
+	if (!st->rooms_valid || v != st->rooms_version) {
+		for (size_t i = 0; i < ROOM_CACHE_SLOTS; i++)
+			st->rooms[i].name[0] = '\0';
+		st->rooms_version = v;
+	}
+	st->rooms_valid = true;
+	return SQLITE_OK;
+}
+
+/* As find_room, from the writer's rooms when they have it. */
+static int writer_room(struct store_sqlite *st, struct conn *c, const char *room, int64_t *id,
+		       int64_t *last)
+{
+	struct room_cached *r = st->rooms ? room_slot(st, room) : NULL;
+	if (r && r->name[0] && strcmp(r->name, room) == 0) {
+		*id = r->id;
+		*last = r->last;
+		return SQLITE_OK;
+	}
+	return find_room(c, room, id, last);
+}
+
+/* What a post left its room as, within the batch's transaction. */
+static void writer_room_set(struct store_sqlite *st, const char *room, int64_t id, int64_t last)
+{
+	size_t n = strlen(room);
+	if (!st->rooms || n > ROOM_CACHE_NAME)
+		return;
+	struct room_cached *r = room_slot(st, room);
+	memcpy(r->name, room, n + 1);
+	r->id = id;
+	r->last = last;
+}
+
 /* Binds ST_READ_AFTER's range: room_id's entries with a seq above after. */
 static int bind_after(sqlite3_stmt *s, int64_t room_id, int64_t after, int64_t limit)
 {
@@ -691,7 +775,7 @@ static unsigned trim_every(unsigned history)
 static int post_one(struct store_sqlite *st, struct conn *c, struct store_post *p)
 {
 	int64_t room_id = 0, last = 0;
-	int rc = find_room(c, p->room, &room_id, &last);
+	int rc = writer_room(st, c, p->room, &room_id, &last);
 	if (rc == SQLITE_OK && room_id > 0 && p->client_id) {
 		int64_t seq = 0;
 		rc = find_post(c, room_id, p->client_id, p->client_id_len,
@@ -729,6 +813,8 @@ static int post_one(struct store_sqlite *st, struct conn *c, struct store_post *
 		rc = add_entry(c, room_id, &bot);
 	if (rc == SQLITE_OK)
 		rc = run_room_int(c, ST_SET_LAST_SEQ, p->room, bot.seq);
+	if (rc == SQLITE_OK)
+		writer_room_set(st, p->room, room_id, bot.seq);
 	/* Entries up to cutoff fall out of the history, and with them the
 	 * client ids that made them: deleted every few posts of the room, not
 	 * on each (see trim_every); reads and retries skip them meanwhile. */
@@ -765,12 +851,16 @@ static void write_batch(struct store_sqlite *st, struct store_post *batch)
 	if (rc == SQLITE_OK) {
 		struct conn *c = st->writer;
 		rc = run(c, ST_BEGIN_WRITE);
+		if (rc == SQLITE_OK)
+			rc = rooms_check(st, c);
 		for (struct store_post *p = batch; p && rc == SQLITE_OK; p = p->next)
 			rc = post_one(st, c, p);
 		if (rc == SQLITE_OK)
 			rc = run(c, ST_COMMIT);
-		if (rc != SQLITE_OK)
+		if (rc != SQLITE_OK) {
+			st->rooms_valid = false; /* it may hold what was rolled back */
 			rc = rollback(c, rc);
+		}
 		/* Committed: a failed checkpoint is only tried again later. */
 		if (rc == SQLITE_OK && st->wal_frames >= STORE_CHECKPOINT_FRAMES_MAX)
 			sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL,
@@ -780,6 +870,7 @@ static void write_batch(struct store_sqlite *st, struct store_post *batch)
 		if (rc != SQLITE_OK && !conn_survives(rc)) {
 			conn_close(st->writer);
 			st->writer = NULL;
+			st->rooms_valid = false;
 		}
 	}
 	for (struct store_post *p = batch; p; p = p->next) {
@@ -1114,6 +1205,7 @@ void store_sqlite_close(struct store_sqlite *st)
 		conn_close(c);
 	}
 	conn_close(st->writer);
+	free(st->rooms);
 	sqlite3_close(st->version_db);
 	pthread_mutex_destroy(&st->lock);
 	pthread_mutex_destroy(&st->write_lock);

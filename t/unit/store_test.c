@@ -631,6 +631,106 @@ static void test_numbers_used_up(void)
 	store_close(st);
 }
 
+/* Posts of test_writer_rooms, queued together. */
+static pthread_mutex_t queued_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t queued_cv = PTHREAD_COND_INITIALIZER;
+static int queued_done;
+
+static void queued(struct store_post *p)
+{
+	(void)p;
+	pthread_mutex_lock(&queued_lock);
+	queued_done++;
+	pthread_cond_signal(&queued_cv);
+	pthread_mutex_unlock(&queued_lock);
+}
+
+static struct store_post queued_post(const char *room, const char *text, const char *reply)
+{
+	return (struct store_post){.room = room,
+				   .text = text,
+				   .text_len = strlen(text),
+				   .reply = reply,
+				   .reply_len = strlen(reply),
+				   .build = answer,
+				   .done = queued};
+}
+
+/* Posts text to room without a client id, expecting the answer want. */
+static void posts_as(struct store *st, const char *room, const char *text, const char *want,
+		     const char *name)
+{
+	char *got = post(st, room, NULL, text, NULL);
+	is_str(got, want, "%s", name);
+	free(got);
+}
+
+/* The writer keeps each room's number and last seq between its batches:
+ * they must give way to another process's posts, and to a batch that
+ * failed and was rolled back. */
+static void test_writer_rooms(void)
+{
+	if (pg_host)
+		return;
+	const char *path = db_path("writer.db");
+	struct store *a = open_store(path, 1000), *b = open_store(path, 1000);
+	if (!ok(a && b, "two stores (as two processes) open one file")) {
+		store_close(a);
+		store_close(b);
+		return;
+	}
+	posts_as(a, "r", "one", "answer 1 2", "the first store posts to a room");
+	posts_as(b, "r", "two", "answer 3 4", "the other posts to it");
+	posts_as(a, "r", "three", "answer 5 6",
+		 "the first goes on after the other's post, not its own");
+	posts_as(a, "r", "four", "answer 7 8", "... and after its own");
+	store_close(b);
+
+	/* A batch of a post to r and one to a room out of numbers: it fails
+	 * whole, and r's next post takes the seqs the failed one did not. */
+	is_int(sql_exec("writer.db", "INSERT INTO rooms VALUES('spent', 99, 68719476735)"),
+	       SQLITE_OK, "a room with no seq left");
+	posts_as(a, "x", "warm", "answer 1 2", "a post sees that change");
+	sqlite3 *holder = NULL;
+	sqlite3_open(db_again("writer.db"), &holder);
+	is_int(sqlite3_exec(holder, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK,
+	       "another connection holds the write lock a moment");
+	queued_done = 0;
+	struct store_post first = queued_post("x", "held", "received held");
+	struct store_post in_r = queued_post("r", "lost", "received lost");
+	struct store_post spent = queued_post("spent", "none", "received none");
+	store_post_queue(a, &first);
+	/* The store's thread has taken the first alone and waits for the
+	 * lock; the next two make one batch behind it. */
+	struct timespec pause = {0, 100 * 1000000L};
+	nanosleep(&pause, NULL);
+	store_post_queue(a, &in_r);
+	store_post_queue(a, &spent);
+	nanosleep(&pause, NULL);
+	sqlite3_exec(holder, "COMMIT", NULL, NULL, NULL);
+	sqlite3_close(holder);
+	pthread_mutex_lock(&queued_lock);
+	while (queued_done < 3)
+		pthread_cond_wait(&queued_cv, &queued_lock);
+	pthread_mutex_unlock(&queued_lock);
+	ok(first.result == STORE_OK, "the post before them is stored");
+	ok(in_r.result == STORE_FAILED && spent.result == STORE_FAILED,
+	   "the batch with the spent room fails whole");
+	free(first.answer);
+	free(in_r.answer);
+	free(spent.answer);
+	posts_as(a, "r", "five", "answer 9 10",
+		 "r's next post takes 9 and 10, as if the failed one never was");
+	struct seen s;
+	int64_t last = 0;
+	read_room(a, "r", 0, 20, &s, &last);
+	bool gapless = s.n == 10 && last == 10;
+	for (size_t i = 0; i < s.n; i++)
+		gapless = gapless && s.seq[i] == (int64_t)i + 1;
+	ok(gapless, "r runs 1..10 with no gap");
+	store_close(a);
+}
+
 static void test_refusals(void)
 {
 	const char *path = db_path("future.db");
@@ -1214,6 +1314,7 @@ int main(void)
 	test_migration_v2();
 	test_migration_v3();
 	test_numbers_used_up();
+	test_writer_rooms();
 	test_refusals();
 	test_locked();
 	test_data_version();
