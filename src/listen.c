@@ -13,9 +13,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-/* Connections nginx may queue while every thread is busy. The kernel caps
- * it at net.core.somaxconn. */
-#define LISTEN_BACKLOG 1024
+/* Connections nginx may queue before they are accepted. A burst past it
+ * (a fan-out of 2,000 event streams opens as many connections to the
+ * backend at once) fails nginx's connect at once with EAGAIN: a 502
+ * (bench/run --rooms, 2026-12-06). The kernel caps it at
+ * net.core.somaxconn (4096 on current kernels). */
+#define LISTEN_BACKLOG 4096
 
 static void describe(int fd, char *out, size_t size)
 {
@@ -133,6 +136,14 @@ static int adopt_fd0(struct listener *l, char *err, size_t err_size)
 		snprintf(err, err_size,
 			 "fd 0 is not a listening socket: run under spawn-fcgi, "
 			 "or give --listen unix:PATH or --listen HOST:PORT");
+		return -1;
+	}
+	/* spawn-fcgi listens with a backlog of 1024 unless told -b: raised
+	 * here, as listen() on a listening socket only changes its backlog.
+	 * systemd's Backlog= is left as the socket unit sets it (by default
+	 * the kernel's maximum). */
+	if (listen(0, LISTEN_BACKLOG) != 0) {
+		snprintf(err, err_size, "cannot raise the backlog of fd 0: %s", strerror(errno));
 		return -1;
 	}
 	l->fd = 0;

@@ -449,17 +449,57 @@ SKIP: {
 	stop($pid);
 }
 
+# Connects n nonblocking sockets to path while pid is stopped (nothing
+# accepts): the number queued, and the first error of those refused.
+sub connect_burst {
+	my ($path, $pid, $n) = @_;
+	my ($queued, $refused, @s) = (0, '');
+	kill('STOP', $pid) or die "SIGSTOP: $!";
+	for (1 .. $n) {
+		socket(my $s, Socket::AF_UNIX(), Socket::SOCK_STREAM() | Socket::SOCK_NONBLOCK(), 0)
+			or die "socket: $!";
+		if (connect($s, Socket::pack_sockaddr_un($path))) {
+			$queued++;
+			push @s, $s;
+		} else {
+			$refused ||= "$!";
+		}
+	}
+	close($_) for @s;
+	kill('CONT', $pid) or die "SIGCONT: $!";
+	return ($queued, $refused);
+}
+
 ## spawn-fcgi hands the socket on fd 0
 
 SKIP: {
 	my $spawn = $ENV{CHAT_SPAWN_FCGI} // ChatTest::which('spawn-fcgi', '/usr/bin');
-	skip 'spawn-fcgi not installed', 3 unless $spawn;
+	skip 'spawn-fcgi not installed', 6 unless $spawn;
 	my $t = ChatTest->new(spawn => 1);
 	is($t->json($t->post('{"message":"spawned"}'))->{message}, 'received spawned',
 		'under spawn-fcgi (fd 0) it serves through nginx');
+	# spawn-fcgi's backlog is 1024; a burst past it would fail nginx's
+	# connect with EAGAIN (a 502) while the backend is busy accepting.
+	my ($queued, $refused) = connect_burst($t->socket, $t->backend_pid, 1500);
+	is($queued, 1500, 'a burst of 1500 connections queues whole while it is stopped: '
+		. 'the backlog of fd 0 is raised') or diag("refused: $refused");
+	is($t->json($t->post('{"message":"after"}'))->{message}, 'received after',
+		'... and it serves on once they are gone');
 	my ($st, $took) = $t->stop_backend;
 	is($st, 0, '... and exits 0 on SIGTERM');
 	like($t->backend_log, qr/listening on unix:.*\(fd 0\)/, '... having logged the inherited socket');
+	$t->done;
+}
+
+## Its own socket (--listen unix:PATH) takes a burst as large
+
+{
+	my $t = ChatTest->new;
+	my ($queued, $refused) = connect_burst($t->socket, $t->backend_pid, 1500);
+	is($queued, 1500, 'a socket of its own queues a burst of 1500 connections too')
+		or diag("refused: $refused");
+	is($t->json($t->post('{"message":"after"}'))->{message}, 'received after',
+		'... and it serves on');
 	$t->done;
 }
 
