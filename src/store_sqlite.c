@@ -150,6 +150,8 @@ static const char *const stmt_sql[ST_COUNT] = {
  */
 #define ROOM_CACHE_SLOTS 256
 #define ROOM_CACHE_NAME  64
+/* rooms_version when they hold for no version: data_version never is. */
+#define ROOMS_STALE UINT64_MAX
 
 struct room_cached {
 	char name[ROOM_CACHE_NAME + 1]; /* "" for an empty slot */
@@ -180,8 +182,7 @@ struct store_sqlite {
 	struct conn *writer;
 	/* Under write_lock, with the writer: see struct room_cached. */
 	struct room_cached *rooms;
-	bool rooms_valid;
-	int64_t rooms_version;
+	uint64_t rooms_version; /* the writer's data_version they hold for */
 	/* Group commit: posts queue here, and a thread of the store's own
 	 * writes all that are queued in one transaction, then takes the next
 	 * lot. A commit costs two writes per page it touches, and posts share
@@ -589,6 +590,19 @@ static struct room_cached *room_slot(struct store_sqlite *st, const char *room)
 	return &st->rooms[h % ROOM_CACHE_SLOTS];
 }
 
+/* PRAGMA data_version on c, through its prepared statement. */
+static int conn_data_version(struct conn *c, uint64_t *out)
+{
+	sqlite3_stmt *s;
+	int rc = stmt(c, ST_DATA_VERSION, &s);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*out = (uint64_t)sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	return rc == SQLITE_ROW ? SQLITE_OK : rc == SQLITE_DONE ? SQLITE_ERROR : rc;
+}
+
 /* At the start of a batch's transaction: empties the writer's rooms unless
  * they still hold (see struct room_cached). */
 static int rooms_check(struct store_sqlite *st, struct conn *c)
@@ -597,23 +611,17 @@ static int rooms_check(struct store_sqlite *st, struct conn *c)
 		st->rooms = calloc(ROOM_CACHE_SLOTS, sizeof *st->rooms);
 		if (!st->rooms)
 			return SQLITE_OK; /* posts look their rooms up */
+		st->rooms_version = ROOMS_STALE;
 	}
-	sqlite3_stmt *s;
-	int rc = stmt(c, ST_DATA_VERSION, &s);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_step(s);
-	int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
-	if (rc == SQLITE_ROW || rc == SQLITE_DONE)
-		rc = SQLITE_OK;
-	sqlite3_reset(s);
+	uint64_t v = 0;
+	int rc = conn_data_version(c, &v);
 	if (rc != SQLITE_OK)
 		return rc;
-	if (!st->rooms_valid || v != st->rooms_version) {
+	if (v != st->rooms_version) {
 		for (size_t i = 0; i < ROOM_CACHE_SLOTS; i++)
 			st->rooms[i].name[0] = '\0';
 		st->rooms_version = v;
 	}
-	st->rooms_valid = true;
 	return SQLITE_OK;
 }
 
@@ -858,7 +866,9 @@ static void write_batch(struct store_sqlite *st, struct store_post *batch)
 		if (rc == SQLITE_OK)
 			rc = run(c, ST_COMMIT);
 		if (rc != SQLITE_OK) {
-			st->rooms_valid = false; /* it may hold what was rolled back */
+			/* They may hold what was rolled back; and a writer closed
+			 * below counts data_version afresh when reopened. */
+			st->rooms_version = ROOMS_STALE;
 			rc = rollback(c, rc);
 		}
 		/* Committed: a failed checkpoint is only tried again later. */
@@ -870,7 +880,6 @@ static void write_batch(struct store_sqlite *st, struct store_post *batch)
 		if (rc != SQLITE_OK && !conn_survives(rc)) {
 			conn_close(st->writer);
 			st->writer = NULL;
-			st->rooms_valid = false;
 		}
 	}
 	for (struct store_post *p = batch; p; p = p->next) {
@@ -969,7 +978,7 @@ int store_sqlite_data_version(struct store_sqlite *st, uint64_t *out)
 	uint64_t v = 0;
 	int source = -1;
 	if (pthread_mutex_trylock(&st->write_lock) == 0) {
-		if (st->writer && read_data_version(st->writer->db, &v) == 0)
+		if (st->writer && conn_data_version(st->writer, &v) == SQLITE_OK)
 			source = 1;
 		pthread_mutex_unlock(&st->write_lock);
 	}
