@@ -3,6 +3,7 @@
  * and passes POST /chat/ here; see chat.c for what is answered.
  */
 #include "chat.h"
+#include "fcgi_feed.h"
 #include "listen.h"
 #include "log.h"
 #include "options.h"
@@ -75,6 +76,14 @@ int main(int argc, char **argv)
 
 	if (FCGX_Init() != 0) {
 		log_msg(LOG_ERROR, "libfcgi failed to initialise");
+		listener_close(&l);
+		store_close(store);
+		return 1;
+	}
+	if (!fcgi_feed_works()) {
+		log_msg(LOG_ERROR, "this libfcgi does not read through the OS_Read chat-fcgi "
+				   "defines (was it linked with -Bsymbolic?): requests cannot be "
+				   "handed to it");
 		listener_close(&l);
 		store_close(store);
 		return 1;

@@ -184,6 +184,46 @@ for my $case (['mid-header', substr(FastCGI::begin_request(1), 0, 4)],
 	still_serving('two requests on one connection');
 }
 
+## A request that arrives in pieces
+
+{
+	# The server takes what has come in one recv (src/server.c, head_ready):
+	# parameters not yet whole are kept with the connection until they are,
+	# and libfcgi then reads the kept bytes before the socket
+	# (src/fcgi_feed.c). Each piece is sent 50 ms after the one before.
+	my $s = connect_backend();
+	my $pieces = sub {
+		my ($bytes, @cuts) = @_;
+		my $at = 0;
+		for my $cut (@cuts, length $bytes) {
+			print $s substr($bytes, $at, $cut - $at);
+			$at = $cut;
+			sleep 0.05;
+		}
+		return FastCGI::read_response($s, 5);
+	};
+	my $req = sub { FastCGI::request(FastCGI::chat_params(@_[1 .. $#_]), qq({"message":"$_[0]"}), keep => 1) };
+	my $small = $req->('in pieces');
+	my $r = $pieces->($small, 1, 5, 8, 9, 30, length($small) - 30, length($small) - 3);
+	is($r->{body}, '{"message":"received in pieces"}', 'a request sent in seven pieces is answered');
+	$r = $pieces->($req->('whole'));
+	is($r->{body}, '{"message":"received whole"}', '... and the next one on the same connection');
+	# Parameters past one take (8 KiB): all at once, then cut inside them.
+	my $big = $req->('big head', HTTP_X_PAD => 'p' x 20000);
+	$r = $pieces->($big);
+	is($r->{body}, '{"message":"received big head"}', '20 KB of parameters at once');
+	$r = $pieces->($big, 8192, 12000, 20100);
+	is($r->{body}, '{"message":"received big head"}', '... and in four pieces');
+	# The parameters whole, the body not yet: libfcgi reads the rest itself.
+	my $head_end = index($small, pack('CCn', 1, FastCGI::FCGI_STDIN, 1));
+	$r = $pieces->($small, $head_end + 12);
+	is($r->{body}, '{"message":"received in pieces"}', 'a body that comes after its parameters');
+	$r = $pieces->($req->('still in step'));
+	is($r->{body}, '{"message":"received still in step"}', '... and the connection stays in step');
+	close $s;
+	still_serving('requests in pieces');
+}
+
 $t->stop;
 like($t->backend_log, qr/exiting after \d+ requests/, 'the backend exited cleanly at the end');
 $t->done;

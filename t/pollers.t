@@ -134,6 +134,38 @@ sub timed_post {
 	$t->done;
 }
 
+## A batch held up by its first request: the standby answers the rest
+
+{
+	# A poller takes every event waiting in one epoll_wait (src/server.c,
+	# BATCH_MAX) and serves them in order. When one of them waits (here a
+	# body that has not all come: the poller hands its place on and reads
+	# it), the rest of its batch is taken by the standby. The backend is
+	# stopped while both requests arrive, so that one epoll_wait takes both.
+	my $t = ChatTest->new(no_nginx => 1, backend_args => ['--threads', '2', '--pollers', '1']);
+	my $pid = $t->backend_pid;
+	my $body = '{"message":"slow body"}';
+	my $slow = FastCGI::begin_request(1) . FastCGI::params(1, FastCGI::chat_params(CONTENT_LENGTH => length $body));
+	my $a = FastCGI::connect_unix($t->socket);
+	my $b = FastCGI::connect_unix($t->socket);
+	sleep 0.2; # both accepted and watched
+	kill('STOP', $pid) or die "kill: $!";
+	print $a $slow . FastCGI::stdin(1, substr($body, 0, 5), 0);
+	print $b FastCGI::request(FastCGI::chat_params(), '{"message":"behind it"}');
+	sleep 0.1;
+	my $t0 = time;
+	kill('CONT', $pid) or die "kill: $!";
+	my $r = FastCGI::read_response($b, 5);
+	my $took = time - $t0;
+	is($r->{body}, '{"message":"received behind it"}', 'a request taken with one whose body has not come');
+	ok($took < 0.3 * ChatTest::slack(),
+		sprintf('... is answered while that body waits (%.0f ms)', $took * 1000));
+	print $a FastCGI::stdin(1, substr($body, 5));
+	is(FastCGI::read_response($a, 5)->{body}, '{"message":"received slow body"}',
+		'... and the first, once its body comes');
+	$t->done;
+}
+
 ## The only poller put off the CPU: the standby thread answers
 
 SKIP: {

@@ -1,0 +1,85 @@
+#include "fcgi_feed.h"
+
+#include <errno.h>
+#include <fcgiapp.h>
+#include <fcgios.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+struct feed {
+	int fd;
+	const unsigned char *at;
+	size_t len;
+	void *owned;
+};
+
+static _Thread_local struct feed tl_feed = {.fd = -1};
+
+void fcgi_feed_set(int fd, const unsigned char *bytes, size_t len, void *owned)
+{
+	fcgi_feed_clear();
+	tl_feed = (struct feed){.fd = fd, .at = bytes, .len = len, .owned = owned};
+}
+
+size_t fcgi_feed_left(void)
+{
+	return tl_feed.len;
+}
+
+void fcgi_feed_clear(void)
+{
+	free(tl_feed.owned);
+	tl_feed = (struct feed){.fd = -1};
+}
+
+/* Replaces libfcgi's own (os_unix.c), which is read(2) plus a check of a
+ * shutdown flag that only its signal handlers set; chat-fcgi handles its
+ * signals itself and never lets libfcgi's flag matter. libfcgi asks for at
+ * most its buffer's size, an int. */
+int OS_Read(int fd, char *buf, size_t len)
+{
+	struct feed *f = &tl_feed;
+	if (f->len > 0 && fd == f->fd) {
+		size_t n = len < f->len ? len : f->len;
+		memcpy(buf, f->at, n);
+		f->at += n;
+		f->len -= n;
+		return (int)n;
+	}
+	return (int)read(fd, buf, len);
+}
+
+/* A request of one parameter, FEED=ok, with an empty body. */
+static const unsigned char probe[] = {
+    1, 1, 0, 1, 0, 8, 0, 0, 0, 1, 1,   0,   0,   0,   0,   0,   /* BEGIN_REQUEST, keep */
+    1, 4, 0, 1, 0, 8, 0, 0, 4, 2, 'F', 'E', 'E', 'D', 'o', 'k', /* PARAMS */
+    1, 4, 0, 1, 0, 0, 0, 0, 1, 5, 0,   1,   0,   0,   0,   0};  /* PARAMS end, STDIN end */
+
+bool fcgi_feed_works(void)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+		return false;
+	/* Nothing ever comes on sv[0]: a libfcgi that read it instead of the
+	 * feed would see its end at once rather than wait. */
+	close(sv[1]);
+	FCGX_Request req;
+	if (FCGX_InitRequest(&req, -1, 0) != 0) {
+		close(sv[0]);
+		return false;
+	}
+	req.ipcFd = sv[0];
+	req.keepConnection = 1; /* as the server's: not closed by the accept */
+	req.detached = 1;
+	fcgi_feed_set(sv[0], probe, sizeof probe, NULL);
+	bool ok = FCGX_Accept_r(&req) == 0;
+	const char *v = ok ? FCGX_GetParam("FEED", req.envp) : NULL;
+	ok = v && strcmp(v, "ok") == 0 && fcgi_feed_left() == 0;
+	fcgi_feed_clear();
+	req.detached = 1;
+	FCGX_Free(&req, 1); /* closes sv[0], unless a failed accept already did */
+	return ok;
+}
