@@ -99,8 +99,9 @@
 /* Events a poller takes from epoll at once. Under load several wait, and
  * one call for them all saves most of an epoll_wait per request (about 3
  * events a call at 32 connections on the 2-core machine). The poller
- * serves its batch in order; one it is held up in (put off the CPU, or in
- * a request that waits) is served by the standby, so a few are enough. */
+ * serves its batch in order; what is left when it gives its place up goes
+ * to the next poller, and the standby takes it from a poller put off the
+ * CPU, so a few are enough. */
 #define BATCH_MAX 8
 /* Connections accepted per wake-up before others get a turn. */
 #define ACCEPT_BATCH 32
@@ -218,9 +219,14 @@ struct server {
 	pthread_cond_t gate_free;
 	unsigned pollers, max_pollers;
 
-	/* Each worker's batch of events (see worker()). */
+	/* Each worker's batch of events (see worker()), and the events a
+	 * poller left when it gave its place up (server_may_block), which the
+	 * next poller takes before new ones. orphans is guarded by gate_lock. */
 	struct batch *batches;
 	atomic_uint nbatches;
+	uint64_t *orphans;
+	unsigned norphans, orphans_cap;
+	atomic_uint orphans_waiting;
 
 	/* The standby (see standby()): events taken so far, by anyone, and
 	 * whether it sleeps until the next one. */
@@ -269,9 +275,32 @@ static void server_may_block(void)
 		return;
 	tl_poller = false;
 	pthread_mutex_lock(&srv->gate_lock);
+	/* The rest of this thread's batch goes with the place: left to the
+	 * standby, it could be taken by a thread beyond --threads. */
+	uint64_t tag;
+	for (unsigned i = 0; i < BATCH_MAX && srv->norphans < srv->orphans_cap; i++)
+		if (batch_take(tl_batch, i, &tag))
+			srv->orphans[srv->norphans++] = tag;
+	atomic_store(&srv->orphans_waiting, srv->norphans);
 	srv->pollers--;
 	pthread_cond_signal(&srv->gate_free);
 	pthread_mutex_unlock(&srv->gate_lock);
+}
+
+/* Takes up to max events left by pollers that gave their place up, oldest
+ * first; returns how many. */
+static unsigned orphans_take(struct server *srv, uint64_t *tags, unsigned max)
+{
+	if (atomic_load(&srv->orphans_waiting) == 0)
+		return 0;
+	pthread_mutex_lock(&srv->gate_lock);
+	unsigned n = srv->norphans < max ? srv->norphans : max;
+	memcpy(tags, srv->orphans, n * sizeof *tags);
+	memmove(srv->orphans, srv->orphans + n, (srv->norphans - n) * sizeof *tags);
+	srv->norphans -= n;
+	atomic_store(&srv->orphans_waiting, srv->norphans);
+	pthread_mutex_unlock(&srv->gate_lock);
+	return n;
 }
 
 /* The time on clk ms from now, for a timed wait. */
@@ -1956,21 +1985,26 @@ static void *worker(void *arg)
 	while (!stop) {
 		if (!tl_poller)
 			gate_enter(srv);
-		struct epoll_event evs[BATCH_MAX];
-		int got = epoll_wait(srv->ep, evs, BATCH_MAX, -1);
-		if (got < 0) {
-			if (errno == EINTR)
-				continue;
-			log_msg(LOG_ERROR, "epoll_wait: %s", strerror(errno));
-			break;
+		uint64_t tags[BATCH_MAX];
+		unsigned n = orphans_take(srv, tags, BATCH_MAX);
+		if (n == 0) {
+			struct epoll_event evs[BATCH_MAX];
+			int got = epoll_wait(srv->ep, evs, BATCH_MAX, -1);
+			if (got < 0) {
+				if (errno == EINTR)
+					continue;
+				log_msg(LOG_ERROR, "epoll_wait: %s", strerror(errno));
+				break;
+			}
+			for (int i = 0; i < got; i++) {
+				if (evs[i].data.u64 == TAG_STOP)
+					stop = true; /* after the rest of the batch */
+				else
+					tags[n++] = evs[i].data.u64;
+			}
 		}
-		unsigned n = 0;
-		for (int i = 0; i < got; i++) {
-			if (evs[i].data.u64 == TAG_STOP)
-				stop = true; /* after the rest of the batch */
-			else
-				atomic_store(&tl_batch->tag[n++], evs[i].data.u64);
-		}
+		for (unsigned i = 0; i < n; i++)
+			atomic_store(&tl_batch->tag[i], tags[i]);
 		uint64_t tag;
 		for (unsigned i = 0; i < n; i++) {
 			if (!batch_take(tl_batch, i, &tag))
@@ -1984,10 +2018,10 @@ static void *worker(void *arg)
 	return NULL;
 }
 
-/* The standby's part when the pollers are held up: an event a worker took
- * in its batch and has not served, because it was put off the CPU or is in
- * a request that waits (it gave its poller's place up, but not the rest of
- * its batch). False when there is none. */
+/* The standby's part when the pollers are held up: an event a poller took
+ * in its batch and has not served (it was put off the CPU), or one left
+ * by a poller that gave its place up while the others sleep in epoll_wait.
+ * False when there is none. */
 static bool standby_take(struct server *srv, uint64_t *tag)
 {
 	unsigned nb = atomic_load(&srv->nbatches);
@@ -1995,7 +2029,7 @@ static bool standby_take(struct server *srv, uint64_t *tag)
 		for (unsigned i = 0; i < BATCH_MAX; i++)
 			if (batch_take(&srv->batches[b], i, tag))
 				return true;
-	return false;
+	return orphans_take(srv, tag, 1) == 1;
 }
 
 /*
@@ -2119,6 +2153,7 @@ static void server_free(struct server *srv)
 	if (srv->posts_fd >= 0)
 		close(srv->posts_fd);
 	free(srv->batches);
+	free(srv->orphans);
 	for (uint32_t i = 0; srv->slots && i < srv->used; i++) {
 		struct conn *c = &srv->slots[i];
 		if (st_state(atomic_load(&c->st)) != CONN_FREE) {
@@ -2184,7 +2219,12 @@ struct server *server_start(const struct server_config *cfg)
 #endif
 
 	srv->batches = malloc(cfg->threads * sizeof *srv->batches);
-	if (!srv->batches) {
+	/* Each orphan was in a batch, and a poller takes orphans before new
+	 * events: twice every batch is more than can ever wait. (Were it
+	 * full, the rest would be served after the request that waits.) */
+	srv->orphans_cap = cfg->threads * BATCH_MAX * 2;
+	srv->orphans = malloc(srv->orphans_cap * sizeof *srv->orphans);
+	if (!srv->batches || !srv->orphans) {
 		log_msg(LOG_ERROR, "out of memory");
 		server_free(srv);
 		return NULL;

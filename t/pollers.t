@@ -134,35 +134,62 @@ sub timed_post {
 	$t->done;
 }
 
-## A batch held up by its first request: the standby answers the rest
+## A batch with a request that waits: the rest goes to the next poller
+
+# A poller takes every event waiting in one epoll_wait (src/server.c,
+# BATCH_MAX) and serves them in order. When one of them waits (here a body
+# that has not all come: the poller hands its place on and reads it), the
+# rest of its batch goes with its place to the next poller. The backend is
+# stopped while the requests arrive on connections it has accepted, so
+# that one epoll_wait takes them all.
+sub one_batch {
+	my ($t, @requests) = @_;
+	my @s = map { FastCGI::connect_unix($t->socket) // die "connect: $!" } @requests;
+	sleep 0.2;    # all accepted and watched
+	kill('STOP', $t->backend_pid) or die "kill: $!";
+	print { $s[$_] } $requests[$_] for 0 .. $#requests;
+	sleep 0.1;
+	kill('CONT', $t->backend_pid) or die "kill: $!";
+	return @s;
+}
+
+my $slow_body = '{"message":"slow body"}';
+my $slow_head = FastCGI::begin_request(1)
+	. FastCGI::params(1, FastCGI::chat_params(CONTENT_LENGTH => length $slow_body))
+	. FastCGI::stdin(1, substr($slow_body, 0, 5), 0);
+my $slow_rest = FastCGI::stdin(1, substr($slow_body, 5));
 
 {
-	# A poller takes every event waiting in one epoll_wait (src/server.c,
-	# BATCH_MAX) and serves them in order. When one of them waits (here a
-	# body that has not all come: the poller hands its place on and reads
-	# it), the rest of its batch is taken by the standby. The backend is
-	# stopped while both requests arrive, so that one epoll_wait takes both.
 	my $t = ChatTest->new(no_nginx => 1, backend_args => ['--threads', '2', '--pollers', '1']);
-	my $pid = $t->backend_pid;
-	my $body = '{"message":"slow body"}';
-	my $slow = FastCGI::begin_request(1) . FastCGI::params(1, FastCGI::chat_params(CONTENT_LENGTH => length $body));
-	my $a = FastCGI::connect_unix($t->socket);
-	my $b = FastCGI::connect_unix($t->socket);
-	sleep 0.2; # both accepted and watched
-	kill('STOP', $pid) or die "kill: $!";
-	print $a $slow . FastCGI::stdin(1, substr($body, 0, 5), 0);
-	print $b FastCGI::request(FastCGI::chat_params(), '{"message":"behind it"}');
-	sleep 0.1;
 	my $t0 = time;
-	kill('CONT', $pid) or die "kill: $!";
+	my ($a, $b) = one_batch($t, $slow_head, FastCGI::request(FastCGI::chat_params(), '{"message":"behind it"}'));
 	my $r = FastCGI::read_response($b, 5);
-	my $took = time - $t0;
+	my $took = time - $t0 - 0.3;
 	is($r->{body}, '{"message":"received behind it"}', 'a request taken with one whose body has not come');
-	ok($took < 0.3 * ChatTest::slack(),
-		sprintf('... is answered while that body waits (%.0f ms)', $took * 1000));
-	print $a FastCGI::stdin(1, substr($body, 5));
+	ok($took < 0.3 * ChatTest::slack(), sprintf('... is answered while that body waits (%.0f ms)', $took * 1000));
+	print $a $slow_rest;
 	is(FastCGI::read_response($a, 5)->{body}, '{"message":"received slow body"}',
 		'... and the first, once its body comes');
+	$t->done;
+}
+
+{
+	# Two requests that wait, in one batch, with --threads 2: both threads
+	# are taken, and a third request waits, as --threads says. Had the rest
+	# of the first poller's batch been left to the standby, the standby
+	# would read the second body and a third request would be served.
+	my $t = ChatTest->new(no_nginx => 1, backend_args => ['--threads', '2', '--pollers', '1']);
+	my ($a, $b) = one_batch($t, $slow_head, $slow_head);
+	sleep 0.2;
+	my $c = FastCGI::connect_unix($t->socket);
+	print $c FastCGI::request(FastCGI::chat_params(), '{"message":"third"}');
+	ok(!FastCGI::read_response($c, 0.5)->{ended},
+		'--threads 2, a batch of two requests whose bodies have not come: a third waits');
+	print $a $slow_rest;
+	is(FastCGI::read_response($a, 5)->{body}, '{"message":"received slow body"}', '... the first ends when its body comes');
+	is(FastCGI::read_response($c, 5)->{body}, '{"message":"received third"}', '... then the third is served');
+	print $b $slow_rest;
+	is(FastCGI::read_response($b, 5)->{body}, '{"message":"received slow body"}', '... and the second');
 	$t->done;
 }
 
