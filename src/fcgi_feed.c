@@ -38,7 +38,10 @@ void fcgi_feed_clear(void)
 /* Replaces libfcgi's own (os_unix.c), which is read(2) plus a check of a
  * shutdown flag that only its signal handlers set; chat-fcgi handles its
  * signals itself and never lets libfcgi's flag matter. libfcgi asks for at
- * most its buffer's size, an int. */
+ * most its buffer's size, an int. A read interrupted by a signal is made
+ * again: on a socket with a receive timeout the kernel does not restart it
+ * (it fails with EINTR even when the process was only stopped and
+ * continued), and libfcgi would take that for a broken connection. */
 int OS_Read(int fd, char *buf, size_t len)
 {
 	struct feed *f = &tl_feed;
@@ -49,7 +52,11 @@ int OS_Read(int fd, char *buf, size_t len)
 		f->len -= n;
 		return (int)n;
 	}
-	return (int)read(fd, buf, len);
+	ssize_t n;
+	do
+		n = read(fd, buf, len);
+	while (n < 0 && errno == EINTR);
+	return (int)n;
 }
 
 /* A request of one parameter, FEED=ok, with an empty body. */

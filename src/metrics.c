@@ -28,6 +28,7 @@ static atomic_ulong counts[ROUTE_COUNT];
 static atomic_ullong sum_us[ROUTE_COUNT];
 static atomic_long in_flight;
 static atomic_ulong store_errors;
+static atomic_ulong standby_took;
 
 enum metrics_route metrics_route_of(const char *path)
 {
@@ -74,6 +75,11 @@ void metrics_request_done(enum metrics_route route, int status, uint64_t micros)
 void metrics_store_error(void)
 {
 	atomic_fetch_add_explicit(&store_errors, 1, memory_order_relaxed);
+}
+
+void metrics_standby_took(void)
+{
+	atomic_fetch_add_explicit(&standby_took, 1, memory_order_relaxed);
 }
 
 struct text {
@@ -189,6 +195,12 @@ char *metrics_render(const struct metrics_gauges *g, size_t *len)
 	    "# TYPE chat_fcgi_store_errors_total counter\n"
 	    "chat_fcgi_store_errors_total %lu\n",
 	    atomic_load_explicit(&store_errors, memory_order_relaxed));
+	put(&t,
+	    "# HELP chat_fcgi_standby_events_total Events the standby thread took because "
+	    "the pollers took none for 1 ms.\n"
+	    "# TYPE chat_fcgi_standby_events_total counter\n"
+	    "chat_fcgi_standby_events_total %lu\n",
+	    atomic_load_explicit(&standby_took, memory_order_relaxed));
 	put(&t,
 	    "# HELP chat_fcgi_build_info The running build.\n"
 	    "# TYPE chat_fcgi_build_info gauge\n"

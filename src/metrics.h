@@ -23,6 +23,8 @@ void metrics_request_started(void);
 /* Counts an answered request and its time from being read to answered. */
 void metrics_request_done(enum metrics_route route, int status, uint64_t micros);
 void metrics_store_error(void);
+/* Counts an event the standby thread took because the pollers took none. */
+void metrics_standby_took(void);
 
 /* The gauges that the server knows at render time. */
 struct metrics_gauges {

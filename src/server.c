@@ -116,6 +116,7 @@
 #define TAG_STOP   (UINT64_MAX - 1)
 #define TAG_TIMER  (UINT64_MAX - 2)
 #define TAG_POSTS  (UINT64_MAX - 3)
+#define TAG_NUDGE  (UINT64_MAX - 5)
 /* An empty place in a batch. */
 #define TAG_NONE (UINT64_MAX - 4)
 /* Posts queued for the store at once. Past this, a request's own thread
@@ -218,15 +219,19 @@ struct server {
 	pthread_mutex_t gate_lock;
 	pthread_cond_t gate_free;
 	unsigned pollers, max_pollers;
+	unsigned parked; /* threads waiting in gate_enter */
 
 	/* Each worker's batch of events (see worker()), and the events a
 	 * poller left when it gave its place up (server_may_block), which the
-	 * next poller takes before new ones. orphans is guarded by gate_lock. */
+	 * next poller takes before new ones. orphans is guarded by gate_lock;
+	 * nudge_fd (an eventfd) wakes a poller for them when no parked thread
+	 * is there to take the place. */
 	struct batch *batches;
 	atomic_uint nbatches;
 	uint64_t *orphans;
 	unsigned norphans, orphans_cap;
 	atomic_uint orphans_waiting;
+	int nudge_fd;
 
 	/* The standby (see standby()): events taken so far, by anyone, and
 	 * whether it sleeps until the next one. */
@@ -259,8 +264,10 @@ static bool batch_take(struct batch *b, unsigned i, uint64_t *tag)
 static void gate_enter(struct server *srv)
 {
 	pthread_mutex_lock(&srv->gate_lock);
+	srv->parked++;
 	while (srv->pollers >= srv->max_pollers && !atomic_load(&srv->stopping))
 		pthread_cond_wait(&srv->gate_free, &srv->gate_lock);
+	srv->parked--;
 	srv->pollers++;
 	pthread_mutex_unlock(&srv->gate_lock);
 	tl_poller = true;
@@ -278,13 +285,31 @@ static void server_may_block(void)
 	/* The rest of this thread's batch goes with the place: left to the
 	 * standby, it could be taken by a thread beyond --threads. */
 	uint64_t tag;
-	for (unsigned i = 0; i < BATCH_MAX && srv->norphans < srv->orphans_cap; i++)
-		if (batch_take(tl_batch, i, &tag))
+	bool left = false;
+	for (unsigned i = 0; i < BATCH_MAX && srv->norphans < srv->orphans_cap; i++) {
+		if (batch_take(tl_batch, i, &tag)) {
 			srv->orphans[srv->norphans++] = tag;
+			left = true;
+		}
+	}
 	atomic_store(&srv->orphans_waiting, srv->norphans);
 	srv->pollers--;
+	/* A parked thread signalled here comes for them; with none, another
+	 * poller may be asleep in epoll_wait; with no poller at all, every
+	 * thread is busy and they wait for one, as --threads says. */
+	bool nudge = left && srv->parked == 0 && srv->pollers > 0;
 	pthread_cond_signal(&srv->gate_free);
 	pthread_mutex_unlock(&srv->gate_lock);
+	if (nudge && eventfd_write(srv->nudge_fd, 1) != 0)
+		log_msg(LOG_ERROR, "cannot wake a poller: %s", strerror(errno));
+}
+
+/* nudge_fd fired: the orphans are taken at the top of the poller's loop. */
+static void nudge_event(struct server *srv)
+{
+	eventfd_t n;
+	if (eventfd_read(srv->nudge_fd, &n) != 0 && errno != EAGAIN)
+		log_msg(LOG_ERROR, "eventfd read: %s", strerror(errno));
 }
 
 /* Takes up to max events left by pollers that gave their place up, oldest
@@ -1948,6 +1973,8 @@ static void dispatch(struct server *srv, uint64_t tag)
 		timer_event(srv);
 	else if (tag == TAG_POSTS)
 		posts_event(srv);
+	else if (tag == TAG_NUDGE)
+		nudge_event(srv);
 	else
 		conn_event(srv, tag);
 	while (tl_next_conns) {
@@ -2019,9 +2046,9 @@ static void *worker(void *arg)
 }
 
 /* The standby's part when the pollers are held up: an event a poller took
- * in its batch and has not served (it was put off the CPU), or one left
- * by a poller that gave its place up while the others sleep in epoll_wait.
- * False when there is none. */
+ * in its batch and has not served (it was put off the CPU). Not the
+ * orphans: those wait for a poller, or the standby could read a request
+ * that waits as a thread beyond --threads. False when there is none. */
 static bool standby_take(struct server *srv, uint64_t *tag)
 {
 	unsigned nb = atomic_load(&srv->nbatches);
@@ -2029,7 +2056,7 @@ static bool standby_take(struct server *srv, uint64_t *tag)
 		for (unsigned i = 0; i < BATCH_MAX; i++)
 			if (batch_take(&srv->batches[b], i, tag))
 				return true;
-	return orphans_take(srv, tag, 1) == 1;
+	return false;
 }
 
 /*
@@ -2081,6 +2108,7 @@ static void *standby(void *arg)
 		if (n == 1) {
 			if (tag == TAG_STOP)
 				break;
+			metrics_standby_took();
 			dispatch(srv, tag);
 			/* Still stuck: take the next one at once. */
 			look_now = took = true;
@@ -2109,11 +2137,11 @@ static void *standby(void *arg)
 			;
 		atomic_store(&srv->standby_idle, false);
 		pthread_mutex_unlock(&srv->standby_lock);
-		/* After a timeout, seen is unchanged: the next look takes what
-		 * waits, if anything does. */
-		uint64_t after = atomic_load(&srv->taken);
-		look_now = after == seen;
-		seen = after;
+		/* Woken or timed out, the pollers get STANDBY_MS more to take
+		 * what waits before the standby does: a process stopped and
+		 * continued wakes both at once, and a request taken here that
+		 * waits would be one beyond --threads. */
+		seen = atomic_load(&srv->taken);
 	}
 	thread_done(srv);
 	return NULL;
@@ -2152,6 +2180,8 @@ static void server_free(struct server *srv)
 		close(srv->timer_fd);
 	if (srv->posts_fd >= 0)
 		close(srv->posts_fd);
+	if (srv->nudge_fd >= 0)
+		close(srv->nudge_fd);
 	free(srv->batches);
 	free(srv->orphans);
 	for (uint32_t i = 0; srv->slots && i < srv->used; i++) {
@@ -2182,7 +2212,7 @@ struct server *server_start(const struct server_config *cfg)
 	}
 	srv->cfg = *cfg;
 	param_by_len_make();
-	srv->ep = srv->stop_fd = srv->timer_fd = srv->posts_fd = -1;
+	srv->ep = srv->stop_fd = srv->timer_fd = srv->posts_fd = srv->nudge_fd = -1;
 	srv->stored_tail = &srv->stored;
 	pthread_mutex_init(&srv->lock, NULL);
 	pthread_cond_init(&srv->done, NULL);
@@ -2247,7 +2277,9 @@ struct server *server_start(const struct server_config *cfg)
 	srv->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	srv->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 	srv->posts_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	srv->nudge_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (srv->ep < 0 || srv->stop_fd < 0 || srv->timer_fd < 0 || srv->posts_fd < 0 ||
+	    srv->nudge_fd < 0 || watch(srv->ep, srv->nudge_fd, EPOLLIN, TAG_NUDGE) != 0 ||
 	    watch(srv->ep, srv->stop_fd, EPOLLIN, TAG_STOP) != 0 ||
 	    watch(srv->ep, srv->timer_fd, EPOLLIN | EPOLLONESHOT, TAG_TIMER) != 0 ||
 	    watch(srv->ep, srv->posts_fd, EPOLLIN | EPOLLONESHOT, TAG_POSTS) != 0 ||

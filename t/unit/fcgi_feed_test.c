@@ -4,7 +4,11 @@
 #include "fcgi_feed.h"
 #include "tap.h"
 
+#include <errno.h>
 #include <fcgiapp.h>
+#include <fcgios.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -127,6 +131,23 @@ static bool read_back(const char *uri, size_t big_len, const char *body, const c
 	return params;
 }
 
+static void on_signal(int sig)
+{
+	(void)sig;
+}
+
+/* Interrupts the main thread's read with a signal, then sends it a byte. */
+static void *interrupt_then_send(void *main_thread)
+{
+	struct timespec pause = {0, 100 * 1000 * 1000};
+	nanosleep(&pause, NULL);
+	pthread_kill(*(pthread_t *)main_thread, SIGUSR2);
+	nanosleep(&pause, NULL);
+	if (write(sv[1], "!", 1) != 1)
+		abort();
+	return NULL;
+}
+
 static size_t take(unsigned char *into, size_t cap)
 {
 	ssize_t n = recv(sv[0], into, cap, MSG_DONTWAIT);
@@ -196,6 +217,24 @@ int main(void)
 	fcgi_feed_clear();
 	is_int((long long)fcgi_feed_left(), 0, "a cleared feed holds nothing");
 	free(r.b);
+
+	/* A read interrupted by a signal is made again, not taken by libfcgi
+	 * for a broken connection (a socket with a receive timeout, as the
+	 * server's have, is not restarted by the kernel). */
+	struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART */
+	sigaction(SIGUSR2, &sa, NULL);
+	struct timeval tv = {.tv_sec = 5};
+	setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	pthread_t self = pthread_self(), helper;
+	if (pthread_create(&helper, NULL, interrupt_then_send, &self) != 0)
+		abort();
+	char one[4];
+	errno = 0;
+	int got = OS_Read(sv[0], one, sizeof one);
+	ok(got == 1 && one[0] == '!',
+	   "a read interrupted by a signal goes on to the byte that comes (%d, %s)", got,
+	   got < 0 ? strerror(errno) : "no error");
+	pthread_join(helper, NULL);
 
 	close(sv[0]);
 	close(sv[1]);

@@ -47,6 +47,7 @@ int main(void)
 	ok(has(t, "chat_fcgi_posts_storing 5"), "posts being stored gauge");
 	ok(has(t, "chat_fcgi_requests_in_flight 0"), "nothing in flight");
 	ok(has(t, "chat_fcgi_store_errors_total 0"), "no store errors");
+	ok(has(t, "chat_fcgi_standby_events_total 0"), "no event taken by the standby");
 	ok(strstr(t, "chat_fcgi_build_info{version=\"" VERSION_STRING "\",json_c=\"") != NULL,
 	   "build info names the version");
 	free(t);
@@ -61,6 +62,8 @@ int main(void)
 	metrics_request_started();
 	metrics_request_done(ROUTE_MESSAGES, 200, 40000000); /* past the last bucket */
 	metrics_store_error();
+	metrics_standby_took();
+	metrics_standby_took();
 	t = render();
 	ok(has(t, "chat_fcgi_requests_in_flight 0"), "none in flight after they are done");
 	ok(has(t, "chat_fcgi_requests_total{route=\"chat\",status=\"200\"} 1"), "chat 200 counted");
@@ -85,6 +88,7 @@ int main(void)
 	   "... but in +Inf");
 	ok(!strstr(t, "route=\"health\""), "routes without requests have no series");
 	ok(has(t, "chat_fcgi_store_errors_total 1"), "a store error counted");
+	ok(has(t, "chat_fcgi_standby_events_total 2"), "two events taken by the standby counted");
 	free(t);
 	return done_testing();
 }
