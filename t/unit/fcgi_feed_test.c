@@ -21,6 +21,8 @@ struct buf {
 
 static void put(struct buf *o, const void *bytes, size_t len)
 {
+	if (len == 0)
+		return;
 	if (o->n + len > o->cap) {
 		o->cap = (o->n + len) * 2;
 		o->b = realloc(o->b, o->cap);
