@@ -14,14 +14,35 @@ struct feed {
 	const unsigned char *at;
 	size_t len;
 	void *owned;
+	/* Reading ahead (fcgi_feed_ahead): on ahead_fd, up to ahead_cap bytes
+	 * at once into ahead_buf (allocated at the first such read). */
+	int ahead_fd;
+	size_t ahead_cap;
+	unsigned char *ahead_buf;
 };
 
-static _Thread_local struct feed tl_feed = {.fd = -1};
+#define FEED_NONE ((struct feed){.fd = -1, .ahead_fd = -1})
+
+static _Thread_local struct feed tl_feed = FEED_NONE;
 
 void fcgi_feed_set(int fd, const unsigned char *bytes, size_t len, void *owned)
 {
 	fcgi_feed_clear();
-	tl_feed = (struct feed){.fd = fd, .at = bytes, .len = len, .owned = owned};
+	tl_feed.fd = fd;
+	tl_feed.at = bytes;
+	tl_feed.len = len;
+	tl_feed.owned = owned;
+}
+
+void fcgi_feed_ahead(int fd, size_t announced)
+{
+	/* Room for a header and padding (16 bytes) per record of 8 KiB or
+	 * more (nginx's are 32 KiB), and for the empty record at the end. */
+	size_t cap = FCGI_FEED_AHEAD_MAX;
+	if (announced < cap)
+		cap = announced + (announced / 8192 + 2) * 16;
+	tl_feed.ahead_fd = fd;
+	tl_feed.ahead_cap = cap < FCGI_FEED_AHEAD_MAX ? cap : FCGI_FEED_AHEAD_MAX;
 }
 
 size_t fcgi_feed_left(void)
@@ -32,7 +53,32 @@ size_t fcgi_feed_left(void)
 void fcgi_feed_clear(void)
 {
 	free(tl_feed.owned);
-	tl_feed = (struct feed){.fd = -1};
+	free(tl_feed.ahead_buf);
+	tl_feed = FEED_NONE;
+}
+
+static ssize_t read_again(int fd, void *buf, size_t len)
+{
+	ssize_t n;
+	do
+		n = read(fd, buf, len);
+	while (n < 0 && errno == EINTR);
+	return n;
+}
+
+/* Refills the feed of f from fd with one read of up to f->ahead_cap bytes;
+ * false (and nothing read) if its buffer cannot be had. */
+static bool read_ahead(struct feed *f, int fd, ssize_t *n)
+{
+	if (!f->ahead_buf && !(f->ahead_buf = malloc(f->ahead_cap)))
+		return false;
+	*n = read_again(fd, f->ahead_buf, f->ahead_cap);
+	if (*n > 0) {
+		f->fd = fd;
+		f->at = f->ahead_buf;
+		f->len = (size_t)*n;
+	}
+	return true;
 }
 
 /* Replaces libfcgi's own (os_unix.c), which is read(2) plus a check of a
@@ -45,6 +91,11 @@ void fcgi_feed_clear(void)
 int OS_Read(int fd, char *buf, size_t len)
 {
 	struct feed *f = &tl_feed;
+	if (f->len == 0 && fd == f->ahead_fd && f->ahead_cap > len) {
+		ssize_t got;
+		if (read_ahead(f, fd, &got) && got <= 0)
+			return (int)got;
+	}
 	if (f->len > 0 && fd == f->fd) {
 		size_t n = len < f->len ? len : f->len;
 		memcpy(buf, f->at, n);
@@ -52,11 +103,7 @@ int OS_Read(int fd, char *buf, size_t len)
 		f->len -= n;
 		return (int)n;
 	}
-	ssize_t n;
-	do
-		n = read(fd, buf, len);
-	while (n < 0 && errno == EINTR);
-	return (int)n;
+	return (int)read_again(fd, buf, len);
 }
 
 /* A request of one parameter, FEED=ok, with an empty body. */

@@ -28,11 +28,25 @@
  * fcgi_feed_clear on this thread. The bytes must stay until then. */
 void fcgi_feed_set(int fd, const unsigned char *bytes, size_t len, void *owned);
 
+/* The most OS_Read takes at once while reading ahead. */
+#define FCGI_FEED_AHEAD_MAX ((size_t)128 * 1024)
+
+/* libfcgi reads a body 8 KiB at a time, a system call each (eight more for
+ * a 64 KiB message). While the calling thread reads the body of the
+ * request on fd, of `announced` bytes, this lets OS_Read take up to that
+ * much (plus room for record headers; at most FCGI_FEED_AHEAD_MAX) in one
+ * read into a buffer of the feed's, and hand it to libfcgi from there.
+ * Only this request's bytes can be on the socket then (nginx sends the next
+ * one on a connection after the answer to this one), so nothing is taken
+ * that libfcgi would not have read. Ends with fcgi_feed_clear. */
+void fcgi_feed_ahead(int fd, size_t announced);
+
 /* Bytes of the calling thread's feed that libfcgi has not read. */
 size_t fcgi_feed_left(void);
 
-/* Ends the calling thread's feed (what libfcgi did not read is dropped, as
- * libfcgi drops what is left in its buffer after a request). */
+/* Ends the calling thread's feed and its reading ahead (what libfcgi did not
+ * read is dropped, as libfcgi drops what is left in its buffer after a
+ * request). */
 void fcgi_feed_clear(void);
 
 /* Whether libfcgi's reads come through this feed: call after FCGX_Init. */

@@ -195,6 +195,10 @@ sub start_backend {
 	@args = @{ $self->{opt}{backend_args} // [] } unless @args;
 	push @args, '--store', "sqlite:" . $self->store_path unless grep { /^--store(=|$)/ } @args;
 	my @backend = backend_command($self->{dir}, $self->{bin});
+	# strace => PATH: every thread's system calls go to trace_log (-D: the
+	# tracer is a grandchild, so the pid is chat-fcgi's own).
+	unshift @backend, $self->{opt}{strace}, '-D', '-f', '-qq', '-o', $self->trace_log, '--'
+		if $self->{opt}{strace};
 	my @spawn = ('-s', $self->{socket}, '-M', '0600', '--', @backend, @args);
 	my @cmd = $self->{opt}{supervise} ? ("$self->{src}/conf/chat-fcgi-supervise", @spawn)
 		: $self->{opt}{spawn} ? ($self->{spawn}, '-n', @spawn)
@@ -246,6 +250,7 @@ sub wait_for_log {
 
 sub backend_pid { $_[0]{backend} }
 sub store_path  { "$_[0]{dir}/chat.db" }
+sub trace_log   { "$_[0]{dir}/strace.log" }
 
 # The processes whose parent is $pid (from /proc: Linux only).
 sub children_of {

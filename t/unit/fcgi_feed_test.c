@@ -220,6 +220,74 @@ int main(void)
 	is_int((long long)fcgi_feed_left(), 0, "a cleared feed holds nothing");
 	free(r.b);
 
+	/* Reading ahead: once the head's take is used up, libfcgi's next read
+	 * of a large body takes the rest of it off the socket at once. */
+	size_t big = 60000;
+	char *text = malloc(big + 1);
+	char *back = malloc(big + 1);
+	if (!text || !back)
+		abort();
+	for (size_t i = 0; i < big; i++)
+		text[i] = (char)('a' + i % 26);
+	text[big] = 0;
+	r = request("/chat/ahead", 0, text);
+	send_all(r.b, r.n);
+	n = take(taken, sizeof taken);
+	fcgi_feed_set(sv[0], taken, n, NULL);
+	fcgi_feed_ahead(sv[0], big);
+	FCGX_Request req;
+	FCGX_InitRequest(&req, -1, 0);
+	req.ipcFd = sv[0];
+	req.keepConnection = 1;
+	req.detached = 1;
+	ok(FCGX_Accept_r(&req) == 0, "reading ahead: libfcgi accepts the request");
+	int part = FCGX_GetStr(back, 10000, req.in);
+	size_t ahead = fcgi_feed_left();
+	ok(ahead > 40000 && recv(sv[0], rest, sizeof rest, MSG_DONTWAIT) < 0,
+	   "one read past the take took the rest of the body (%zu bytes in the feed)", ahead);
+	int more = part > 0 ? FCGX_GetStr(back + part, (int)(big + 1 - (size_t)part), req.in) : -1;
+	is_mem(back, part > 0 && more >= 0 ? (size_t)(part + more) : 0, text, big,
+	       "libfcgi reads the whole body from there, in order");
+	FCGX_Finish_r(&req);
+	fcgi_feed_clear();
+	free(r.b);
+
+	/* At once, never more than the announced body and its records. */
+	r = request("/chat/ahead", 0, text);
+	send_all(r.b, r.n);
+	n = take(taken, sizeof taken);
+	fcgi_feed_set(sv[0], taken, n, NULL);
+	fcgi_feed_ahead(sv[0], 20000);
+	FCGX_InitRequest(&req, -1, 0);
+	req.ipcFd = sv[0];
+	req.keepConnection = 1;
+	req.detached = 1;
+	ok(FCGX_Accept_r(&req) == 0 && FCGX_GetStr(back, 10000, req.in) == 10000,
+	   "a body announced shorter: accepted, read");
+	ahead = fcgi_feed_left();
+	ok(ahead > 10000 && ahead <= 20000 + 4 * 16,
+	   "one read took no more than 20000 bytes and record headers (%zu)", ahead);
+	FCGX_Finish_r(&req);
+	fcgi_feed_clear();
+	while (take(taken, sizeof taken) > 0)
+		;
+	free(r.b);
+
+	/* A small body, and after a clear: reads as libfcgi asks. */
+	send_all((const unsigned char *)text, 100);
+	fcgi_feed_ahead(sv[0], 1000);
+	is_int(OS_Read(sv[0], back, FCGI_FEED_TAKE), 100,
+	       "a body smaller than libfcgi's buffer: one read into that buffer");
+	is_int((long long)fcgi_feed_left(), 0, "... nothing taken ahead");
+	send_all((const unsigned char *)text, 100);
+	fcgi_feed_ahead(sv[0], big);
+	fcgi_feed_clear();
+	char small[10];
+	is_int(OS_Read(sv[0], small, sizeof small), 10, "after a clear: a read of what is asked");
+	is_int((long long)take(taken, sizeof taken), 90, "... the rest is still on the socket");
+	free(text);
+	free(back);
+
 	/* A read interrupted by a signal is made again, not taken by libfcgi
 	 * for a broken connection (a socket with a receive timeout, as the
 	 * server's have, is not restarted by the kernel). */
