@@ -518,7 +518,7 @@ static int write_records(FCGX_Request *req, const char *head, size_t head_len, c
 	iov[2 * n] = (struct iovec){.iov_base = hdr[n], .iov_len = FCGI_HEADER_LEN};
 	iov[2 * n + 1] = (struct iovec){.iov_base = (void *)head, .iov_len = head_len};
 	n++;
-	while (len > 0) {
+	for (;;) {
 		for (; n < DIRECT_RECORDS && len > 0; n++) {
 			size_t part = len < RECORD_MAX ? len : RECORD_MAX;
 			record_header(hdr[n], req->requestId, part);
@@ -529,9 +529,10 @@ static int write_records(FCGX_Request *req, const char *head, size_t head_len, c
 		}
 		if (writev_all(req->ipcFd, iov, 2 * n) != 0)
 			return -1;
+		if (len == 0)
+			return 0;
 		n = 0;
 	}
-	return 0;
 }
 
 /* The head is put together by hand: snprintf was a measurable part of a
