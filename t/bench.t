@@ -39,10 +39,19 @@ for my $title ('POST {"message":"hello"}', 'A 64 KiB message', 'Instructions per
 }
 # Each load row: target, load, conns, req/s, p50, p99, p99/p50, errors 0, ...
 my $num = qr/\d+(?:\.\d+)?/;
-for my $target ('reference', 'chat-fcgi') {
+for my $target ('reference', 'chat-fcgi', 'floor') {
 	like($out, qr/^\| \Q$target\E \| round 1 \| 8 \| [1-9]\d* \| $num \| $num \| $num \| 0 \|/m,
 		"$target served requests with no error");
 }
+# The floor (bench/floor) is measured as a backend: its own CPU per request
+# and memory, a ratio to the round's reference, and the summary sets
+# chat-fcgi's CPU against it.
+like($out, qr/^\| floor \| round 1 \| 8 \|(?: [^|]+ \|){6} $num \| $num \| $num \|(?: [^|]+ \|){2}$/m,
+	'the floor row has its own backend CPU, memory and ratio');
+like($out, qr/^  the floor: median ratio $num, .* backend CPU-µs\/request $num \(chat-fcgi's: $num× that\)$/m,
+	'the summary compares the backend CPU with the floor\'s');
+like($out, qr/^\| floor \| 64 KiB \| 8 \| [1-9]\d* \|(?: [^|]+ \|){3} 0 \|/m,
+	'the floor answered the 64 KiB round too, with no error');
 like($out, qr/^\| chat-fcgi \| round 1 \| 8 \|(?: [^|]+ \|){8} $num \| $num \| $num \|$/m,
 	'the backend row has a ratio to the reference');
 like($out, qr/^\| chat-fcgi \| 64 KiB \| 8 \| [1-9]\d* \|/m, 'the 64 KiB round served requests');
