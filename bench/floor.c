@@ -21,6 +21,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -252,6 +253,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: floor LENGTH=FILE... (serves the socket on fd 0)\n");
 		return 2;
 	}
+	/* nginx closes the connections of requests a client gave up on: a write
+	 * to one must fail, not kill the floor. */
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		die("signal");
 	nreplies = (size_t)argc - 1;
 	replies = calloc(nreplies, sizeof *replies);
 	if (!replies)
