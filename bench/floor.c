@@ -21,6 +21,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fastcgi.h> /* the protocol's constants only: no libfcgi code */
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -30,13 +31,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define HEADER_LEN  8
-#define TYPE_BEGIN  1
-#define TYPE_END    3
-#define TYPE_PARAMS 4
-#define TYPE_STDIN  5
-#define TYPE_STDOUT 6
-#define KEEP_CONN   1
 /* A record's content is at most 65535 bytes: keep them 8-aligned. */
 #define RECORD_MAX 65528u
 #define EVENTS_MAX 64
@@ -68,7 +62,7 @@ static void die(const char *what)
 
 static unsigned char *put_header(unsigned char *h, int type, size_t len)
 {
-	h[0] = 1;
+	h[0] = FCGI_VERSION_1;
 	h[1] = (unsigned char)type;
 	h[2] = 0; /* the request id: set per answer */
 	h[3] = 1;
@@ -76,7 +70,7 @@ static unsigned char *put_header(unsigned char *h, int type, size_t len)
 	h[5] = (unsigned char)len;
 	h[6] = 0;
 	h[7] = 0;
-	return h + HEADER_LEN;
+	return h + FCGI_HEADER_LEN;
 }
 
 static char *slurp(const char *path, size_t *len)
@@ -120,20 +114,20 @@ static void make_reply(struct reply *r, const char *body, size_t body_len)
 	memcpy(all, head, (size_t)n);
 	memcpy(all + n, body, body_len);
 	size_t records = (out + RECORD_MAX - 1) / RECORD_MAX;
-	r->len = out + records * HEADER_LEN + 2 * HEADER_LEN + 8;
+	r->len = out + records * FCGI_HEADER_LEN + 2 * FCGI_HEADER_LEN + 8;
 	r->bytes = malloc(r->len);
 	if (!r->bytes)
 		die("malloc");
 	unsigned char *at = r->bytes;
 	for (size_t done = 0; done < out;) {
 		size_t part = out - done < RECORD_MAX ? out - done : RECORD_MAX;
-		at = put_header(at, TYPE_STDOUT, part);
+		at = put_header(at, FCGI_STDOUT, part);
 		memcpy(at, all + done, part);
 		at += part;
 		done += part;
 	}
-	at = put_header(at, TYPE_STDOUT, 0);
-	at = put_header(at, TYPE_END, 8);
+	at = put_header(at, FCGI_STDOUT, 0);
+	at = put_header(at, FCGI_END_REQUEST, 8);
 	memset(at, 0, 8); /* application status 0, FCGI_REQUEST_COMPLETE */
 	free(all);
 }
@@ -149,7 +143,7 @@ static const struct reply *reply_for(size_t body_len)
 static int answer(struct conn *c)
 {
 	const struct reply *r = reply_for(c->body_len);
-	for (size_t at = 0; at < r->len; at += HEADER_LEN) {
+	for (size_t at = 0; at < r->len; at += FCGI_HEADER_LEN) {
 		r->bytes[at + 2] = (unsigned char)(c->id >> 8);
 		r->bytes[at + 3] = (unsigned char)c->id;
 		at += (size_t)r->bytes[at + 4] << 8 | r->bytes[at + 5];
@@ -170,24 +164,24 @@ static int answer(struct conn *c)
 static int walk(struct conn *c)
 {
 	size_t at = 0;
-	while (c->len - at >= HEADER_LEN) {
+	while (c->len - at >= FCGI_HEADER_LEN) {
 		const unsigned char *h = c->buf + at;
 		size_t clen = (size_t)h[4] << 8 | h[5];
-		size_t rec = HEADER_LEN + clen + h[6];
+		size_t rec = FCGI_HEADER_LEN + clen + h[6];
 		if (c->len - at < rec)
 			break;
-		if (h[1] == TYPE_BEGIN) {
+		if (h[1] == FCGI_BEGIN_REQUEST) {
 			if (clen < 8)
 				return -1;
 			c->id = (unsigned)h[2] << 8 | h[3];
-			c->keep = h[HEADER_LEN + 2] & KEEP_CONN;
+			c->keep = h[FCGI_HEADER_LEN + 2] & FCGI_KEEP_CONN;
 			c->body_len = 0;
-		} else if (h[1] == TYPE_STDIN && clen > 0) {
+		} else if (h[1] == FCGI_STDIN && clen > 0) {
 			c->body_len += clen;
-		} else if (h[1] == TYPE_STDIN) {
+		} else if (h[1] == FCGI_STDIN) {
 			if (answer(c) != 0 || !c->keep)
 				return -1;
-		} else if (h[1] != TYPE_PARAMS) {
+		} else if (h[1] != FCGI_PARAMS) {
 			return -1;
 		}
 		at += rec;

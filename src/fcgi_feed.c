@@ -38,11 +38,10 @@ void fcgi_feed_ahead(int fd, size_t announced)
 {
 	/* Room for a header and padding (16 bytes) per record of 8 KiB or
 	 * more (nginx's are 32 KiB), and for the empty record at the end. */
-	size_t cap = FCGI_FEED_AHEAD_MAX;
-	if (announced < cap)
-		cap = announced + (announced / 8192 + 2) * 16;
+	size_t room = (announced / 8192 + 2) * 16;
 	tl_feed.ahead_fd = fd;
-	tl_feed.ahead_cap = cap < FCGI_FEED_AHEAD_MAX ? cap : FCGI_FEED_AHEAD_MAX;
+	tl_feed.ahead_cap =
+	    announced < FCGI_FEED_AHEAD_MAX - room ? announced + room : FCGI_FEED_AHEAD_MAX;
 }
 
 size_t fcgi_feed_left(void)
