@@ -3,12 +3,11 @@
  * and passes POST /chat/ here; see chat.c for what is answered.
  */
 #include "chat.h"
-#include "fcgi_feed.h"
 #include "listen.h"
 #include "log.h"
 #include "options.h"
 #include "sandbox.h"
-#include "server.h"
+#include "server/server.h"
 #include "store.h"
 
 #include <fcgiapp.h>
@@ -16,8 +15,8 @@
 #include <stdio.h>
 #include <string.h>
 
-/* SIGTERM must end the process within 5 s: requests in flight get this long,
- * which leaves room for libfcgi's own close wait. */
+/* SIGTERM must end the process within 5 s: requests in flight and their
+ * answers get this long, the threads a little more (src/server/loop.c). */
 #define SHUTDOWN_GRACE_MS 2500u
 
 /* The server's change detector, for waiters woken by other processes. */
@@ -45,8 +44,7 @@ int main(int argc, char **argv)
 	}
 	log_set_level(opt.verbosity == 0 ? LOG_ERROR : opt.verbosity == 1 ? LOG_NOTICE : LOG_DEBUG);
 
-	/* Signals go to one place, sigwait below: workers never see them, so no
-	 * read or accept inside libfcgi is cut short by EINTR. */
+	/* Signals go to one place, sigwait below: workers never see them. */
 	sigset_t stop;
 	sigemptyset(&stop);
 	sigaddset(&stop, SIGTERM);
@@ -62,7 +60,7 @@ int main(int argc, char **argv)
 		log_msg(LOG_ERROR, "%s", err);
 		return 1;
 	}
-	/* After the socket: a bad socket is reported first, as before rooms. */
+	/* After the socket: a bad socket is reported first. */
 	struct store *store = NULL;
 	if (opt.store_path) {
 		struct store_options so = {.history = opt.room_history,
@@ -80,10 +78,10 @@ int main(int argc, char **argv)
 		store_close(store);
 		return 1;
 	}
-	if (!fcgi_feed_works()) {
-		log_msg(LOG_ERROR, "this libfcgi does not read through the OS_Read chat-fcgi "
-				   "defines (was it linked with -Bsymbolic?): requests cannot be "
-				   "handed to it");
+	if (!server_libfcgi_works()) {
+		log_msg(LOG_ERROR, "this libfcgi does not read and write through the OS_Read and "
+				   "OS_Write chat-fcgi defines (was it linked with -Bsymbolic?): "
+				   "requests cannot be handed to it");
 		listener_close(&l);
 		store_close(store);
 		return 1;
@@ -109,6 +107,10 @@ int main(int argc, char **argv)
 	    .pollers = opt.pollers,
 	    .max_held = opt.max_waits,
 	    .max_streams = opt.max_streams,
+	    .max_posts = opt.max_posts,
+	    .max_queue = opt.max_queue,
+	    .send_timeout_ms = opt.send_timeout_s * 1000u,
+	    .receive_timeout_ms = opt.receive_timeout_s * 1000u,
 	    .limits = {.max_body = opt.max_body,
 		       .store = store,
 		       .stream_pace_ms = opt.stream_pace_ms},

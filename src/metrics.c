@@ -29,6 +29,15 @@ static atomic_ullong sum_us[ROUTE_COUNT];
 static atomic_long in_flight;
 static atomic_ulong store_errors;
 static atomic_ulong standby_took;
+static atomic_ulong closed[METRICS_CLOSE_COUNT];
+static atomic_ulong posts_refused;
+
+static const char *const close_names[METRICS_CLOSE_COUNT] = {
+    [METRICS_CLOSE_SEND_TIMEOUT] = "send_timeout",
+    [METRICS_CLOSE_QUEUE_FULL] = "queue_full",
+    [METRICS_CLOSE_RECEIVE_TIMEOUT] = "receive_timeout",
+    [METRICS_CLOSE_PROTOCOL] = "protocol",
+};
 
 enum metrics_route metrics_route_of(const char *path)
 {
@@ -80,6 +89,17 @@ void metrics_store_error(void)
 void metrics_standby_took(void)
 {
 	atomic_fetch_add_explicit(&standby_took, 1, memory_order_relaxed);
+}
+
+void metrics_conn_closed(enum metrics_close why)
+{
+	if ((unsigned)why < METRICS_CLOSE_COUNT)
+		atomic_fetch_add_explicit(&closed[why], 1, memory_order_relaxed);
+}
+
+void metrics_post_refused(void)
+{
+	atomic_fetch_add_explicit(&posts_refused, 1, memory_order_relaxed);
 }
 
 struct text {
@@ -190,6 +210,21 @@ char *metrics_render(const struct metrics_gauges *g, size_t *len)
 	gauge(&t, "chat_fcgi_threads", "Worker threads.", (long)g->threads);
 	gauge(&t, "chat_fcgi_posts_storing", "Posts queued for the store, not yet committed.",
 	      (long)g->posts_storing);
+	gauge(&t, "chat_fcgi_output_queued_bytes",
+	      "Bytes of answers written but not yet taken by their readers.",
+	      (long)g->queued_bytes);
+	put(&t, "# HELP chat_fcgi_connections_closed_total Connections the backend closed, by "
+		"reason.\n"
+		"# TYPE chat_fcgi_connections_closed_total counter\n");
+	for (size_t i = 0; i < METRICS_CLOSE_COUNT; i++)
+		put(&t, "chat_fcgi_connections_closed_total{reason=\"%s\"} %lu\n", close_names[i],
+		    atomic_load_explicit(&closed[i], memory_order_relaxed));
+	put(&t,
+	    "# HELP chat_fcgi_posts_refused_total Posts refused with 503 because --max-posts "
+	    "posts waited for the store.\n"
+	    "# TYPE chat_fcgi_posts_refused_total counter\n"
+	    "chat_fcgi_posts_refused_total %lu\n",
+	    atomic_load_explicit(&posts_refused, memory_order_relaxed));
 	put(&t,
 	    "# HELP chat_fcgi_store_errors_total Store operations that failed.\n"
 	    "# TYPE chat_fcgi_store_errors_total counter\n"

@@ -26,6 +26,18 @@ void metrics_store_error(void);
 /* Counts an event the standby thread took because the pollers took none. */
 void metrics_standby_took(void);
 
+/* Why the server closed a connection it would otherwise have kept. */
+enum metrics_close {
+	METRICS_CLOSE_SEND_TIMEOUT,    /* its reader took nothing for --send-timeout */
+	METRICS_CLOSE_QUEUE_FULL,      /* its reader left more than --max-queue unread */
+	METRICS_CLOSE_RECEIVE_TIMEOUT, /* a request did not come whole in --receive-timeout */
+	METRICS_CLOSE_PROTOCOL,        /* it broke the FastCGI protocol */
+	METRICS_CLOSE_COUNT
+};
+void metrics_conn_closed(enum metrics_close why);
+/* Counts a post refused because --max-posts wait for the store. */
+void metrics_post_refused(void);
+
 /* The gauges that the server knows at render time. */
 struct metrics_gauges {
 	unsigned held;        /* long-polls held now */
@@ -33,6 +45,7 @@ struct metrics_gauges {
 	unsigned connections; /* connections from nginx open now */
 	unsigned threads;
 	unsigned posts_storing; /* posts queued for the store, not yet committed */
+	size_t queued_bytes;    /* answers written but not yet taken by their readers */
 };
 
 /* The whole exposition. Returns a malloc'd text (*len bytes, NUL-ended),

@@ -14,6 +14,8 @@ static void usage(FILE *out)
 	fprintf(out, "usage: chat-fcgi [--listen unix:PATH|HOST:PORT] [--socket-mode MODE]\n"
 		     "                 [--threads N] [--pollers N] [--max-waits N]\n"
 		     "                 [--max-streams N] [--stream-pace MS] [--max-body BYTES]\n"
+		     "                 [--max-posts N] [--max-queue BYTES]\n"
+		     "                 [--send-timeout S] [--receive-timeout S]\n"
 		     "                 [--store sqlite:PATH|postgresql://...|none]\n"
 		     "                 [--room-history N]\n"
 		     "                 [--store-sync normal|full] [--no-sandbox]\n"
@@ -30,11 +32,11 @@ static void help(void)
 	       "\n"
 	       "  -l, --listen ADDR      listen on unix:PATH or HOST:PORT itself\n"
 	       "  -m, --socket-mode MODE permissions of a unix socket (octal; default 0660)\n"
-	       "  -t, --threads N        requests worked on at once (default %u); idle\n"
-	       "                         connections and held long-polls take none\n"
-	       "      --pollers N        of those, how many take new requests at once\n"
+	       "  -t, --threads N        threads that work on requests (default %u); no\n"
+	       "                         thread ever waits on a connection or the store\n"
+	       "      --pollers N        of those, how many take events at once\n"
 	       "                         (default: half the CPUs, 1 below 4); the\n"
-	       "                         others stand in while one waits on the store\n"
+	       "                         others stand in while one works long\n"
 	       "  -w, --max-waits N      long-polls held at once (default %u); past it,\n"
 	       "                         polls are answered at once with \"busy\"\n"
 	       "      --max-streams N    event streams (GET /chat/events) open at once\n"
@@ -44,6 +46,15 @@ static void help(void)
 	       "                         (default 0: send them at once)\n"
 	       "  -b, --max-body BYTES   largest request body; K or M suffix allowed\n"
 	       "                         (default 64K, as nginx's client_max_body_size)\n"
+	       "      --max-posts N      posts waiting for the store at once (default\n"
+	       "                         %u); past it, 503 with Retry-After\n"
+	       "      --max-queue BYTES  unsent answer bytes a connection may hold when\n"
+	       "                         more is to be added; past it, it is closed\n"
+	       "                         (default 1M)\n"
+	       "      --send-timeout S   a connection that takes none of its answer for\n"
+	       "                         S seconds is closed (default %u)\n"
+	       "      --receive-timeout S  a request's head, then its body, must arrive\n"
+	       "                         whole within S seconds each (default %u)\n"
 	       "  -s, --store SPEC       the rooms' history: sqlite:PATH (created if\n"
 	       "                         missing; its directory must exist),\n"
 	       "                         postgresql://... (a libpq URI; several nodes\n"
@@ -59,7 +70,8 @@ static void help(void)
 	       "  -h, --help             show this help\n"
 	       "  -V, --version          show the version\n",
 	       OPTIONS_THREADS_DEFAULT, OPTIONS_MAX_WAITS_DEFAULT, OPTIONS_MAX_STREAMS_DEFAULT,
-	       CHAT_STORE_DEFAULT, STORE_HISTORY_DEFAULT);
+	       OPTIONS_MAX_POSTS_DEFAULT, OPTIONS_SEND_TIMEOUT_DEFAULT,
+	       OPTIONS_RECEIVE_TIMEOUT_DEFAULT, CHAT_STORE_DEFAULT, STORE_HISTORY_DEFAULT);
 }
 
 /* A whole number in [min, max], with an optional K or M suffix when
@@ -138,6 +150,12 @@ static const struct number_option stream_pace = {"--stream-pace", NUMBER, 0,
 _Static_assert(OPTIONS_MAX_BODY_LIMIT % (1024 * 1024) == 0, "--max-body's limit is whole MiB");
 static const struct number_option max_body = {"--max-body", SIZE, 1, OPTIONS_MAX_BODY_LIMIT};
 static const struct number_option room_history = {"--room-history", NUMBER, 1, STORE_HISTORY_MAX};
+static const struct number_option max_posts = {"--max-posts", NUMBER, 1, OPTIONS_MAX_POSTS_MAX};
+_Static_assert(OPTIONS_MAX_QUEUE_LIMIT % (1024 * 1024) == 0, "--max-queue's limit is whole MiB");
+static const struct number_option max_queue = {"--max-queue", SIZE, 1, OPTIONS_MAX_QUEUE_LIMIT};
+static const struct number_option send_timeout = {"--send-timeout", NUMBER, 1, OPTIONS_TIMEOUT_MAX};
+static const struct number_option receive_timeout = {"--receive-timeout", NUMBER, 1,
+						     OPTIONS_TIMEOUT_MAX};
 
 enum options_result options_parse(int argc, char **argv, struct options *opt)
 {
@@ -153,6 +171,10 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 	    {"store", required_argument, NULL, 's'},
 	    {"room-history", required_argument, NULL, 'r'},
 	    {"store-sync", required_argument, NULL, 'Y'},
+	    {"max-posts", required_argument, NULL, 'A'},
+	    {"max-queue", required_argument, NULL, 'Q'},
+	    {"send-timeout", required_argument, NULL, 'T'},
+	    {"receive-timeout", required_argument, NULL, 'R'},
 	    {"no-sandbox", no_argument, NULL, 'S'},
 	    {"quiet", no_argument, NULL, 'q'},
 	    {"verbose", no_argument, NULL, 'v'},
@@ -172,6 +194,10 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 	    .verbosity = 1,
 	    .store_path = CHAT_STORE_DEFAULT + sizeof "sqlite:" - 1,
 	    .room_history = STORE_HISTORY_DEFAULT,
+	    .max_posts = OPTIONS_MAX_POSTS_DEFAULT,
+	    .max_queue = OPTIONS_MAX_QUEUE_DEFAULT,
+	    .send_timeout_s = OPTIONS_SEND_TIMEOUT_DEFAULT,
+	    .receive_timeout_s = OPTIONS_RECEIVE_TIMEOUT_DEFAULT,
 	    .sandbox = true,
 	};
 	opterr = 0;
@@ -251,6 +277,26 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 				goto bad;
 			}
 			opt->store_sync_full = strcmp(optarg, "full") == 0;
+			break;
+		case 'A':
+			if (parse_number_option(&max_posts, optarg, &v) != 0)
+				goto bad;
+			opt->max_posts = (unsigned)v;
+			break;
+		case 'Q':
+			if (parse_number_option(&max_queue, optarg, &v) != 0)
+				goto bad;
+			opt->max_queue = (size_t)v;
+			break;
+		case 'T':
+			if (parse_number_option(&send_timeout, optarg, &v) != 0)
+				goto bad;
+			opt->send_timeout_s = (unsigned)v;
+			break;
+		case 'R':
+			if (parse_number_option(&receive_timeout, optarg, &v) != 0)
+				goto bad;
+			opt->receive_timeout_s = (unsigned)v;
 			break;
 		case 'S':
 			opt->sandbox = false;

@@ -1,0 +1,69 @@
+/*
+ * Posts waiting for the store: parked connections, not parked threads.
+ *
+ * A post to a room is queued for the store's own thread, which writes the
+ * posts that queue meanwhile in one transaction; the connection waits as
+ * TASK_STORING with no thread on it, the store's thread hands it to the run
+ * queue once committed, and a poller answers it. At most --max-posts wait
+ * at once, which bounds the memory the queue holds (each post keeps a copy
+ * of its text) when the store is slow; past that a post is refused with
+ * 503 and Retry-After, before anything is stored.
+ */
+#include "internal.h"
+
+#include "metrics.h"
+
+#include <string.h>
+
+#define POSTS_FULL_BODY                                                                            \
+	"{\"error\":\"Too many posts are waiting to be stored; try again in a moment.\"}"
+
+/* Called on the store's thread: hands c to the pollers. */
+static void post_stored(void *cookie)
+{
+	struct conn *c = cookie;
+	struct server *srv = c->srv;
+	pthread_mutex_lock(&srv->lock);
+	srv->posting--;
+	c->post_done = true;
+	pthread_mutex_unlock(&srv->lock);
+	run_push(srv, c);
+}
+
+void post_start(struct conn *c, struct chat_request *creq, struct chat_post *post)
+{
+	struct server *srv = c->srv;
+	pthread_mutex_lock(&srv->lock);
+	bool room = srv->posting < srv->cfg.max_posts;
+	if (room)
+		srv->posting++;
+	pthread_mutex_unlock(&srv->lock);
+	if (!room) {
+		chat_post_free(post);
+		metrics_post_refused();
+		struct chat_response res;
+		memset(&res, 0, sizeof res);
+		chat_set_error(&res, 503, POSTS_FULL_BODY, "--max-posts posts wait for the store");
+		res.retry_after = 1;
+		respond(c, creq, &res);
+		return;
+	}
+	c->post = post;
+	c->post_done = false;
+	c->task = TASK_STORING;
+	chat_post_queue(&srv->cfg.limits, post, post_stored, c);
+}
+
+void post_answer(struct conn *c)
+{
+	char path[64];
+	struct chat_request creq;
+	struct chat_response res;
+	build_request(c, &creq, path, sizeof path);
+	struct chat_post *post = c->post;
+	c->post = NULL;
+	c->post_done = false;
+	c->task = TASK_NONE;
+	chat_post_finish(&creq, &c->srv->cfg.limits, post, &res);
+	respond(c, &creq, &res);
+}

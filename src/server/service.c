@@ -1,0 +1,63 @@
+/*
+ * GET /chat/health and GET /chat/metrics: about the server, not the chat,
+ * so answered here rather than by the chat logic. Their routes are in the
+ * table of routes.c like every other.
+ */
+#include "internal.h"
+
+#include "metrics.h"
+
+#include <string.h>
+
+/* The Prometheus text exposition format, version 0.0.4. */
+#define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+
+static void set_body(struct chat_response *res, int status, const char *body, const char *reason)
+{
+	memset(res, 0, sizeof *res);
+	chat_set_error(res, status, body, reason);
+}
+
+void service_answer(struct conn *c, const struct chat_request *creq, struct chat_response *res)
+{
+	struct server *srv = c->srv;
+	if (!chat_check_method(c->route, creq, res))
+		return;
+	if (c->route == ROUTE_HEALTH) {
+		char why[256] = "";
+		server_may_block();
+		if (!srv->cfg.store_check ||
+		    srv->cfg.store_check(srv->cfg.store_ctx, why, sizeof why) == 0) {
+			set_body(res, 200, "{\"status\":\"ok\"}", NULL);
+			return;
+		}
+		why[sizeof why - 1] = '\0';
+		memset(res, 0, sizeof *res);
+		chat_set_escaped(res, 503, "{\"status\":\"error\",\"error\":\"", why, "\"}",
+				 "the store failed");
+		res->retry_after = 1;
+		return;
+	}
+	pthread_mutex_lock(&srv->lock);
+	struct metrics_gauges g = {
+	    .held = srv->nheld,
+	    .streams = srv->nstreams,
+	    .connections = atomic_load(&srv->connections),
+	    .threads = srv->cfg.threads,
+	    .posts_storing = srv->posting,
+	    .queued_bytes = atomic_load(&srv->queued),
+	};
+	pthread_mutex_unlock(&srv->lock);
+	size_t len;
+	char *text = metrics_render(&g, &len);
+	if (!text) {
+		chat_out_of_memory(res, "out of memory");
+		return;
+	}
+	memset(res, 0, sizeof *res);
+	res->status = 200;
+	res->body = text;
+	res->body_len = len;
+	res->body_owned = true;
+	res->content_type = METRICS_CONTENT_TYPE;
+}
