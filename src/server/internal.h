@@ -13,6 +13,7 @@
 #define SERVER_INTERNAL_H
 
 #include "chat.h"
+#include "params.h"
 #include "records.h"
 #include "routes.h"
 #include "server.h"
@@ -297,13 +298,5 @@ void post_answer(struct conn *c);
 /* ---- service.c: about the server, not the chat ---- */
 
 void service_answer(struct conn *c, const struct chat_request *creq, struct chat_response *res);
-
-/* ---- params.c: libfcgi reading parameters from memory ---- */
-
-/* Fills req's parameters from a vetted, whole parameter stream with
- * libfcgi's own reader. 0, or -1 when libfcgi failed (out of memory). */
-int params_parse(FCGX_Request *req, const unsigned char *params, size_t len);
-/* Frees what libfcgi made for req; nothing is written or closed. */
-void params_free(FCGX_Request *req);
 
 #endif

@@ -16,7 +16,9 @@
  * its end, and OS_Write refuses. server_libfcgi_works() checks at start
  * that the binding holds (a libfcgi linked with -Bsymbolic would not).
  */
-#include "internal.h"
+#include "params.h"
+
+#include "records.h"
 
 #include <errno.h>
 #include <fastcgi.h>

@@ -5,8 +5,8 @@
 #define SERVER_H
 
 #include "chat.h"
+#include "params.h"
 
-#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,10 +32,6 @@ struct server_config {
 	int (*store_check)(void *ctx, char *why, size_t why_size);
 	void *store_ctx;
 };
-
-/* Whether libfcgi reads and writes through the server's own OS layer, which
- * keeps it off every socket (params.c): call after FCGX_Init. */
-bool server_libfcgi_works(void);
 
 /* Starts the threads; NULL with a log line on failure. */
 struct server *server_start(const struct server_config *cfg);
