@@ -361,10 +361,11 @@ void respond(struct conn *c, struct chat_request *creq, struct chat_response *re
 	if (c->task == TASK_STREAM) {
 		/* Mid-stream there is no status to give: the stream ends, and the
 		 * browser reconnects. */
-		const char *why = res->status != 200 || !res->reason ? res->reason : res->reason;
+		bool ok = res->status == 200;
+		const char *why = res->reason ? res->reason : ok ? NULL : "the stream failed";
 		if (res->store_error)
 			metrics_store_error();
-		stream_done(c, res->body, res->body_len, why ? why : "the stream failed");
+		stream_done(c, ok ? res->body : NULL, ok ? res->body_len : 0, why);
 		chat_response_free(res);
 		return;
 	}

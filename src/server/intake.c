@@ -143,9 +143,12 @@ void build_request(struct conn *c, struct chat_request *creq, char *path_buf, si
 void request_end(struct conn *c)
 {
 	struct server *srv = c->srv;
-	if (c->task == TASK_STREAM) {
+	if (c->task == TASK_STREAM || c->task == TASK_POLL) {
 		pthread_mutex_lock(&srv->lock);
-		srv->nstreams--;
+		if (c->task == TASK_STREAM)
+			srv->nstreams--;
+		else
+			srv->nheld--;
 		pthread_mutex_unlock(&srv->lock);
 	}
 	if (c->counted) {
@@ -303,7 +306,7 @@ static void serve(struct conn *c)
 static void request_abort(struct conn *c)
 {
 	bool answering = c->task == TASK_STREAM || c->task == TASK_PACED;
-	request_unanswered(c, "aborted by the web server");
+	log_msg(LOG_DEBUG, "a request was aborted by the web server");
 	out_end_request(c, c->request_id, FCGI_REQUEST_COMPLETE, answering);
 	request_end(c);
 }

@@ -271,8 +271,6 @@ void respond(struct conn *c, struct chat_request *creq, struct chat_response *re
 void stream_next(struct conn *c);
 /* A paced reply's next event, when it is due. */
 void pace_next(struct conn *c);
-/* The request ended with no answer sent (aborted, or its peer went away). */
-void request_unanswered(struct conn *c, const char *why);
 
 /* ---- held.c: deadlines, holds and wake-ups ---- */
 
