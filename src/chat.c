@@ -1,3 +1,6 @@
+/* The request logic: a request's head judged, then the request answered,
+ * the rooms' and event streams' routes by rooms.c and events.c. It knows
+ * nothing of libfcgi or sockets. */
 #include "chat.h"
 
 #include "events.h"
@@ -18,35 +21,6 @@
 
 /* Error bodies are constant: {"error":"<sentence>"} built at compile time. */
 #define ERROR_BODY(sentence) "{\"error\":\"" sentence "\"}"
-
-void chat_set_error(struct chat_response *res, int status, const char *body, const char *reason)
-{
-	res->status = status;
-	res->body = (char *)body;
-	res->body_len = strlen(body);
-	res->body_owned = false;
-	res->reason = reason;
-}
-
-void chat_set_escaped(struct chat_response *res, int status, const char *head, const char *text,
-		      const char *tail, const char *reason)
-{
-	size_t head_len = strlen(head), text_len = strlen(text), tail_len = strlen(tail);
-	char *buf = malloc(head_len + reply_escaped_len(text, text_len) + tail_len + 1);
-
-	if (!buf) {
-		chat_out_of_memory(res, "out of memory");
-		return;
-	}
-	memcpy(buf, head, head_len);
-	char *p = reply_escape(buf + head_len, text, text_len);
-	memcpy(p, tail, tail_len + 1);
-	res->status = status;
-	res->body = buf;
-	res->body_len = (size_t)(p - buf) + tail_len;
-	res->body_owned = true;
-	res->reason = reason;
-}
 
 /* Error sentences come from the parsers as plain text, escaped here. */
 static void set_error_text(struct chat_response *res, int status, const char *why)
@@ -333,24 +307,20 @@ void chat_post_finish(const struct chat_request *req, const struct chat_limits *
 	stream_if_asked(req, lim, res);
 }
 
-void chat_may_block(const struct chat_limits *lim)
+/* The deferred post's other calls: the post is rooms.c's. */
+
+void chat_post_queue(const struct chat_limits *lim, struct chat_post *post,
+		     void (*done)(void *cookie), void *cookie)
 {
-	if (lim->may_block)
-		lim->may_block();
+	rooms_post_queue(lim, post, done, cookie);
 }
 
-void chat_out_of_memory(struct chat_response *res, const char *reason)
+void chat_post_store(const struct chat_limits *lim, struct chat_post *post)
 {
-	memset(res, 0, sizeof *res);
-	chat_set_error(res, 503, ERROR_BODY("The server is out of memory; try again."), reason);
+	rooms_post_store(lim, post);
 }
 
-void chat_response_free(struct chat_response *res)
+void chat_post_free(struct chat_post *post)
 {
-	if (res->body_owned)
-		free(res->body);
-	res->body = NULL;
-	res->body_owned = false;
-	chat_post_free(res->post);
-	res->post = NULL;
+	rooms_post_free(post);
 }

@@ -1,3 +1,4 @@
+/* The event streams' parts and the streamed replies, built as text. */
 #include "events.h"
 
 #include "room_json.h"

@@ -1,10 +1,12 @@
 /* Server-sent events: GET /chat/events streams a room's entries as they
  * are stored, and a POST /chat/ that accepts text/event-stream gets its
- * reply in parts (delta events) before the whole answer (a done event). */
+ * reply in parts (delta events) before the whole answer (a done event).
+ * It reads rooms through rooms.h; it knows nothing of the router (chat.h)
+ * nor of how the server sends the parts. */
 #ifndef EVENTS_H
 #define EVENTS_H
 
-#include "chat.h"
+#include "response.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,3 +1,4 @@
+/* The rooms' posts and reads: what the store holds, as JSON. */
 #include "rooms.h"
 
 #include "message_form.h"
@@ -85,6 +86,8 @@ static char *build_post_answer(void *arg, const struct store_entry *user,
 	return json_out_take(&o, len);
 }
 
+/* One allocation, its strings inside it: free() releases it, as
+ * chat_response_free does. */
 struct chat_post {
 	struct store_post sp; /* first: the store's done gets its address */
 	struct post_ctx ctx;
@@ -154,11 +157,11 @@ void rooms_post(const struct chat_limits *lim, const char *room, const char *cli
 		res->post = p;
 		return;
 	}
-	chat_post_store(lim, p);
+	rooms_post_store(lim, p);
 	rooms_post_answer(p, res);
 }
 
-void chat_post_store(const struct chat_limits *lim, struct chat_post *post)
+void rooms_post_store(const struct chat_limits *lim, struct chat_post *post)
 {
 	struct store_post *sp = &post->sp;
 	chat_may_block(lim);
@@ -174,8 +177,8 @@ static void post_queued(struct store_post *sp)
 	p->done(p->cookie);
 }
 
-void chat_post_queue(const struct chat_limits *lim, struct chat_post *post,
-		     void (*done)(void *cookie), void *cookie)
+void rooms_post_queue(const struct chat_limits *lim, struct chat_post *post,
+		      void (*done)(void *cookie), void *cookie)
 {
 	post->done = done;
 	post->cookie = cookie;
@@ -200,7 +203,7 @@ void rooms_post_answer(struct chat_post *post, struct chat_response *res)
 	free(post);
 }
 
-void chat_post_free(struct chat_post *post)
+void rooms_post_free(struct chat_post *post)
 {
 	free(post);
 }

@@ -1,9 +1,11 @@
 /* Rooms: a POST /chat/ with a "room" stores the exchange, and
- * GET /chat/messages reads a room's history or waits for its next entry. */
+ * GET /chat/messages reads a room's history or waits for its next entry.
+ * It knows the store and the response, not the router (chat.h) nor the
+ * event streams built on its reads. */
 #ifndef ROOMS_H
 #define ROOMS_H
 
-#include "chat.h"
+#include "response.h"
 #include "store.h"
 
 #include <stdbool.h>
@@ -34,6 +36,14 @@ bool room_client_id_valid(const char *s, size_t len);
  * post to store instead (status 0). */
 void rooms_post(const struct chat_limits *lim, const char *room, const char *client_id,
 		size_t client_id_len, const char *text, size_t text_len, struct chat_response *res);
+
+/* A post of rooms_post is one allocation, so that chat_response_free can
+ * release it with free() (response.h). These are the calls of chat.h's
+ * chat_post_queue, chat_post_store and chat_post_free. */
+void rooms_post_queue(const struct chat_limits *lim, struct chat_post *post,
+		      void (*done)(void *cookie), void *cookie);
+void rooms_post_store(const struct chat_limits *lim, struct chat_post *post);
+void rooms_post_free(struct chat_post *post);
 
 /* The answer to a post once stored (or failed): res as rooms_post fills
  * it. Frees post. */
