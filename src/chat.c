@@ -22,10 +22,13 @@
 /* Error bodies are constant: {"error":"<sentence>"} built at compile time. */
 #define ERROR_BODY(sentence) "{\"error\":\"" sentence "\"}"
 
-/* Error sentences come from the parsers as plain text, escaped here. */
-static void set_error_text(struct chat_response *res, int status, const char *why)
+/* Error sentences come from the parsers as plain text, escaped here; a
+ * parser out of memory is a 503. */
+static void set_error_text(struct chat_response *res, int rc, const char *why)
 {
-	chat_set_escaped(res, status, "{\"error\":\"", why, "\"}", why);
+	chat_set_escaped(res, rc == -2 ? 503 : 400, "{\"error\":\"", why, "\"}", why);
+	if (res->status == 503)
+		res->retry_after = CHAT_RETRY_AFTER_S;
 }
 
 /* CONTENT_LENGTH: digits only (RFC 9110, 8.6), no sign, no spaces. */
@@ -219,7 +222,7 @@ static int read_room_fields(bool is_json, json_object *root, const char *body, s
 static void stream_if_asked(const struct chat_request *req, const struct chat_limits *lim,
 			    struct chat_response *res)
 {
-	if (res->status == 200 && events_accepted(req->accept))
+	if (res->kind == CHAT_ANSWER && res->status == 200 && events_accepted(req->accept))
 		events_stream_reply(lim, res);
 }
 
@@ -264,7 +267,7 @@ void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 	int rc = is_json ? message_from_json(body, req->body_len, &root, &m, &why)
 			 : message_from_form(body, req->body_len, &m.owned, &m.len, &why);
 	if (rc != 0) {
-		set_error_text(res, rc == -2 ? 503 : 400, why);
+		set_error_text(res, rc, why);
 		return;
 	}
 	if (!is_json)
@@ -277,7 +280,7 @@ void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 		why = "The server is out of memory.";
 	}
 	if (rc != 0)
-		set_error_text(res, rc == -2 ? 503 : 400, why);
+		set_error_text(res, rc, why);
 	else if (rf.room)
 		rooms_post(lim, rf.room, rf.client_id, rf.client_id_len, m.text, m.len, res);
 	room_fields_free(&rf);

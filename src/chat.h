@@ -24,14 +24,15 @@ enum chat_head chat_check_head(const struct chat_request *req, const struct chat
 			       struct chat_response *res, size_t *announced);
 
 /*
- * Answers a whole request. Always fills *res; the status says what happened.
- * A body longer than lim->max_body gets 413 whatever CONTENT_LENGTH said.
+ * Answers a whole request. Always fills *res; its kind says what the
+ * server is to do with it. A body longer than lim->max_body gets 413
+ * whatever CONTENT_LENGTH said.
  */
 void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 		  struct chat_response *res);
 
 /*
- * A post in the making (struct chat_post): a room's entries, stored while
+ * A post in the making (CHAT_POST): a room's entries, stored while
  * no thread waits for the commit. Holds copies of all it needs, so the
  * request's body and parsed JSON may go meanwhile (its parameters must
  * stay, for chat_post_finish).

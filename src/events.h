@@ -30,15 +30,17 @@
 bool events_accepted(const char *accept);
 
 /* GET or HEAD /chat/events?room=R[&after=SEQ], with Last-Event-ID: SEQ
- * taking the place of after. The head has been judged. */
+ * taking the place of after. The head has been judged. A GET is a
+ * CHAT_STREAM part; with stream_open, a failure ends the stream with an
+ * empty CHAT_ANSWER. */
 void events_respond(const struct chat_request *req, const struct chat_limits *lim,
 		    struct chat_response *res);
 
 /*
  * Turns the JSON answer of a post (res, status 200) into a streamed reply:
  * delta events carrying the pieces of its "message", then a done event
- * carrying the answer itself. On failure res becomes the 503 of
- * chat_out_of_memory.
+ * carrying the answer itself; a CHAT_PACED one with lim->stream_pace_ms,
+ * else a CHAT_ANSWER. On failure res becomes the 503 of chat_out_of_memory.
  */
 void events_stream_reply(const struct chat_limits *lim, struct chat_response *res);
 

@@ -15,7 +15,9 @@ void chat_may_block(const struct chat_limits *lim)
 
 void chat_set_error(struct chat_response *res, int status, const char *body, const char *reason)
 {
+	res->kind = CHAT_ANSWER;
 	res->status = status;
+	res->retry_after = 0;
 	res->body = (char *)body;
 	res->body_len = strlen(body);
 	res->body_owned = false;
@@ -35,7 +37,9 @@ void chat_set_escaped(struct chat_response *res, int status, const char *head, c
 	memcpy(buf, head, head_len);
 	char *p = reply_escape(buf + head_len, text, text_len);
 	memcpy(p, tail, tail_len + 1);
+	res->kind = CHAT_ANSWER;
 	res->status = status;
+	res->retry_after = 0;
 	res->body = buf;
 	res->body_len = (size_t)(p - buf) + tail_len;
 	res->body_owned = true;
@@ -46,6 +50,7 @@ void chat_out_of_memory(struct chat_response *res, const char *reason)
 {
 	memset(res, 0, sizeof *res);
 	chat_set_error(res, 503, "{\"error\":\"The server is out of memory; try again.\"}", reason);
+	res->retry_after = CHAT_RETRY_AFTER_S;
 }
 
 void chat_response_free(struct chat_response *res)
@@ -57,4 +62,5 @@ void chat_response_free(struct chat_response *res)
 	/* A post is one allocation (rooms.c), so it goes without rooms.c. */
 	free(res->post);
 	res->post = NULL;
+	res->kind = CHAT_ANSWER;
 }

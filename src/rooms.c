@@ -56,6 +56,7 @@ void rooms_store_failed(struct chat_response *res, enum store_result r, const ch
 		chat_out_of_memory(res, why);
 	else
 		chat_set_error(res, 503, STORE_FAILED_BODY, why);
+	res->retry_after = CHAT_RETRY_AFTER_S;
 	res->store_error = true;
 }
 
@@ -154,6 +155,7 @@ void rooms_post(const struct chat_limits *lim, const char *room, const char *cli
 		return;
 	}
 	if (lim->defer_posts) {
+		res->kind = CHAT_POST;
 		res->post = p;
 		return;
 	}
@@ -388,6 +390,7 @@ void rooms_messages(const struct chat_request *req, const struct chat_limits *li
 	if (ctx.count == 0 && may_wait) {
 		if (req->hold_mode == CHAT_HOLD_ALLOWED) {
 			free(o.buf);
+			res->kind = CHAT_HOLD;
 			res->status = 0;
 			res->hold.ms = q.wait * 1000u;
 			memcpy(res->hold.room, q.room, sizeof q.room);

@@ -32,8 +32,8 @@ bool room_client_id_valid(const char *s, size_t len);
 
 /* Stores text and its reply in room (valid, NUL-terminated) and answers
  * with both entries; a repeated (room, client_id) gets the first answer.
- * With lim->defer_posts and a store that queues posts, res->post is the
- * post to store instead (status 0). */
+ * With lim->defer_posts, res is instead the CHAT_POST of the post to
+ * store. */
 void rooms_post(const struct chat_limits *lim, const char *room, const char *client_id,
 		size_t client_id_len, const char *text, size_t text_len, struct chat_response *res);
 
@@ -69,10 +69,12 @@ const char *rooms_parse_query(const char *qs, struct rooms_query *q);
 bool rooms_read_query(const struct chat_request *req, const struct chat_limits *lim,
 		      struct chat_response *res, struct rooms_query *q);
 
-/* The answer when the store failed: 503 (or the out-of-memory one). */
+/* The answer when the store failed: 503 (or the out-of-memory one), with
+ * a Retry-After. */
 void rooms_store_failed(struct chat_response *res, enum store_result r, const char *why);
 
-/* GET or HEAD /chat/messages?room=R&after=SEQ&limit=N&wait=S. */
+/* GET or HEAD /chat/messages?room=R&after=SEQ&limit=N&wait=S, its head
+ * judged: the entries, or a CHAT_HOLD. */
 void rooms_messages(const struct chat_request *req, const struct chat_limits *lim,
 		    struct chat_response *res);
 

@@ -545,8 +545,9 @@ static int write_response(FCGX_Request *req, const struct chat_response *res)
 	const char *text = status_text(res->status);
 	size_t type_len = strlen(type), text_len = strlen(text);
 	size_t allow_len = res->allow ? strlen(res->allow) : 0;
-	/* The fixed parts, a status and a length of at most 20 digits. */
-	if (type_len + text_len + allow_len + 128 > sizeof head || res->status < 100 ||
+	/* The fixed parts, a status, a length of at most 20 digits and a
+	 * Retry-After of at most 10. */
+	if (type_len + text_len + allow_len + 160 > sizeof head || res->status < 100 ||
 	    res->status > 999)
 		return -1;
 	char *at = PUT_LITERAL(head, "Status: ");
@@ -561,6 +562,11 @@ static int write_response(FCGX_Request *req, const struct chat_response *res)
 	if (res->allow) {
 		at = PUT_LITERAL(at, "Allow: ");
 		at = put_text(at, res->allow, allow_len);
+		at = PUT_LITERAL(at, "\r\n");
+	}
+	if (res->retry_after) {
+		at = PUT_LITERAL(at, "Retry-After: ");
+		at = put_decimal(at, res->retry_after);
 		at = PUT_LITERAL(at, "\r\n");
 	}
 	at = PUT_LITERAL(at, "\r\n");
@@ -1018,7 +1024,7 @@ static void stream_send(struct server *srv, struct conn *c, struct chat_request 
 				chat_response_free(res);
 				creq->hold_mode = CHAT_HOLD_FULL;
 				chat_respond(creq, &srv->cfg.limits, res);
-				if (res->stream) {
+				if (res->kind == CHAT_STREAM) {
 					chat_response_free(res);
 					chat_out_of_memory(
 					    res, "a stream did not take no for an answer");
@@ -1042,7 +1048,7 @@ static void stream_send(struct server *srv, struct conn *c, struct chat_request 
 		}
 		if (res->store_error)
 			metrics_store_error();
-		bool more = res->stream;
+		bool more = res->kind == CHAT_STREAM;
 		const char *reason = res->reason;
 		unsigned hold_ms = res->hold.ms;
 		c->stream_after = res->stream_next;
@@ -1173,7 +1179,7 @@ static void answer(struct server *srv, struct conn *c, struct chat_request *creq
 	/* A request that wants to wait is held, or asked again with a mode
 	 * that makes it answer now. A few rounds at most: it holds, or answers
 	 * FULL/OVER, or sees a change that came in during its own query. */
-	for (unsigned round = 0; res->status == 0; round++) {
+	for (unsigned round = 0; res->kind == CHAT_HOLD; round++) {
 		enum chat_hold_mode mode = CHAT_HOLD_OVER;
 		pthread_mutex_lock(&srv->lock);
 		uint64_t now = now_ms();
@@ -1207,19 +1213,19 @@ static void answer(struct server *srv, struct conn *c, struct chat_request *creq
 		chat_response_free(res);
 		creq->hold_mode = mode;
 		chat_respond(creq, &srv->cfg.limits, res);
-		if (res->status == 0 && mode != CHAT_HOLD_ALLOWED) {
+		if (res->kind == CHAT_HOLD && mode != CHAT_HOLD_ALLOWED) {
 			chat_response_free(res);
 			chat_out_of_memory(res, "the request logic held a request told to answer");
 		}
 	}
 
-	if (res->status == 200 && (res->stream || res->pace_ms)) {
+	if (res->kind == CHAT_STREAM || res->kind == CHAT_PACED) {
 		/* The post's entries are stored: others hear of them now, not
 		 * once its reply has been paced out. */
 		char changed[sizeof res->changed_room];
 		memcpy(changed, res->changed_room, sizeof changed);
 		changed[sizeof changed - 1] = '\0';
-		if (res->stream)
+		if (res->kind == CHAT_STREAM)
 			stream_send(srv, c, creq, res);
 		else
 			pace_start(srv, c, res);
@@ -1302,8 +1308,8 @@ static void shared_keep(struct shared_answer *sh, const struct chat_request *cre
 			const struct chat_response *res, uint64_t seen_change)
 {
 	shared_clear(sh);
-	if ((res->status != 200 && res->status != 0) || res->store_error || res->changed_room[0] ||
-	    res->pace_ms)
+	if ((res->status != 200 && res->kind != CHAT_HOLD) || res->store_error ||
+	    res->changed_room[0] || res->kind == CHAT_PACED)
 		return;
 	sh->query = strdup(creq->query ? creq->query : "");
 	if (!sh->query)
@@ -1610,7 +1616,7 @@ static void serve(struct server *srv, struct conn *c)
 	chat_respond(&creq, &srv->cfg.limits, &res);
 	if (c->body_len > srv->cfg.limits.max_body && !drain_body(c->req.in))
 		c->req.keepConnection = 0;
-	if (res.post) {
+	if (res.kind == CHAT_POST) {
 		struct chat_post *post = res.post;
 		res.post = NULL;
 		post_start(srv, c, post);

@@ -90,7 +90,7 @@ static void events(const char *query, const char *last_id, bool open, int64_t af
 {
 	struct chat_request req;
 	char clen[32];
-	request(&req, "GET", EVENTS_PATH, query, NULL, clen);
+	request(&req, "GET", "/chat/events", query, NULL, clen);
 	req.last_event_id = last_id;
 	req.stream_open = open;
 	req.stream_after = after;
@@ -111,7 +111,7 @@ static void test_events(void)
 	events("room=ev", NULL, false, 0, CHAT_HOLD_ALLOWED, &res);
 	is_int(res.status, 200, "GET /chat/events: 200");
 	is_str(res.content_type, EVENTS_CONTENT_TYPE, "... text/event-stream");
-	ok(res.stream, "... an open stream");
+	ok(res.kind == CHAT_STREAM, "... an open stream");
 	ok(res.body_len > 13 && memcmp(res.body, "retry: 2000\n\n", 13) == 0,
 	   "... starting with retry: 2000");
 	is_int((long long)count(&res, "event: message\n"), 6, "... then the 6 entries");
@@ -143,12 +143,13 @@ static void test_events(void)
 	/* Continuing: the server's cursor wins over both. */
 	events("room=ev&after=0", "1", true, 6, CHAT_HOLD_ALLOWED, &res);
 	is_int(res.status, 200, "an open stream with nothing new: 200");
-	ok(res.stream && res.body_len == 0, "... an empty part (nothing to send)");
+	ok(res.kind == CHAT_STREAM && res.body_len == 0, "... an empty part (nothing to send)");
 	is_int(res.stream_next, 6, "... the cursor stays");
 	chat_response_free(&res);
 
 	events("room=ev", NULL, true, 6, CHAT_HOLD_OVER, &res);
-	ok(res.stream && res.body_len == 14 && memcmp(res.body, ": keep-alive\n\n", 14) == 0,
+	ok(res.kind == CHAT_STREAM && res.body_len == 14 &&
+	       memcmp(res.body, ": keep-alive\n\n", 14) == 0,
 	   "its heartbeat deadline passed: a keep-alive comment, no retry: again");
 	chat_response_free(&res);
 
@@ -159,14 +160,16 @@ static void test_events(void)
 
 	events("room=ev", NULL, false, 0, CHAT_HOLD_FULL, &res);
 	is_int(res.status, 503, "no room for another stream: 503");
-	ok(!res.stream && has(&res, "poll /chat/messages"), "... JSON that says to poll");
+	ok(res.kind == CHAT_ANSWER && has(&res, "poll /chat/messages"),
+	   "... JSON that says to poll");
+	is_int(res.retry_after, CHAT_RETRY_AFTER_S, "... and to come back in 1 s");
 	chat_response_free(&res);
 
 	struct chat_request req;
 	char clen[32];
-	request(&req, "HEAD", EVENTS_PATH, "room=ev", NULL, clen);
+	request(&req, "HEAD", "/chat/events", "room=ev", NULL, clen);
 	chat_respond(&req, &lim, &res);
-	ok(res.status == 200 && !res.stream, "HEAD: 200, not held open");
+	ok(res.status == 200 && res.kind == CHAT_ANSWER, "HEAD: 200, not held open");
 	chat_response_free(&res);
 
 	events(NULL, NULL, false, 0, CHAT_HOLD_ALLOWED, &res);
@@ -189,7 +192,7 @@ static void test_events(void)
 	chat_response_free(&res);
 
 	struct chat_limits off = {.max_body = CHAT_MAX_BODY_DEFAULT};
-	request(&req, "GET", EVENTS_PATH, "room=ev", NULL, clen);
+	request(&req, "GET", "/chat/events", "room=ev", NULL, clen);
 	chat_respond(&req, &off, &res);
 	is_int(res.status, 404, "--store none: 404");
 	chat_response_free(&res);
@@ -250,7 +253,7 @@ static void test_reply(void)
 		post(bodies[i], "text/event-stream", &streamed);
 		is_int(streamed.status, 200, "streamed reply %zu: 200", i);
 		is_str(streamed.content_type, EVENTS_CONTENT_TYPE, "... text/event-stream");
-		ok(!streamed.stream, "... a whole stream, not held open");
+		ok(streamed.kind == CHAT_ANSWER, "... a whole stream, not held open");
 		char *text, *done;
 		size_t pieces, longest;
 		split_reply(&streamed, &text, &done, &pieces, &longest);
@@ -281,10 +284,11 @@ static void test_reply(void)
 
 	lim.stream_pace_ms = 40;
 	post("{\"message\":\"paced\"}", "text/event-stream", &res);
-	is_int(res.pace_ms, 40, "--stream-pace reaches the response");
+	ok(res.kind == CHAT_PACED, "--stream-pace: a paced reply");
+	is_int(res.pace_ms, 40, "... its pace the option's");
 	chat_response_free(&res);
 	post("{\"message\":\"paced\"}", NULL, &res);
-	is_int(res.pace_ms, 0, "... of streamed replies only");
+	ok(res.kind == CHAT_ANSWER, "... of streamed replies only");
 	chat_response_free(&res);
 	lim.stream_pace_ms = 0;
 }
