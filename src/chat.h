@@ -1,13 +1,16 @@
 /*
- * The chat request logic as the server calls it: a pure function from a
- * request to a response (response.h). No libfcgi, no I/O, no globals: unit
- * tests and fuzzers call it directly.
+ * The request logic as the server calls it: a request's head judged before
+ * its body is read, then the whole request answered by its route's handler
+ * (routes.h), request in, response out (response.h). No libfcgi, no I/O,
+ * no globals: unit tests and fuzzers call it directly.
  */
 #ifndef CHAT_H
 #define CHAT_H
 
 #include "response.h"
+#include "routes.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 enum chat_head {
@@ -19,6 +22,7 @@ enum chat_head {
  * Judges a request from its head alone (path, method, content type and
  * announced length), before any body byte is read. On CHAT_HEAD_READ_BODY,
  * *announced holds CONTENT_LENGTH (0 when absent), at most lim->max_body.
+ * The routes without a handler (the server's own) are 404 here.
  */
 enum chat_head chat_check_head(const struct chat_request *req, const struct chat_limits *lim,
 			       struct chat_response *res, size_t *announced);
@@ -32,8 +36,16 @@ void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 		  struct chat_response *res);
 
 /*
- * A post in the making (CHAT_POST): a room's entries, stored while
- * no thread waits for the commit. Holds copies of all it needs, so the
+ * Does route allow req's method? If not, false with *res the answer: 405
+ * with the route's Allow and {"error":"Only ... allowed here."}, or 404 for
+ * ROUTE_OTHER, which allows none. For the routes the server answers itself.
+ */
+bool chat_check_method(enum route_id route, const struct chat_request *req,
+		       struct chat_response *res);
+
+/*
+ * A post in the making (CHAT_POST): a room's entries, stored while no
+ * thread waits for the commit. Holds copies of all it needs, so the
  * request's body and parsed JSON may go meanwhile (its parameters must
  * stay, for chat_post_finish).
  */

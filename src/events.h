@@ -11,7 +11,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define EVENTS_PATH         "/chat/events"
 #define EVENTS_CONTENT_TYPE "text/event-stream; charset=utf-8"
 /* A comment goes out after this much silence, so that proxies and
  * nginx's fastcgi_read_timeout (60 s for the location) keep the stream. */

@@ -12,8 +12,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define ROOMS_PATH "/chat/messages"
-
 /* GET /chat/messages: limit's default and maximum, wait's maximum (seconds;
  * nginx's fastcgi_read_timeout for the location is above it). */
 #define ROOMS_LIMIT_DEFAULT 100u

@@ -169,7 +169,7 @@ struct conn {
 	char *pending;
 	size_t pending_len, pending_at;
 	unsigned pace_ms;
-	enum metrics_route route;
+	enum route_id route;
 	char room[CHAT_ROOM_MAX + 1];
 	char *body;
 	size_t body_len;
@@ -1403,13 +1403,8 @@ static void set_body(struct chat_response *res, int status, const char *body, co
 static void service_answer(struct server *srv, struct conn *c, const struct chat_request *creq,
 			   struct chat_response *res)
 {
-	bool head = creq->method && strcmp(creq->method, "HEAD") == 0;
-	if (!creq->method || (strcmp(creq->method, "GET") != 0 && !head)) {
-		set_body(res, 405, "{\"error\":\"Only GET and HEAD are allowed here.\"}",
-			 "method not allowed");
-		res->allow = "GET, HEAD";
+	if (!chat_check_method(c->route, creq, res))
 		return;
-	}
 	if (c->route == ROUTE_HEALTH) {
 		char why[256] = "";
 		server_may_block();
@@ -1569,7 +1564,7 @@ static void serve(struct server *srv, struct conn *c)
 	size_t announced;
 	build_request(c, &creq, path, sizeof path);
 	metrics_request_started();
-	c->route = metrics_route_of(creq.path);
+	c->route = route_of(creq.path);
 
 	if (c->route == ROUTE_HEALTH || c->route == ROUTE_METRICS) {
 		if (!drain_body(c->req.in))
