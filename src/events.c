@@ -92,7 +92,8 @@ struct event_ctx {
 	int64_t last_seq;
 };
 
-/* id: SEQ / event: message / data: the entry, as /chat/messages has it. */
+/* id: SEQ / event: message / data: the entry, as /chat/messages has it.
+ * Stops the read (1) once the part is full. */
 static int add_event(void *arg, const struct store_entry *e)
 {
 	struct event_ctx *ctx = arg;
@@ -105,7 +106,7 @@ static int add_event(void *arg, const struct store_entry *e)
 		return -1;
 	ctx->count++;
 	ctx->last_seq = e->seq;
-	return 0;
+	return ctx->out->len >= EVENTS_PART_MAX ? 1 : 0;
 }
 
 /* An open stream's part could not be made: it ends, empty, and the browser
@@ -185,7 +186,10 @@ void events_respond(const struct chat_request *req, const struct chat_limits *li
 		return;
 	res->kind = CHAT_STREAM;
 	res->stream_next = ctx.count ? ctx.last_seq : after >= 0 ? after : last;
-	res->hold.ms = after >= 0 && ctx.count == limit ? 0 : EVENTS_HEARTBEAT_MS;
+	/* The room has entries past this part (it was full, or a whole
+	 * batch): the next part follows at once. */
+	bool more = ctx.count && ctx.last_seq < last;
+	res->hold.ms = more ? 0 : EVENTS_HEARTBEAT_MS;
 	memcpy(res->hold.room, q.room, sizeof q.room);
 }
 

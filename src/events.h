@@ -19,6 +19,10 @@
 #define EVENTS_RETRY_MS 2000u
 /* Entries sent in one part at most; a longer backlog follows at once. */
 #define EVENTS_BATCH 500u
+/* A part takes no more entries once it holds this many bytes (it takes
+ * one at least), so a long backlog of long entries is never built in
+ * memory whole: a part is at most this and one entry. */
+#define EVENTS_PART_MAX ((size_t)256 * 1024)
 /* A delta of a streamed reply carries at most this many bytes of text. */
 #define EVENTS_DELTA_MAX 48u
 

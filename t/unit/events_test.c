@@ -198,6 +198,97 @@ static void test_events(void)
 	chat_response_free(&res);
 }
 
+/* Reads a room's stream part after part, as the server asks for them, from
+ * its first part (query) to the one that waits: every part within
+ * EVENTS_PART_MAX and one entry, each entry once, in order. */
+static void read_parts(const char *query, int64_t entries, const char *name)
+{
+	struct chat_response res;
+	events(query, NULL, false, 0, CHAT_HOLD_ALLOWED, &res);
+	int64_t expect = 1;
+	size_t parts = 0;
+	bool streams = true, bounded = true, in_order = true;
+	for (;;) {
+		parts++;
+		streams = streams && res.kind == CHAT_STREAM;
+		/* Events end with a blank line, and entries' JSON has no raw
+		 * newline: each "\n\n" ends one. */
+		size_t last_event = 0;
+		for (const char *p = res.body, *end = res.body + res.body_len; p < end;) {
+			const char *stop = strstr(p, "\n\n");
+			if (!stop || stop >= end)
+				break;
+			if (strncmp(p, "id: ", 4) == 0) {
+				in_order = in_order && strtoll(p + 4, NULL, 10) == expect;
+				expect++;
+				last_event = (size_t)(stop + 2 - p);
+			}
+			p = stop + 2;
+		}
+		/* Under the budget before its last entry, so it took no more. */
+		if (res.body_len - last_event >= EVENTS_PART_MAX) {
+			bounded = false;
+			diag("a part of %zu bytes, its last entry %zu", res.body_len, last_event);
+		}
+		if (res.kind != CHAT_STREAM || res.hold.ms != 0 || parts > 100)
+			break;
+		int64_t next = res.stream_next;
+		chat_response_free(&res);
+		events(query, NULL, true, next, CHAT_HOLD_OVER, &res);
+	}
+	ok(streams, "%s: every part a CHAT_STREAM", name);
+	ok(parts >= 4, "%s: read in %zu parts", name, parts);
+	ok(bounded, "%s: each part within EVENTS_PART_MAX and one entry", name);
+	ok(in_order && expect - 1 == entries, "%s: all %lld entries once, in order (%lld)", name,
+	   (long long)entries, (long long)(expect - 1));
+	is_int(res.hold.ms, EVENTS_HEARTBEAT_MS, "%s: the last part waits for more", name);
+	is_int(res.stream_next, entries, "%s: ... after the last entry", name);
+	chat_response_free(&res);
+}
+
+/* A room whose entries add up to several parts' budget: the stream sends
+ * it in parts, with or without a cursor to start from. */
+static void test_parts(void)
+{
+	enum { POSTS = 20 };
+	size_t cap = 48 * 1024;
+	char *body = malloc(cap);
+	if (!body) {
+		printf("Bail out! out of memory\n");
+		exit(1);
+	}
+	for (int i = 0; i < POSTS; i++) {
+		/* 20 to 47 kB of text, each post a little longer than the last. */
+		size_t n = 20000 + (size_t)i * 1400;
+		int head = snprintf(body, cap, "{\"room\":\"long\",\"message\":\"");
+		if (head < 0 || (size_t)head + n + 3 > cap) {
+			printf("Bail out! a post of %zu bytes\n", n);
+			exit(1);
+		}
+		memset(body + head, 'a' + i, n);
+		memcpy(body + head + n, "\"}", 3);
+		struct chat_response res;
+		post(body, NULL, &res);
+		if (res.status != 200)
+			diag("post %d: %d", i, res.status);
+		chat_response_free(&res);
+	}
+	free(body);
+	read_parts("room=long", 2 * POSTS, "no cursor");
+	read_parts("room=long&after=0", 2 * POSTS, "after=0");
+
+	struct chat_request req;
+	struct chat_response res;
+	char clen[32];
+	request(&req, "GET", "/chat/messages", "room=long&after=0&limit=500", NULL, clen);
+	chat_respond(&req, &lim, &res);
+	ok(res.status == 200 && count(&res, "{\"seq\":") == 2 * POSTS &&
+	       res.body_len > 4 * EVENTS_PART_MAX,
+	   "GET /chat/messages has no byte budget: all %d entries, %zu bytes", 2 * POSTS,
+	   res.body_len);
+	chat_response_free(&res);
+}
+
 /* The deltas' texts, concatenated, and the done event's data. */
 static void split_reply(const struct chat_response *res, char **text, char **done, size_t *pieces,
 			size_t *longest)
@@ -310,6 +401,7 @@ int main(void)
 	}
 	test_accept();
 	test_events();
+	test_parts();
 	test_reply();
 	store_close(lim.store);
 
