@@ -148,9 +148,9 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < runs && rc == 0; i++) {
 		struct chat_response res;
 		chat_respond(&req, &lim, &res);
-		if (res.status != 200) {
-			fprintf(stderr, "request_cost: status %d: %.*s\n", res.status,
-				(int)res.body_len, res.body);
+		if (res.kind != CHAT_ANSWER || res.status != 200) {
+			fprintf(stderr, "request_cost: kind %d, status %d: %.*s\n", (int)res.kind,
+				res.status, (int)res.body_len, res.body);
 			rc = 1;
 		} else if (strcmp(cmd, "reply") == 0 &&
 			   fwrite(res.body, 1, res.body_len, stdout) != res.body_len) {

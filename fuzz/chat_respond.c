@@ -222,7 +222,7 @@ static void check_stream(const struct chat_response *res, bool reply)
 	FUZZ_CHECK(utf8_valid(body, res->body_len), "a stream not UTF-8");
 	const char *p = body, *end = body + res->body_len;
 	if (reply) {
-		FUZZ_CHECK(!res->stream, "a streamed reply held open");
+		FUZZ_CHECK(res->kind == CHAT_ANSWER, "a streamed reply of kind %d", res->kind);
 		size_t cap = res->body_len + 1, spelled = 0;
 		char *text = fuzz_alloc(cap);
 		while (p < end && strncmp(p, "event: delta\n", 13) == 0) {
@@ -273,7 +273,7 @@ static void check_stream(const struct chat_response *res, bool reply)
 		json_object_put(o);
 		free(d);
 	}
-	if (res->stream)
+	if (res->kind == CHAT_STREAM)
 		FUZZ_CHECK(res->hold.ms == 0 || res->hold.ms == EVENTS_HEARTBEAT_MS,
 			   "a stream held %u ms", res->hold.ms);
 }
@@ -351,7 +351,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct chat_request req = {
 	    .method = method,
 	    .path = flags & PATH_NONE    ? NULL
-		    : more & PATH_ROOMS  ? (more & STREAMS ? EVENTS_PATH : ROOMS_PATH)
+		    : more & PATH_ROOMS  ? (more & STREAMS ? "/chat/events" : "/chat/messages")
 		    : flags & PATH_OTHER ? "/chat"
 					 : "/chat/",
 	    .query = query,
@@ -375,8 +375,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    .max_body = flags & SMALL_LIMIT ? 64 : CHAT_MAX_BODY_DEFAULT,
 	    .store = more & WITH_STORE ? store : NULL,
 	};
-	bool rooms =
-	    req.path && (strcmp(req.path, ROOMS_PATH) == 0 || strcmp(req.path, EVENTS_PATH) == 0);
+	bool rooms = req.path && (strcmp(req.path, "/chat/messages") == 0 ||
+				  strcmp(req.path, "/chat/events") == 0);
 	bool chat = req.path && strcmp(req.path, "/chat/") == 0;
 
 	struct chat_response head, res;
@@ -384,11 +384,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	enum chat_head verdict = chat_check_head(&req, &lim, &head, &announced);
 	chat_respond(&req, &lim, &res);
 
-	if (res.status == 0) {
+	/* Neither deferred posts nor a pace are asked for. */
+	FUZZ_CHECK(res.kind == CHAT_ANSWER || res.kind == CHAT_HOLD || res.kind == CHAT_STREAM,
+		   "a response of kind %d", res.kind);
+	FUZZ_CHECK(res.retry_after == (res.status == 503 ? CHAT_RETRY_AFTER_S : 0),
+		   "a %d with Retry-After %u", res.status, res.retry_after);
+	if (res.kind == CHAT_STREAM)
+		FUZZ_CHECK(req.path && strcmp(req.path, "/chat/events") == 0 &&
+			       strcmp(method, "GET") == 0 && res.status == 200,
+			   "a stream part of %s %s, status %d", method, req.path, res.status);
+	if (res.kind == CHAT_HOLD) {
 		/* A held request answers later, and only when it may be held:
 		 * a GET of a room's messages with a wait of 1 to 30 s. */
-		FUZZ_CHECK(res.hold.ms > 0 && req.hold_mode == CHAT_HOLD_ALLOWED,
-			   "status 0 without a hold");
+		FUZZ_CHECK(res.status == 0 && res.hold.ms > 0 && req.hold_mode == CHAT_HOLD_ALLOWED,
+			   "a hold with status %d, %u ms, mode %d", res.status, res.hold.ms,
+			   req.hold_mode);
 		FUZZ_CHECK(rooms && strcmp(method, "GET") == 0 && lim.store,
 			   "a hold of %s on a path other than the room's messages", method);
 		FUZZ_CHECK(res.hold.ms % 1000 == 0 && res.hold.ms <= ROOMS_WAIT_MAX * 1000u,
@@ -403,8 +413,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK((res.status == 405) == (res.allow != NULL && strcmp(res.allow, allow) == 0),
 		   "Allow header on %d", res.status);
 	if (verdict == CHAT_HEAD_REJECTED) {
-		FUZZ_CHECK(head.status == res.status, "head said %d, the request %d", head.status,
-			   res.status);
+		FUZZ_CHECK(head.status == res.status && head.kind == CHAT_ANSWER,
+			   "head said %d, the request %d", head.status, res.status);
 		check_body(&head, rooms ? ROOM_ENTRIES : POST_REPLY, query);
 	} else {
 		FUZZ_CHECK(announced <= lim.max_body, "announced %zu over the limit", announced);

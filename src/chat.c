@@ -1,58 +1,20 @@
+/*
+ * The router: judges a request's head, finds its route in the table
+ * (routes.h) and hands the request to the route's handler. It knows paths
+ * only through the table, and nothing of libfcgi or sockets.
+ */
 #include "chat.h"
 
-#include "events.h"
 #include "media_type.h"
-#include "message_form.h"
-#include "message_json.h"
+#include "message.h"
 #include "origin.h"
-#include "reply.h"
 #include "rooms.h"
 
-#include <json-c/json.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* The chat's path: nginx sends it only POSTs. The rooms' history is
- * ROOMS_PATH. */
-#define CHAT_PATH "/chat/"
-
 /* Error bodies are constant: {"error":"<sentence>"} built at compile time. */
 #define ERROR_BODY(sentence) "{\"error\":\"" sentence "\"}"
-
-void chat_set_error(struct chat_response *res, int status, const char *body, const char *reason)
-{
-	res->status = status;
-	res->body = (char *)body;
-	res->body_len = strlen(body);
-	res->body_owned = false;
-	res->reason = reason;
-}
-
-void chat_set_escaped(struct chat_response *res, int status, const char *head, const char *text,
-		      const char *tail, const char *reason)
-{
-	size_t head_len = strlen(head), text_len = strlen(text), tail_len = strlen(tail);
-	char *buf = malloc(head_len + reply_escaped_len(text, text_len) + tail_len + 1);
-
-	if (!buf) {
-		chat_out_of_memory(res, "out of memory");
-		return;
-	}
-	memcpy(buf, head, head_len);
-	char *p = reply_escape(buf + head_len, text, text_len);
-	memcpy(p, tail, tail_len + 1);
-	res->status = status;
-	res->body = buf;
-	res->body_len = (size_t)(p - buf) + tail_len;
-	res->body_owned = true;
-	res->reason = reason;
-}
-
-/* Error sentences come from the parsers as plain text, escaped here. */
-static void set_error_text(struct chat_response *res, int status, const char *why)
-{
-	chat_set_escaped(res, status, "{\"error\":\"", why, "\"}", why);
-}
 
 /* CONTENT_LENGTH: digits only (RFC 9110, 8.6), no sign, no spaces. */
 static int parse_length(const char *s, size_t *out)
@@ -74,54 +36,65 @@ static int parse_length(const char *s, size_t *out)
 	return 0;
 }
 
-/* The checks of chat_check_head; *is_json tells JSON from a form body. */
-/* The head of GET /chat/messages: only the method and the length matter. */
-static enum chat_head judge_rooms_head(const struct chat_request *req,
-				       const struct chat_limits *lim, struct chat_response *res,
-				       size_t *announced)
+/* The 405 of route r, its sentence made from r->allow: "POST" is
+ * "Only POST is allowed here.", "GET, HEAD" "Only GET and HEAD are allowed
+ * here." */
+static void refuse_method(const struct route *r, struct chat_response *res)
 {
-	if (!req->method || (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0)) {
-		chat_set_error(res, 405, ERROR_BODY("Only GET and HEAD are allowed here."),
-			       "method not allowed");
-		res->allow = "GET, HEAD";
-		return CHAT_HEAD_REJECTED;
+	static const char head[] = "{\"error\":\"Only ";
+	static const char one[] = " is allowed here.\"}";
+	static const char many[] = " are allowed here.\"}";
+	const char *allow = r->allow;
+	size_t allow_len = strlen(allow);
+	/* The comma before the last method, whose ", " becomes " and ". */
+	const char *last = strrchr(allow, ',');
+	const char *tail = last ? many : one;
+	size_t tail_len = strlen(tail);
+	char *body = malloc(sizeof head - 1 + allow_len + 3 + tail_len + 1);
+	if (!body) {
+		chat_out_of_memory(res, "out of memory");
+		return;
 	}
-	if (!lim->store) {
-		chat_set_error(res, 404, ROOMS_OFF_BODY, "history is off (--store none)");
-		return CHAT_HEAD_REJECTED;
+	char *p = body;
+	memcpy(p, head, sizeof head - 1);
+	p += sizeof head - 1;
+	size_t before = last ? (size_t)(last - allow) : allow_len;
+	memcpy(p, allow, before);
+	p += before;
+	if (last) {
+		memcpy(p, " and", 4);
+		p += 4;
+		memcpy(p, last + 1, allow_len - before - 1);
+		p += allow_len - before - 1;
 	}
-	/* nginx passes an empty CONTENT_LENGTH for a request without a body. */
-	size_t length = 0;
-	if (req->content_length && *req->content_length &&
-	    (parse_length(req->content_length, &length) != 0 || length > lim->max_body)) {
-		chat_set_error(res, 400, ERROR_BODY("A GET request has no body."),
-			       "bad Content-Length on GET");
-		return CHAT_HEAD_REJECTED;
-	}
-	*announced = length;
-	return CHAT_HEAD_READ_BODY;
+	memcpy(p, tail, tail_len + 1);
+	res->kind = CHAT_ANSWER;
+	res->status = 405;
+	res->body = body;
+	res->body_len = (size_t)(p - body) + tail_len;
+	res->body_owned = true;
+	res->reason = "method not allowed";
+	res->allow = r->allow;
 }
 
-static enum chat_head judge_head(const struct chat_request *req, const struct chat_limits *lim,
-				 struct chat_response *res, size_t *announced, bool *is_json)
+bool chat_check_method(enum route_id route, const struct chat_request *req,
+		       struct chat_response *res)
 {
+	const struct route *r = &routes[(unsigned)route < ROUTE_COUNT ? route : ROUTE_OTHER];
+	if (route_allows(r, req->method))
+		return true;
 	memset(res, 0, sizeof *res);
-	*announced = 0;
-	*is_json = false;
-	if (req->path &&
-	    (strcmp(req->path, ROOMS_PATH) == 0 || strcmp(req->path, EVENTS_PATH) == 0))
-		return judge_rooms_head(req, lim, res, announced);
-	if (!req->path || strcmp(req->path, CHAT_PATH) != 0) {
+	if (r->allow)
+		refuse_method(r, res);
+	else
 		chat_set_error(res, 404, ERROR_BODY("There is nothing here."), "unknown path");
-		return CHAT_HEAD_REJECTED;
-	}
-	if (!req->method || strcmp(req->method, "POST") != 0) {
-		chat_set_error(res, 405, ERROR_BODY("Only POST is allowed here."),
-			       "method not allowed");
-		res->allow = "POST";
-		return CHAT_HEAD_REJECTED;
-	}
+	return false;
+}
 
+/* The head of a post to /chat/: its length, its type, where it comes from. */
+static enum chat_head judge_post_head(const struct chat_request *req, const struct chat_limits *lim,
+				      struct chat_response *res, size_t *announced)
+{
 	size_t length;
 	if (parse_length(req->content_length, &length) != 0) {
 		chat_set_error(res, 400, ERROR_BODY("The Content-Length header is not a number."),
@@ -163,99 +136,62 @@ static enum chat_head judge_head(const struct chat_request *req, const struct ch
 		return CHAT_HEAD_REJECTED;
 	}
 	*announced = length;
-	*is_json = json == MEDIA_MATCH;
 	return CHAT_HEAD_READ_BODY;
+}
+
+/* The head of a read of the history (GET /chat/messages, /chat/events):
+ * there must be a history, and no body. */
+static enum chat_head judge_read_head(const struct chat_request *req, const struct chat_limits *lim,
+				      struct chat_response *res, size_t *announced)
+{
+	if (!lim->store) {
+		chat_set_error(res, 404, ROOMS_OFF_BODY, "history is off (--store none)");
+		return CHAT_HEAD_REJECTED;
+	}
+	/* nginx passes an empty CONTENT_LENGTH for a request without a body. */
+	size_t length = 0;
+	if (req->content_length && *req->content_length &&
+	    (parse_length(req->content_length, &length) != 0 || length > lim->max_body)) {
+		chat_set_error(res, 400, ERROR_BODY("A GET request has no body."),
+			       "bad Content-Length on GET");
+		return CHAT_HEAD_REJECTED;
+	}
+	*announced = length;
+	return CHAT_HEAD_READ_BODY;
+}
+
+static enum chat_head judge_head(const struct chat_request *req, const struct chat_limits *lim,
+				 struct chat_response *res, size_t *announced, enum route_id *id)
+{
+	memset(res, 0, sizeof *res);
+	*announced = 0;
+	*id = route_of(req->path);
+	if (!routes[*id].respond) {
+		chat_set_error(res, 404, ERROR_BODY("There is nothing here."), "unknown path");
+		return CHAT_HEAD_REJECTED;
+	}
+	if (!chat_check_method(*id, req, res))
+		return CHAT_HEAD_REJECTED;
+	/* The chat's body is a message; the other routes read the history. */
+	if (*id == ROUTE_CHAT)
+		return judge_post_head(req, lim, res, announced);
+	return judge_read_head(req, lim, res, announced);
 }
 
 enum chat_head chat_check_head(const struct chat_request *req, const struct chat_limits *lim,
 			       struct chat_response *res, size_t *announced)
 {
-	bool is_json;
-	return judge_head(req, lim, res, announced, &is_json);
-}
-
-/* The "room" and "client_id" of a post, checked; room NULL when absent. */
-struct room_fields {
-	char name[CHAT_ROOM_MAX + 1];
-	const char *room; /* name, once checked; NULL without a room */
-	const char *client_id;
-	size_t client_id_len;
-	char *form_room, *form_client_id; /* decoded form fields, freed after */
-};
-
-static void room_fields_free(struct room_fields *rf)
-{
-	free(rf->form_room);
-	free(rf->form_client_id);
-}
-
-/* Returns 0, or -1 (400) / -2 (out of memory) with *why set. Without a
- * room, nothing else is looked at: the post stays exactly stateless. */
-static int read_room_fields(bool is_json, json_object *root, const char *body, size_t body_len,
-			    struct room_fields *rf, const char **why)
-{
-	const char *room = NULL;
-	size_t room_len = 0;
-	int has_room, has_id;
-
-	memset(rf, 0, sizeof *rf);
-	if (is_json) {
-		has_room = message_json_member(root, "room", &room, &room_len);
-		if (has_room < 0) {
-			*why = "The \"room\" member must be a string.";
-			return -1;
-		}
-		if (!has_room)
-			return 0;
-		has_id = message_json_member(root, "client_id", &rf->client_id, &rf->client_id_len);
-		if (has_id < 0) {
-			*why = "The \"client_id\" member must be a string.";
-			return -1;
-		}
-	} else {
-		has_room =
-		    message_form_field(body, body_len, "room", &rf->form_room, &room_len, why);
-		if (has_room <= 0)
-			return has_room;
-		room = rf->form_room;
-		has_id = message_form_field(body, body_len, "client_id", &rf->form_client_id,
-					    &rf->client_id_len, why);
-		if (has_id < 0)
-			return has_id;
-		rf->client_id = rf->form_client_id;
-	}
-	if (!room_name_valid(room, room_len)) {
-		*why = "A room name is 1 to 64 characters from A-Z, a-z, 0-9, '-' and '_'.";
-		return -1;
-	}
-	if (has_id && !room_client_id_valid(rf->client_id, rf->client_id_len)) {
-		*why = "A client_id is 1 to 64 characters, with no control characters.";
-		return -1;
-	}
-	if (!has_id)
-		rf->client_id = NULL;
-	memcpy(rf->name, room, room_len);
-	rf->name[room_len] = '\0';
-	rf->room = rf->name;
-	return 0;
-}
-
-/* A reply streamed when asked for: only a success is, errors stay JSON
- * whatever was asked. */
-static void stream_if_asked(const struct chat_request *req, const struct chat_limits *lim,
-			    struct chat_response *res)
-{
-	if (res->status == 200 && events_accepted(req->accept))
-		events_stream_reply(lim, res);
+	enum route_id id;
+	return judge_head(req, lim, res, announced, &id);
 }
 
 void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 		  struct chat_response *res)
 {
 	size_t announced;
-	bool is_json;
+	enum route_id id;
 
-	if (judge_head(req, lim, res, &announced, &is_json) == CHAT_HEAD_REJECTED)
+	if (judge_head(req, lim, res, &announced, &id) == CHAT_HEAD_REJECTED)
 		return;
 	if (req->body_len > lim->max_body) {
 		chat_set_error(res, 413, ERROR_BODY("The message is too large."),
@@ -267,90 +203,29 @@ void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 			       "body length differs from Content-Length");
 		return;
 	}
-	if (strcmp(req->path, ROOMS_PATH) == 0) {
-		rooms_messages(req, lim, res);
-		return;
-	}
-	if (strcmp(req->path, EVENTS_PATH) == 0) {
-		events_respond(req, lim, res);
-		return;
-	}
+	routes[id].respond(req, lim, res);
+}
 
-	if (is_json && req->body_len == 0) {
-		chat_set_error(res, 400,
-			       ERROR_BODY("The body is empty; send a JSON object with a message."),
-			       "empty body");
-		return;
-	}
+/* The deferred post's calls: the post is rooms.c's, its answer message.c's. */
 
-	const char *body = req->body ? req->body : "";
-	json_object *root = NULL;
-	struct message_text m = {0};
-	const char *why;
-	int rc = is_json ? message_from_json(body, req->body_len, &root, &m, &why)
-			 : message_from_form(body, req->body_len, &m.owned, &m.len, &why);
-	if (rc != 0) {
-		set_error_text(res, rc == -2 ? 503 : 400, why);
-		return;
-	}
-	if (!is_json)
-		m.text = m.owned;
+void chat_post_queue(const struct chat_limits *lim, struct chat_post *post,
+		     void (*done)(void *cookie), void *cookie)
+{
+	rooms_post_queue(lim, post, done, cookie);
+}
 
-	struct room_fields rf;
-	rc = read_room_fields(is_json, root, body, req->body_len, &rf, &why);
-	if (rc == 0 && rf.room && message_text_decode(&m) != 0) {
-		rc = -2;
-		why = "The server is out of memory.";
-	}
-	if (rc != 0)
-		set_error_text(res, rc == -2 ? 503 : 400, why);
-	else if (rf.room)
-		rooms_post(lim, rf.room, rf.client_id, rf.client_id_len, m.text, m.len, res);
-	room_fields_free(&rf);
-	if (rc == 0 && !rf.room) {
-		size_t out_len;
-		/* A message already written as the reply writes it is copied. */
-		char *out = m.escaped ? reply_message_escaped(m.escaped, m.escaped_len, &out_len)
-				      : reply_message(m.text, m.len, &out_len);
-		if (out) {
-			res->status = 200;
-			res->body = out;
-			res->body_len = out_len;
-			res->body_owned = true;
-		} else {
-			chat_out_of_memory(res, "out of memory");
-		}
-	}
-	json_object_put(root);
-	message_text_free(&m);
-	stream_if_asked(req, lim, res);
+void chat_post_store(const struct chat_limits *lim, struct chat_post *post)
+{
+	rooms_post_store(lim, post);
 }
 
 void chat_post_finish(const struct chat_request *req, const struct chat_limits *lim,
 		      struct chat_post *post, struct chat_response *res)
 {
-	rooms_post_answer(post, res);
-	stream_if_asked(req, lim, res);
+	message_post_finish(req, lim, post, res);
 }
 
-void chat_may_block(const struct chat_limits *lim)
+void chat_post_free(struct chat_post *post)
 {
-	if (lim->may_block)
-		lim->may_block();
-}
-
-void chat_out_of_memory(struct chat_response *res, const char *reason)
-{
-	memset(res, 0, sizeof *res);
-	chat_set_error(res, 503, ERROR_BODY("The server is out of memory; try again."), reason);
-}
-
-void chat_response_free(struct chat_response *res)
-{
-	if (res->body_owned)
-		free(res->body);
-	res->body = NULL;
-	res->body_owned = false;
-	chat_post_free(res->post);
-	res->post = NULL;
+	rooms_post_free(post);
 }

@@ -1,121 +1,17 @@
 /*
- * The chat request logic: a pure function from a request to a response.
- * No libfcgi, no I/O, no globals: unit tests and fuzzers call it directly.
+ * The request logic as the server calls it: a request's head judged before
+ * its body is read, then the whole request answered by its route's handler
+ * (routes.h), request in, response out (response.h). No libfcgi, no I/O,
+ * no globals: unit tests and fuzzers call it directly.
  */
 #ifndef CHAT_H
 #define CHAT_H
 
+#include "response.h"
+#include "routes.h"
+
 #include <stdbool.h>
 #include <stddef.h>
-#include <stdint.h>
-
-/* The default for --max-body; nginx's client_max_body_size 64k matches it. */
-#define CHAT_MAX_BODY_DEFAULT ((size_t)64 * 1024)
-/* Object/array nesting allowed in a request body. {"message":"x"} is depth 1;
- * anything deeper than a few levels is not a chat message, and a small limit
- * bounds the parser's work on hostile input. */
-#define CHAT_JSON_MAX_DEPTH 16
-
-/* A room name: 1 to CHAT_ROOM_MAX characters from [A-Za-z0-9_-]. */
-#define CHAT_ROOM_MAX 64
-
-struct store;
-
-struct chat_limits {
-	size_t max_body;     /* bytes; larger bodies get 413 */
-	struct store *store; /* the room history; NULL: --store none */
-	/* A streamed reply (POST with Accept: text/event-stream) is sent one
-	 * event at a time, this many milliseconds apart: --stream-pace. */
-	unsigned stream_pace_ms;
-	/* Optional: called before work that may wait (the store) or take long,
-	 * so the server can let another thread take new requests meanwhile. */
-	void (*may_block)(void);
-	/* The server can finish a post later: where the store writes posts
-	 * on a thread of its own, chat_respond hands a post back (see
-	 * chat_response.post) instead of waiting for it to be stored. */
-	bool defer_posts;
-};
-
-/* Calls lim->may_block if there is one. */
-void chat_may_block(const struct chat_limits *lim);
-
-/* What the FastCGI layer knows of a request. Any string may be NULL when the
- * parameter is absent. */
-struct chat_request {
-	const char *method;         /* REQUEST_METHOD */
-	const char *path;           /* path part of REQUEST_URI, query removed */
-	const char *query;          /* QUERY_STRING, undecoded */
-	const char *content_type;   /* CONTENT_TYPE */
-	const char *content_length; /* CONTENT_LENGTH, as sent */
-	/* Where a form post comes from (see origin.h), as nginx passes them. */
-	const char *origin;         /* HTTP_ORIGIN: the Origin header */
-	const char *sec_fetch_site; /* HTTP_SEC_FETCH_SITE */
-	const char *host;           /* HTTP_HOST: the Host header as sent */
-	const char *scheme;         /* REQUEST_SCHEME: "http" or "https" */
-	const char *accept;         /* HTTP_ACCEPT: text/event-stream asks for a stream */
-	const char *last_event_id;  /* HTTP_LAST_EVENT_ID: where an event stream resumes */
-	const char *body;           /* the body bytes read, not NUL-terminated */
-	size_t body_len;
-	/* How a request that may wait (a long-poll) is being asked; the server
-	 * layer sets it, see struct chat_hold. */
-	enum chat_hold_mode {
-		CHAT_HOLD_ALLOWED, /* it may answer with a hold */
-		CHAT_HOLD_FULL,    /* no room to hold more: answer now, say "busy" */
-		CHAT_HOLD_OVER     /* its wait is over: answer now with what there is */
-	} hold_mode;
-	/* An event stream being continued (GET /chat/events): its head and
-	 * first part have been sent, and stream_after is the sequence number
-	 * of the last entry sent (res->stream_next of the last answer). */
-	bool stream_open;
-	int64_t stream_after;
-};
-
-/*
- * A long-poll with nothing to answer yet. When a response sets ms > 0 (and
- * status 0), the server keeps the request without a thread and calls
- * chat_respond again, with the same request, once the room changes (here or
- * in another process sharing the store) or ms have passed (then with
- * CHAT_HOLD_OVER). A second hold keeps the first deadline.
- */
-struct chat_hold {
-	unsigned ms;
-	char room[CHAT_ROOM_MAX + 1];
-};
-
-struct chat_response {
-	int status;               /* HTTP status */
-	const char *allow;        /* value of an Allow header, or NULL */
-	const char *content_type; /* NULL: CHAT_CONTENT_TYPE */
-	const char *reason;       /* why it failed, for the log; NULL on 200 */
-	char *body;               /* JSON text, UTF-8 */
-	size_t body_len;
-	bool body_owned; /* body was allocated: chat_response_free releases it */
-	struct chat_hold hold;
-	bool store_error; /* the store failed: counted in the metrics */
-	/* A room this request added entries to ("" if none): the server wakes
-	 * the requests held on it. */
-	char changed_room[CHAT_ROOM_MAX + 1];
-	/*
-	 * An open event stream (status 200, text/event-stream): body is the
-	 * part to send now, possibly empty. The response stays open; the
-	 * server holds it as hold says (hold.ms 0: at once, for a backlog)
-	 * and asks again with stream_open and stream_after = stream_next,
-	 * with CHAT_HOLD_OVER when hold.ms passed without a change: then a
-	 * part is due, if only a keep-alive comment.
-	 */
-	bool stream;
-	int64_t stream_next;
-	/* A whole event stream (a streamed reply) to send one event at a time,
-	 * pace_ms apart; 0: all at once. */
-	unsigned pace_ms;
-	/* A post to store (lim->defer_posts; status 0): the server passes it
-	 * to chat_post_queue, or chat_post_store, then chat_post_finish. */
-	struct chat_post *post;
-};
-
-/* Every response has this type, successes and errors alike, except the
- * event streams (see events.h). */
-#define CHAT_CONTENT_TYPE "application/json; charset=utf-8"
 
 enum chat_head {
 	CHAT_HEAD_READ_BODY, /* read the body, then call chat_respond */
@@ -126,38 +22,33 @@ enum chat_head {
  * Judges a request from its head alone (path, method, content type and
  * announced length), before any body byte is read. On CHAT_HEAD_READ_BODY,
  * *announced holds CONTENT_LENGTH (0 when absent), at most lim->max_body.
+ * The routes without a handler (the server's own) are 404 here.
  */
 enum chat_head chat_check_head(const struct chat_request *req, const struct chat_limits *lim,
 			       struct chat_response *res, size_t *announced);
 
 /*
- * Answers a whole request. Always fills *res; the status says what happened.
- * A body longer than lim->max_body gets 413 whatever CONTENT_LENGTH said.
+ * Answers a whole request. Always fills *res; its kind says what the
+ * server is to do with it. A body longer than lim->max_body gets 413
+ * whatever CONTENT_LENGTH said.
  */
 void chat_respond(const struct chat_request *req, const struct chat_limits *lim,
 		  struct chat_response *res);
 
-/* An error answer with a constant body ({"error":"..."}); reason goes to
- * the log. */
-void chat_set_error(struct chat_response *res, int status, const char *body, const char *reason);
-
-/* An answer made of head, text escaped as the inside of a JSON string,
- * and tail (all NUL-terminated; the body is malloc'd). */
-void chat_set_escaped(struct chat_response *res, int status, const char *head, const char *text,
-		      const char *tail, const char *reason);
-
-/* The 503 answer when memory runs out; reason goes to the log. */
-void chat_out_of_memory(struct chat_response *res, const char *reason);
-
-void chat_response_free(struct chat_response *res);
+/*
+ * Does route allow req's method? If not, false with *res the answer: 405
+ * with the route's Allow and {"error":"Only ... allowed here."}, or 404 for
+ * ROUTE_OTHER, which allows none. For the routes the server answers itself.
+ */
+bool chat_check_method(enum route_id route, const struct chat_request *req,
+		       struct chat_response *res);
 
 /*
- * A post in the making: a room's entries, stored while no thread waits
- * for the commit. Holds copies of all it needs, so the request's body
- * and parsed JSON may go meanwhile (its parameters must stay, for
- * chat_post_finish).
+ * A post in the making (CHAT_POST): a room's entries, stored while no
+ * thread waits for the commit. Holds copies of all it needs, so the
+ * request's body and parsed JSON may go meanwhile (its parameters must
+ * stay, for chat_post_finish).
  */
-struct chat_post;
 
 /* Queues post to be stored with others in one transaction; done(cookie) is
  * called from the store's thread once it is stored or has failed, and

@@ -1,3 +1,4 @@
+/* The event streams' parts and the streamed replies, built as text. */
 #include "events.h"
 
 #include "room_json.h"
@@ -91,7 +92,8 @@ struct event_ctx {
 	int64_t last_seq;
 };
 
-/* id: SEQ / event: message / data: the entry, as /chat/messages has it. */
+/* id: SEQ / event: message / data: the entry, as /chat/messages has it.
+ * Stops the read (1) once the part is full. */
 static int add_event(void *arg, const struct store_entry *e)
 {
 	struct event_ctx *ctx = arg;
@@ -100,9 +102,24 @@ static int add_event(void *arg, const struct store_entry *e)
 	RAW(ctx->out, "\nevent: message\ndata: ");
 	json_out_entry(ctx->out, e);
 	RAW(ctx->out, "\n\n");
+	if (ctx->out->failed)
+		return -1;
 	ctx->count++;
 	ctx->last_seq = e->seq;
-	return ctx->out->failed ? -1 : 0;
+	return ctx->out->len >= EVENTS_PART_MAX ? 1 : 0;
+}
+
+/* An open stream's part could not be made: it ends, empty, and the browser
+ * reconnects after retry: and resumes from the last id it got. */
+static void end_stream(struct chat_response *res, const char *why, bool store_error)
+{
+	memset(res, 0, sizeof *res);
+	res->kind = CHAT_ANSWER;
+	res->status = 200;
+	res->content_type = EVENTS_CONTENT_TYPE;
+	res->body = (char *)"";
+	res->reason = why;
+	res->store_error = store_error;
 }
 
 void events_respond(const struct chat_request *req, const struct chat_limits *lim,
@@ -125,6 +142,7 @@ void events_respond(const struct chat_request *req, const struct chat_limits *li
 	bool head = req->method && strcmp(req->method, "HEAD") == 0;
 	if (!req->stream_open && !head && req->hold_mode == CHAT_HOLD_FULL) {
 		chat_set_error(res, 503, EVENTS_FULL_BODY, "no room for another event stream");
+		res->retry_after = CHAT_RETRY_AFTER_S;
 		return;
 	}
 
@@ -141,16 +159,10 @@ void events_respond(const struct chat_request *req, const struct chat_limits *li
 	    store_read(lim->store, q.room, after, limit, add_event, &ctx, &last, &why);
 	if (r != STORE_OK) {
 		free(o.buf);
-		if (!req->stream_open) {
+		if (req->stream_open)
+			end_stream(res, why, true);
+		else
 			rooms_store_failed(res, r, why);
-			return;
-		}
-		/* Mid-stream: end it; the browser reconnects after retry: and
-		 * resumes from the last id it got. */
-		res->status = 200;
-		res->content_type = EVENTS_CONTENT_TYPE;
-		res->reason = why;
-		res->store_error = true;
 		return;
 	}
 	if (ctx.count == 0 && req->stream_open && req->hold_mode == CHAT_HOLD_OVER)
@@ -159,7 +171,10 @@ void events_respond(const struct chat_request *req, const struct chat_limits *li
 	char *body = o.len ? json_out_take(&o, &len) : NULL;
 	if (o.failed) {
 		free(body);
-		chat_out_of_memory(res, "out of memory");
+		if (req->stream_open)
+			end_stream(res, "out of memory", false);
+		else
+			chat_out_of_memory(res, "out of memory");
 		return;
 	}
 	res->status = 200;
@@ -169,9 +184,12 @@ void events_respond(const struct chat_request *req, const struct chat_limits *li
 	res->body_owned = body != NULL;
 	if (head)
 		return;
-	res->stream = true;
+	res->kind = CHAT_STREAM;
 	res->stream_next = ctx.count ? ctx.last_seq : after >= 0 ? after : last;
-	res->hold.ms = after >= 0 && ctx.count == limit ? 0 : EVENTS_HEARTBEAT_MS;
+	/* The room has entries past this part (it was full, or a whole
+	 * batch): the next part follows at once. */
+	bool more = ctx.count && ctx.last_seq < last;
+	res->hold.ms = more ? 0 : EVENTS_HEARTBEAT_MS;
 	memcpy(res->hold.room, q.room, sizeof q.room);
 }
 
@@ -237,5 +255,7 @@ void events_stream_reply(const struct chat_limits *lim, struct chat_response *re
 	res->body_len = len;
 	res->body_owned = true;
 	res->content_type = EVENTS_CONTENT_TYPE;
+	/* Paced, it is sent event by event; else all at once, as any answer. */
+	res->kind = lim->stream_pace_ms ? CHAT_PACED : CHAT_ANSWER;
 	res->pace_ms = lim->stream_pace_ms;
 }

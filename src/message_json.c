@@ -1,7 +1,7 @@
 #include "message_json.h"
 
-#include "chat.h"
 #include "json_strict.h"
+#include "response.h"
 
 #include "hex.h"
 

@@ -1,3 +1,5 @@
+/* The counters, and their exposition. Routes are counted by id and
+ * labelled from the table; it knows nothing of requests or the server. */
 #include "metrics.h"
 
 #include <json-c/json_c_version.h>
@@ -6,7 +8,6 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 /* The statuses the backend answers with; anything else counts as "other". */
 static const int statuses[] = {200, 400, 403, 404, 405, 413, 415, 429, 500, 503};
@@ -18,9 +19,6 @@ static const uint64_t bucket_us[] = {250,     500,     1000,     2500,    5000, 
 				     25000,   50000,   100000,   250000,  500000, 1000000,
 				     2500000, 5000000, 10000000, 30000000};
 #define NBUCKET (sizeof bucket_us / sizeof bucket_us[0])
-
-static const char *const route_names[ROUTE_COUNT] = {"chat",    "messages", "health",
-						     "metrics", "events",   "other"};
 
 static atomic_ulong requests[ROUTE_COUNT][NSTATUS];
 static atomic_ulong buckets[ROUTE_COUNT][NBUCKET];
@@ -39,29 +37,12 @@ static const char *const close_names[METRICS_CLOSE_COUNT] = {
     [METRICS_CLOSE_PROTOCOL] = "protocol",
 };
 
-enum metrics_route metrics_route_of(const char *path)
-{
-	if (!path)
-		return ROUTE_OTHER;
-	if (strcmp(path, "/chat/") == 0)
-		return ROUTE_CHAT;
-	if (strcmp(path, "/chat/messages") == 0)
-		return ROUTE_MESSAGES;
-	if (strcmp(path, "/chat/health") == 0)
-		return ROUTE_HEALTH;
-	if (strcmp(path, "/chat/metrics") == 0)
-		return ROUTE_METRICS;
-	if (strcmp(path, "/chat/events") == 0)
-		return ROUTE_EVENTS;
-	return ROUTE_OTHER;
-}
-
 void metrics_request_started(void)
 {
 	atomic_fetch_add_explicit(&in_flight, 1, memory_order_relaxed);
 }
 
-void metrics_request_done(enum metrics_route route, int status, uint64_t micros)
+void metrics_request_done(enum route_id route, int status, uint64_t micros)
 {
 	if ((unsigned)route >= ROUTE_COUNT)
 		route = ROUTE_OTHER;
@@ -164,11 +145,11 @@ char *metrics_render(const struct metrics_gauges *g, size_t *len)
 			if (s < NSTATUS - 1)
 				put(&t,
 				    "chat_fcgi_requests_total{route=\"%s\",status=\"%d\"} %lu\n",
-				    route_names[r], statuses[s], n);
+				    routes[r].metric, statuses[s], n);
 			else
 				put(&t,
 				    "chat_fcgi_requests_total{route=\"%s\",status=\"other\"} %lu\n",
-				    route_names[r], n);
+				    routes[r].metric, n);
 		}
 
 	put(&t, "# HELP chat_fcgi_request_duration_seconds Time from reading a request to "
@@ -184,7 +165,7 @@ char *metrics_render(const struct metrics_gauges *g, size_t *len)
 			put(&t,
 			    "chat_fcgi_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} "
 			    "%lu\n",
-			    route_names[r], (double)bucket_us[b] / 1e6, cumulative);
+			    routes[r].metric, (double)bucket_us[b] / 1e6, cumulative);
 		}
 		/* Read apart from the buckets, so a request counted in between
 		 * could make +Inf smaller than the last bucket: never show that. */
@@ -194,9 +175,9 @@ char *metrics_render(const struct metrics_gauges *g, size_t *len)
 		    "chat_fcgi_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %lu\n"
 		    "chat_fcgi_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
 		    "chat_fcgi_request_duration_seconds_count{route=\"%s\"} %lu\n",
-		    route_names[r], count, route_names[r],
+		    routes[r].metric, count, routes[r].metric,
 		    (double)atomic_load_explicit(&sum_us[r], memory_order_relaxed) / 1e6,
-		    route_names[r], count);
+		    routes[r].metric, count);
 	}
 
 	long flight = atomic_load_explicit(&in_flight, memory_order_relaxed);

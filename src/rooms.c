@@ -1,3 +1,4 @@
+/* The rooms' posts and reads: what the store holds, as JSON. */
 #include "rooms.h"
 
 #include "message_form.h"
@@ -55,6 +56,7 @@ void rooms_store_failed(struct chat_response *res, enum store_result r, const ch
 		chat_out_of_memory(res, why);
 	else
 		chat_set_error(res, 503, STORE_FAILED_BODY, why);
+	res->retry_after = CHAT_RETRY_AFTER_S;
 	res->store_error = true;
 }
 
@@ -85,6 +87,8 @@ static char *build_post_answer(void *arg, const struct store_entry *user,
 	return json_out_take(&o, len);
 }
 
+/* One allocation, its strings inside it: free() releases it, as
+ * chat_response_free does. */
 struct chat_post {
 	struct store_post sp; /* first: the store's done gets its address */
 	struct post_ctx ctx;
@@ -151,14 +155,15 @@ void rooms_post(const struct chat_limits *lim, const char *room, const char *cli
 		return;
 	}
 	if (lim->defer_posts) {
+		res->kind = CHAT_POST;
 		res->post = p;
 		return;
 	}
-	chat_post_store(lim, p);
+	rooms_post_store(lim, p);
 	rooms_post_answer(p, res);
 }
 
-void chat_post_store(const struct chat_limits *lim, struct chat_post *post)
+void rooms_post_store(const struct chat_limits *lim, struct chat_post *post)
 {
 	struct store_post *sp = &post->sp;
 	chat_may_block(lim);
@@ -174,8 +179,8 @@ static void post_queued(struct store_post *sp)
 	p->done(p->cookie);
 }
 
-void chat_post_queue(const struct chat_limits *lim, struct chat_post *post,
-		     void (*done)(void *cookie), void *cookie)
+void rooms_post_queue(const struct chat_limits *lim, struct chat_post *post,
+		      void (*done)(void *cookie), void *cookie)
 {
 	post->done = done;
 	post->cookie = cookie;
@@ -200,7 +205,7 @@ void rooms_post_answer(struct chat_post *post, struct chat_response *res)
 	free(post);
 }
 
-void chat_post_free(struct chat_post *post)
+void rooms_post_free(struct chat_post *post)
 {
 	free(post);
 }
@@ -385,6 +390,7 @@ void rooms_messages(const struct chat_request *req, const struct chat_limits *li
 	if (ctx.count == 0 && may_wait) {
 		if (req->hold_mode == CHAT_HOLD_ALLOWED) {
 			free(o.buf);
+			res->kind = CHAT_HOLD;
 			res->status = 0;
 			res->hold.ms = q.wait * 1000u;
 			memcpy(res->hold.room, q.room, sizeof q.room);

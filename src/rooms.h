@@ -1,16 +1,16 @@
 /* Rooms: a POST /chat/ with a "room" stores the exchange, and
- * GET /chat/messages reads a room's history or waits for its next entry. */
+ * GET /chat/messages reads a room's history or waits for its next entry.
+ * It knows the store and the response, not the router (chat.h) nor the
+ * event streams built on its reads. */
 #ifndef ROOMS_H
 #define ROOMS_H
 
-#include "chat.h"
+#include "response.h"
 #include "store.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-#define ROOMS_PATH "/chat/messages"
 
 /* GET /chat/messages: limit's default and maximum, wait's maximum (seconds;
  * nginx's fastcgi_read_timeout for the location is above it). */
@@ -30,10 +30,18 @@ bool room_client_id_valid(const char *s, size_t len);
 
 /* Stores text and its reply in room (valid, NUL-terminated) and answers
  * with both entries; a repeated (room, client_id) gets the first answer.
- * With lim->defer_posts and a store that queues posts, res->post is the
- * post to store instead (status 0). */
+ * With lim->defer_posts, res is instead the CHAT_POST of the post to
+ * store. */
 void rooms_post(const struct chat_limits *lim, const char *room, const char *client_id,
 		size_t client_id_len, const char *text, size_t text_len, struct chat_response *res);
+
+/* A post of rooms_post is one allocation, so that chat_response_free can
+ * release it with free() (response.h). These are the calls of chat.h's
+ * chat_post_queue, chat_post_store and chat_post_free. */
+void rooms_post_queue(const struct chat_limits *lim, struct chat_post *post,
+		      void (*done)(void *cookie), void *cookie);
+void rooms_post_store(const struct chat_limits *lim, struct chat_post *post);
+void rooms_post_free(struct chat_post *post);
 
 /* The answer to a post once stored (or failed): res as rooms_post fills
  * it. Frees post. */
@@ -59,10 +67,12 @@ const char *rooms_parse_query(const char *qs, struct rooms_query *q);
 bool rooms_read_query(const struct chat_request *req, const struct chat_limits *lim,
 		      struct chat_response *res, struct rooms_query *q);
 
-/* The answer when the store failed: 503 (or the out-of-memory one). */
+/* The answer when the store failed: 503 (or the out-of-memory one), with
+ * a Retry-After. */
 void rooms_store_failed(struct chat_response *res, enum store_result r, const char *why);
 
-/* GET or HEAD /chat/messages?room=R&after=SEQ&limit=N&wait=S. */
+/* GET or HEAD /chat/messages?room=R&after=SEQ&limit=N&wait=S, its head
+ * judged: the entries, or a CHAT_HOLD. */
 void rooms_messages(const struct chat_request *req, const struct chat_limits *lim,
 		    struct chat_response *res);
 

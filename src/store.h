@@ -126,13 +126,16 @@ struct store_post {
  */
 void store_post_queue(struct store *st, struct store_post *p);
 
-/* Called for each entry read, oldest first; non-zero stops with STORE_NOMEM. */
+/* Called for each entry read, oldest first: 0 goes on; a negative value
+ * stops the read with STORE_NOMEM; a positive one stops it with STORE_OK,
+ * the entries so far being all the caller wants. */
 typedef int (*store_entry_fn)(void *ctx, const struct store_entry *e);
 
 /*
  * Reads up to limit entries of room with seq > after, oldest first; with
  * after < 0, the newest limit entries. *last is the room's newest seq (0
- * for a room never posted to), read in the same snapshot.
+ * for a room never posted to), read in the same snapshot, whether or not
+ * each stopped the read early.
  */
 enum store_result store_read(struct store *st, const char *room, int64_t after, unsigned limit,
 			     store_entry_fn each, void *ctx, int64_t *last, const char **why);

@@ -1343,10 +1343,11 @@ enum store_result store_pg_read(struct store_pg *st, const char *room, int64_t a
 			return STORE_FAILED;
 	}
 	enum store_result res = STORE_OK;
+	bool stopped = false;
 	int rows = PQntuples(r);
 	if (rows > 0)
 		*last = int_field(r, 0, 0);
-	for (int i = 0; i < rows && res == STORE_OK; i++) {
+	for (int i = 0; i < rows && res == STORE_OK && !stopped; i++) {
 		if (PQgetisnull(r, i, 1))
 			continue; /* the room has no entries past after */
 		bool has_cid = !PQgetisnull(r, i, 5);
@@ -1359,10 +1360,12 @@ enum store_result store_pg_read(struct store_pg *st, const char *room, int64_t a
 		    .client_id = has_cid ? PQgetvalue(r, i, 5) : NULL,
 		    .client_id_len = has_cid ? (size_t)PQgetlength(r, i, 5) : 0,
 		};
-		if (each(ctx, &e) != 0) {
+		int go = each(ctx, &e);
+		if (go < 0) {
 			*why = "store: out of memory";
 			res = STORE_NOMEM;
 		}
+		stopped = go > 0;
 	}
 	PQclear(r);
 	return res;

@@ -940,7 +940,9 @@ enum store_result store_sqlite_read(struct store_sqlite *st, const char *room, i
 	while (s && rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
 		struct store_entry e;
 		entry_of(s, &e);
-		rc = each(ctx, &e) == 0 ? SQLITE_OK : SQLITE_NOMEM;
+		int go = each(ctx, &e);
+		/* SQLITE_DONE ends the loop as the last row would. */
+		rc = go < 0 ? SQLITE_NOMEM : go > 0 ? SQLITE_DONE : SQLITE_OK;
 	}
 	if (rc == SQLITE_DONE)
 		rc = SQLITE_OK;

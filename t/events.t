@@ -278,6 +278,7 @@ $t->done;
 	my $took = time - $t0;
 	is($r->{status}, 503, 'the third: 503');
 	like($c->json($r)->{error}, qr{poll /chat/messages}, '... a JSON error saying to poll');
+	is($r->{headers}{'retry-after'}, '1', '... with Retry-After: 1');
 	ok($took < 1 * ChatTest::slack(), sprintf('... at once (%.0f ms)', $took * 1000));
 	my ($m) = $c->request(path => '/chat/messages?room=cap&wait=1&after=0');
 	is($m->{status}, 200, 'long-polling still works meanwhile');

@@ -426,6 +426,7 @@ $t->done;
 	sleep 0.05 until ChatTest::read_file("$dir/lock.out") =~ /locked/ || time > $deadline;
 	my $r = $l->post_room('locked', 'during', undef, timeout => 15);
 	$l->is_json_error($r, 503, 'a post while another process holds the write lock');
+	is($r->{headers}{'retry-after'}, '1', '... with Retry-After: 1');
 	my ($g, $j) = $l->messages('room=locked');
 	is($g->{status}, 200, '... reads go on meanwhile');
 	like($l->request(path => '/chat/metrics')->{body}, qr/^chat_fcgi_store_errors_total 1$/m,

@@ -90,7 +90,7 @@ static void events(const char *query, const char *last_id, bool open, int64_t af
 {
 	struct chat_request req;
 	char clen[32];
-	request(&req, "GET", EVENTS_PATH, query, NULL, clen);
+	request(&req, "GET", "/chat/events", query, NULL, clen);
 	req.last_event_id = last_id;
 	req.stream_open = open;
 	req.stream_after = after;
@@ -111,7 +111,7 @@ static void test_events(void)
 	events("room=ev", NULL, false, 0, CHAT_HOLD_ALLOWED, &res);
 	is_int(res.status, 200, "GET /chat/events: 200");
 	is_str(res.content_type, EVENTS_CONTENT_TYPE, "... text/event-stream");
-	ok(res.stream, "... an open stream");
+	ok(res.kind == CHAT_STREAM, "... an open stream");
 	ok(res.body_len > 13 && memcmp(res.body, "retry: 2000\n\n", 13) == 0,
 	   "... starting with retry: 2000");
 	is_int((long long)count(&res, "event: message\n"), 6, "... then the 6 entries");
@@ -143,12 +143,13 @@ static void test_events(void)
 	/* Continuing: the server's cursor wins over both. */
 	events("room=ev&after=0", "1", true, 6, CHAT_HOLD_ALLOWED, &res);
 	is_int(res.status, 200, "an open stream with nothing new: 200");
-	ok(res.stream && res.body_len == 0, "... an empty part (nothing to send)");
+	ok(res.kind == CHAT_STREAM && res.body_len == 0, "... an empty part (nothing to send)");
 	is_int(res.stream_next, 6, "... the cursor stays");
 	chat_response_free(&res);
 
 	events("room=ev", NULL, true, 6, CHAT_HOLD_OVER, &res);
-	ok(res.stream && res.body_len == 14 && memcmp(res.body, ": keep-alive\n\n", 14) == 0,
+	ok(res.kind == CHAT_STREAM && res.body_len == 14 &&
+	       memcmp(res.body, ": keep-alive\n\n", 14) == 0,
 	   "its heartbeat deadline passed: a keep-alive comment, no retry: again");
 	chat_response_free(&res);
 
@@ -159,14 +160,16 @@ static void test_events(void)
 
 	events("room=ev", NULL, false, 0, CHAT_HOLD_FULL, &res);
 	is_int(res.status, 503, "no room for another stream: 503");
-	ok(!res.stream && has(&res, "poll /chat/messages"), "... JSON that says to poll");
+	ok(res.kind == CHAT_ANSWER && has(&res, "poll /chat/messages"),
+	   "... JSON that says to poll");
+	is_int(res.retry_after, CHAT_RETRY_AFTER_S, "... and to come back in 1 s");
 	chat_response_free(&res);
 
 	struct chat_request req;
 	char clen[32];
-	request(&req, "HEAD", EVENTS_PATH, "room=ev", NULL, clen);
+	request(&req, "HEAD", "/chat/events", "room=ev", NULL, clen);
 	chat_respond(&req, &lim, &res);
-	ok(res.status == 200 && !res.stream, "HEAD: 200, not held open");
+	ok(res.status == 200 && res.kind == CHAT_ANSWER, "HEAD: 200, not held open");
 	chat_response_free(&res);
 
 	events(NULL, NULL, false, 0, CHAT_HOLD_ALLOWED, &res);
@@ -189,9 +192,100 @@ static void test_events(void)
 	chat_response_free(&res);
 
 	struct chat_limits off = {.max_body = CHAT_MAX_BODY_DEFAULT};
-	request(&req, "GET", EVENTS_PATH, "room=ev", NULL, clen);
+	request(&req, "GET", "/chat/events", "room=ev", NULL, clen);
 	chat_respond(&req, &off, &res);
 	is_int(res.status, 404, "--store none: 404");
+	chat_response_free(&res);
+}
+
+/* Reads a room's stream part after part, as the server asks for them, from
+ * its first part (query) to the one that waits: every part within
+ * EVENTS_PART_MAX and one entry, each entry once, in order. */
+static void read_parts(const char *query, int64_t entries, const char *name)
+{
+	struct chat_response res;
+	events(query, NULL, false, 0, CHAT_HOLD_ALLOWED, &res);
+	int64_t expect = 1;
+	size_t parts = 0;
+	bool streams = true, bounded = true, in_order = true;
+	for (;;) {
+		parts++;
+		streams = streams && res.kind == CHAT_STREAM;
+		/* Events end with a blank line, and entries' JSON has no raw
+		 * newline: each "\n\n" ends one. */
+		size_t last_event = 0;
+		for (const char *p = res.body, *end = res.body + res.body_len; p < end;) {
+			const char *stop = strstr(p, "\n\n");
+			if (!stop || stop >= end)
+				break;
+			if (strncmp(p, "id: ", 4) == 0) {
+				in_order = in_order && strtoll(p + 4, NULL, 10) == expect;
+				expect++;
+				last_event = (size_t)(stop + 2 - p);
+			}
+			p = stop + 2;
+		}
+		/* Under the budget before its last entry, so it took no more. */
+		if (res.body_len - last_event >= EVENTS_PART_MAX) {
+			bounded = false;
+			diag("a part of %zu bytes, its last entry %zu", res.body_len, last_event);
+		}
+		if (res.kind != CHAT_STREAM || res.hold.ms != 0 || parts > 100)
+			break;
+		int64_t next = res.stream_next;
+		chat_response_free(&res);
+		events(query, NULL, true, next, CHAT_HOLD_OVER, &res);
+	}
+	ok(streams, "%s: every part a CHAT_STREAM", name);
+	ok(parts >= 4, "%s: read in %zu parts", name, parts);
+	ok(bounded, "%s: each part within EVENTS_PART_MAX and one entry", name);
+	ok(in_order && expect - 1 == entries, "%s: all %lld entries once, in order (%lld)", name,
+	   (long long)entries, (long long)(expect - 1));
+	is_int(res.hold.ms, EVENTS_HEARTBEAT_MS, "%s: the last part waits for more", name);
+	is_int(res.stream_next, entries, "%s: ... after the last entry", name);
+	chat_response_free(&res);
+}
+
+/* A room whose entries add up to several parts' budget: the stream sends
+ * it in parts, with or without a cursor to start from. */
+static void test_parts(void)
+{
+	enum { POSTS = 20 };
+	size_t cap = 48 * 1024;
+	char *body = malloc(cap);
+	if (!body) {
+		printf("Bail out! out of memory\n");
+		exit(1);
+	}
+	for (int i = 0; i < POSTS; i++) {
+		/* 20 to 47 kB of text, each post a little longer than the last. */
+		size_t n = 20000 + (size_t)i * 1400;
+		int head = snprintf(body, cap, "{\"room\":\"long\",\"message\":\"");
+		if (head < 0 || (size_t)head + n + 3 > cap) {
+			printf("Bail out! a post of %zu bytes\n", n);
+			exit(1);
+		}
+		memset(body + head, 'a' + i, n);
+		memcpy(body + head + n, "\"}", 3);
+		struct chat_response res;
+		post(body, NULL, &res);
+		if (res.status != 200)
+			diag("post %d: %d", i, res.status);
+		chat_response_free(&res);
+	}
+	free(body);
+	read_parts("room=long", 2 * POSTS, "no cursor");
+	read_parts("room=long&after=0", 2 * POSTS, "after=0");
+
+	struct chat_request req;
+	struct chat_response res;
+	char clen[32];
+	request(&req, "GET", "/chat/messages", "room=long&after=0&limit=500", NULL, clen);
+	chat_respond(&req, &lim, &res);
+	ok(res.status == 200 && count(&res, "{\"seq\":") == 2 * POSTS &&
+	       res.body_len > 4 * EVENTS_PART_MAX,
+	   "GET /chat/messages has no byte budget: all %d entries, %zu bytes", 2 * POSTS,
+	   res.body_len);
 	chat_response_free(&res);
 }
 
@@ -250,7 +344,7 @@ static void test_reply(void)
 		post(bodies[i], "text/event-stream", &streamed);
 		is_int(streamed.status, 200, "streamed reply %zu: 200", i);
 		is_str(streamed.content_type, EVENTS_CONTENT_TYPE, "... text/event-stream");
-		ok(!streamed.stream, "... a whole stream, not held open");
+		ok(streamed.kind == CHAT_ANSWER, "... a whole stream, not held open");
 		char *text, *done;
 		size_t pieces, longest;
 		split_reply(&streamed, &text, &done, &pieces, &longest);
@@ -281,10 +375,11 @@ static void test_reply(void)
 
 	lim.stream_pace_ms = 40;
 	post("{\"message\":\"paced\"}", "text/event-stream", &res);
-	is_int(res.pace_ms, 40, "--stream-pace reaches the response");
+	ok(res.kind == CHAT_PACED, "--stream-pace: a paced reply");
+	is_int(res.pace_ms, 40, "... its pace the option's");
 	chat_response_free(&res);
 	post("{\"message\":\"paced\"}", NULL, &res);
-	is_int(res.pace_ms, 0, "... of streamed replies only");
+	ok(res.kind == CHAT_ANSWER, "... of streamed replies only");
 	chat_response_free(&res);
 	lim.stream_pace_ms = 0;
 }
@@ -306,6 +401,7 @@ int main(void)
 	}
 	test_accept();
 	test_events();
+	test_parts();
 	test_reply();
 	store_close(lim.store);
 

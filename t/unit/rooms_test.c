@@ -48,7 +48,7 @@ static void post_json(const char *body, struct chat_response *res)
 
 static void get(const char *query, enum chat_hold_mode mode, struct chat_response *res)
 {
-	respond("GET", ROOMS_PATH, query, NULL, NULL, mode, &lim, res);
+	respond("GET", "/chat/messages", query, NULL, NULL, mode, &lim, res);
 }
 
 /* The body as JSON, or NULL (with a diagnostic). */
@@ -135,7 +135,7 @@ static void test_post(void)
 		   "an entry has exactly seq, role, text, time, client_id");
 	}
 	is_str(res.changed_room, "lobby", "the room is reported changed, to wake its waiters");
-	is_int(res.hold.ms, 0, "a post never holds");
+	ok(res.kind == CHAT_ANSWER, "a post never holds");
 	char *first = strndup(res.body, res.body_len);
 	json_object_put(j);
 	chat_response_free(&res);
@@ -348,12 +348,12 @@ static void test_get(void)
 		chat_response_free(&res);
 	}
 
-	respond("POST", ROOMS_PATH, "room=a", "application/json", "{}", CHAT_HOLD_ALLOWED, &lim,
-		&res);
+	respond("POST", "/chat/messages", "room=a", "application/json", "{}", CHAT_HOLD_ALLOWED,
+		&lim, &res);
 	is_bad(&res, 405, "POST /chat/messages");
 	is_str(res.allow, "GET, HEAD", "... with Allow: GET, HEAD");
 	chat_response_free(&res);
-	respond("HEAD", ROOMS_PATH, "room=lobby", NULL, NULL, CHAT_HOLD_ALLOWED, &lim, &res);
+	respond("HEAD", "/chat/messages", "room=lobby", NULL, NULL, CHAT_HOLD_ALLOWED, &lim, &res);
 	is_int(res.status, 200, "HEAD is answered like GET");
 	chat_response_free(&res);
 }
@@ -362,7 +362,7 @@ static void test_hold(void)
 {
 	struct chat_response res;
 	get("room=lobby&after=6&wait=5", CHAT_HOLD_ALLOWED, &res);
-	is_int(res.status, 0, "nothing newer with wait=5: a hold (status 0)");
+	ok(res.kind == CHAT_HOLD, "nothing newer with wait=5: a hold");
 	is_int(res.hold.ms, 5000, "... of 5000 ms");
 	is_str(res.hold.room, "lobby", "... on the room");
 	chat_response_free(&res);
@@ -380,7 +380,8 @@ static void test_hold(void)
 	chat_response_free(&res);
 
 	get("room=lobby&after=5&wait=5", CHAT_HOLD_ALLOWED, &res);
-	ok(res.status == 200 && res.hold.ms == 0, "something newer: answered at once, no hold");
+	ok(res.kind == CHAT_ANSWER && res.status == 200,
+	   "something newer: answered at once, no hold");
 	chat_response_free(&res);
 
 	get("room=lobby&after=5&wait=5", CHAT_HOLD_FULL, &res);
@@ -388,12 +389,12 @@ static void test_hold(void)
 	chat_response_free(&res);
 
 	get("room=empty-room&wait=3", CHAT_HOLD_ALLOWED, &res);
-	ok(res.status == 0 && res.hold.ms == 3000, "an empty room without after also waits");
+	ok(res.kind == CHAT_HOLD && res.hold.ms == 3000, "an empty room without after also waits");
 	chat_response_free(&res);
 
-	respond("HEAD", ROOMS_PATH, "room=lobby&after=6&wait=5", NULL, NULL, CHAT_HOLD_ALLOWED,
-		&lim, &res);
-	is_int(res.status, 200, "HEAD is never held");
+	respond("HEAD", "/chat/messages", "room=lobby&after=6&wait=5", NULL, NULL,
+		CHAT_HOLD_ALLOWED, &lim, &res);
+	ok(res.kind == CHAT_ANSWER && res.status == 200, "HEAD is never held");
 	chat_response_free(&res);
 
 	/* A wake-up: a post lands, the held request is asked again. */
@@ -417,7 +418,7 @@ static void test_store_off(void)
 		"--store none: a post with a room gets the history-off error");
 	is_int(res.status, 404, "... with 404");
 	chat_response_free(&res);
-	respond("GET", ROOMS_PATH, "room=a", NULL, NULL, CHAT_HOLD_ALLOWED, &lim_off, &res);
+	respond("GET", "/chat/messages", "room=a", NULL, NULL, CHAT_HOLD_ALLOWED, &lim_off, &res);
 	ok(res.status == 404 && res.body_len == strlen(ROOMS_OFF_BODY),
 	   "--store none: GET /chat/messages is 404 too");
 	chat_response_free(&res);
@@ -425,6 +426,39 @@ static void test_store_off(void)
 		CHAT_HOLD_ALLOWED, &lim_off, &res);
 	is_body(&res, "{\"message\":\"received x\"}", "--store none: the stateless post works");
 	chat_response_free(&res);
+}
+
+/* With defer_posts, a post comes back to be stored by the server's
+ * choice of thread, then answered as it would have been at once. */
+static void test_deferred(void)
+{
+	struct chat_limits deferring = lim;
+	deferring.defer_posts = true;
+	struct chat_response res;
+	respond("POST", "/chat/", NULL, "application/json",
+		"{\"message\":\"later\",\"room\":\"deferred\"}", CHAT_HOLD_ALLOWED, &deferring,
+		&res);
+	ok(res.kind == CHAT_POST && res.post, "defer_posts: the post comes back as CHAT_POST");
+	struct chat_post *p = res.post;
+	res.post = NULL;
+	chat_response_free(&res);
+	chat_post_store(&deferring, p);
+	struct chat_request req = {.method = "POST", .path = "/chat/"};
+	chat_post_finish(&req, &deferring, p, &res);
+	json_object *j = body_json(&res);
+	json_object *es = j ? entries_of(j) : NULL;
+	ok(res.kind == CHAT_ANSWER && res.status == 200 && es && json_object_array_length(es) == 2,
+	   "... stored, it is answered with its two entries");
+	is_str(res.changed_room, "deferred", "... and its room wakes");
+	json_object_put(j);
+	chat_response_free(&res);
+
+	respond("POST", "/chat/", NULL, "application/json",
+		"{\"message\":\"never\",\"room\":\"deferred\"}", CHAT_HOLD_ALLOWED, &deferring,
+		&res);
+	ok(res.kind == CHAT_POST, "a post never stored ...");
+	chat_response_free(&res);
+	ok(res.kind == CHAT_ANSWER && !res.post, "... is freed with its response");
 }
 
 /* Another connection holds the write lock: a post gets 503 and a reason
@@ -440,6 +474,7 @@ static void test_store_failure(const char *path)
 	ok(res.reason && strstr(res.reason, "locked"), "... the log says why: %s",
 	   res.reason ? res.reason : "");
 	ok(res.store_error, "... and it counts as a store error in the metrics");
+	is_int(res.retry_after, CHAT_RETRY_AFTER_S, "... and asks to come back in 1 s");
 	chat_response_free(&res);
 	sqlite3_exec(holder, "ROLLBACK", NULL, NULL, NULL);
 	sqlite3_close(holder);
@@ -468,6 +503,7 @@ int main(void)
 	test_get();
 	test_hold();
 	test_store_off();
+	test_deferred();
 	test_store_failure(path);
 	store_close(lim.store);
 

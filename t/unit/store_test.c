@@ -181,6 +181,22 @@ static int collect(void *ctx, const struct store_entry *e)
 	return 0;
 }
 
+/* collect, stopping the read once it holds two entries. */
+static int collect_two(void *ctx, const struct store_entry *e)
+{
+	struct seen *s = ctx;
+	if (collect(ctx, e) != 0)
+		return -1;
+	return s->n >= 2 ? 1 : 0;
+}
+
+/* Out of memory at the first entry. */
+static int refuse(void *ctx, const struct store_entry *e)
+{
+	(void)ctx, (void)e;
+	return -1;
+}
+
 static enum store_result read_room(struct store *st, const char *room, int64_t after,
 				   unsigned limit, struct seen *s, int64_t *last)
 {
@@ -304,6 +320,15 @@ static void test_order_and_idempotency(void)
 	ok(s.n == 0 && last == 6, "after the last seq: nothing, and the last seq");
 	read_room(st, "nobody-here", -1, 100, &s, &last);
 	ok(s.n == 0 && last == 0, "an unknown room is empty, last seq 0");
+
+	const char *why_stop = NULL;
+	memset(&s, 0, sizeof s);
+	enum store_result stop = store_read(st, "lobby", 1, 100, collect_two, &s, &last, &why_stop);
+	ok(stop == STORE_OK && s.n == 2 && s.seq[0] == 2 && s.seq[1] == 3,
+	   "a callback that says stop (> 0) ends the read, STORE_OK, with what it took");
+	is_int(last, 6, "... and the room's last seq is still the newest");
+	stop = store_read(st, "lobby", 1, 100, refuse, NULL, &last, &why_stop);
+	is_int(stop, STORE_NOMEM, "a callback out of memory (< 0): STORE_NOMEM");
 
 	/* Texts are bytes: NUL inside, and the empty string. */
 	char reply[] = "received a\0b";
