@@ -7,6 +7,8 @@
  * the chat logic again when its room changes or its time comes. Nothing
  * here waits.
  */
+/* accept4 and memmem. */
+#define _GNU_SOURCE
 #include "internal.h"
 
 #include "events.h"

@@ -11,6 +11,8 @@
  * EPOLLOUT is asked for only while output is queued: on a unix socket every
  * read by the peer would otherwise be an event.
  */
+/* accept4 and memmem. */
+#define _GNU_SOURCE
 #include "internal.h"
 
 #include "log.h"
