@@ -16,7 +16,10 @@ package ChatTest;
 # running chat-fcgi's), server_extra / http_extra => nginx directives for
 # those blocks, no_backend => 1, no_nginx => 1, rate_limit => 'off' (or a
 # rate such as '50r/s'; the default is the shipped conf/rate-limit.conf; see
-# conf/render). The backend keeps
+# conf/render), backend_env => {NAME => VALUE, ...} (set in the backend's
+# environment only, e.g. LD_PRELOAD: nginx and the test do not get it; a
+# spawn-fcgi, supervisor or valgrind that starts the backend does, and
+# passes it on). The backend keeps
 # its rooms in $t->store_path (chat.db in the temp dir) unless backend_args
 # has --store.
 #
@@ -204,6 +207,10 @@ sub start_backend {
 		: $self->{opt}{spawn} ? ($self->{spawn}, '-n', @spawn)
 		: (@backend, '--listen', "unix:$self->{socket}", '--socket-mode', '0600', @args);
 	local $ENV{SPAWN_FCGI} = $self->{spawn} if $self->{opt}{supervise};
+	# The child inherits the environment of the fork; local puts the test's
+	# own back right after it.
+	my $env = $self->{opt}{backend_env} // {};
+	local @ENV{ keys %$env } = values %$env;
 	my $pid = $self->spawn_logged("$self->{dir}/backend.log", @cmd);
 	$self->{backend} = $pid;
 	$self->wait_for_socket($pid) or BAIL_OUT("chat-fcgi did not start:\n" . $self->backend_log);

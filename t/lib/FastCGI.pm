@@ -23,6 +23,8 @@ use constant {
 	FCGI_STDIN    => 5,
 	FCGI_STDOUT   => 6,
 	FCGI_STDERR   => 7,
+	GET_VALUES    => 9,
+	GET_VALUES_RESULT => 10,
 	UNKNOWN_TYPE  => 11,
 	CANT_MPX_CONN => 1,
 	RESPONDER     => 1,
@@ -51,6 +53,39 @@ sub name_value_lengths {
 sub name_value {
 	my ($k, $v) = @_;
 	return nv_length(length $k) . nv_length(length $v) . $k . $v;
+}
+
+# The name-value pairs of a record's content (PARAMS, GET_VALUES,
+# GET_VALUES_RESULT), in order: [[name, value], ...]; undef when the
+# content does not split into whole pairs.
+sub name_values {
+	my ($content) = @_;
+	my @pairs;
+	my $at = 0;
+	my $len = sub {
+		return if $at >= length $content;
+		my $b = unpack('C', substr($content, $at, 1));
+		if ($b < 128) { $at += 1; return $b }
+		return if $at + 4 > length $content;
+		my $n = unpack('N', substr($content, $at, 4)) & 0x7fffffff;
+		$at += 4;
+		return $n;
+	};
+	while ($at < length $content) {
+		my $nl = $len->() // return;
+		my $vl = $len->() // return;
+		return if $at + $nl + $vl > length $content;
+		push @pairs, [substr($content, $at, $nl), substr($content, $at + $nl, $vl)];
+		$at += $nl + $vl;
+	}
+	return \@pairs;
+}
+
+# An FCGI_GET_VALUES record (request id 0) asking for the names given:
+# each with an empty value, as the specification has it.
+sub get_values {
+	my (@names) = @_;
+	return record(GET_VALUES, 0, join('', map { name_value($_, '') } @names));
 }
 
 sub begin_request {
@@ -114,10 +149,11 @@ sub connect_tcp {
 	return $s;
 }
 
-# Reads whatever records come until EOF or the timeout. Returns
+# Reads whatever records come until EOF or the timeout, or (until => CODE)
+# until CODE, given the records read so far, returns true. Returns
 # {records => [[type, id, content], ...], eof => 1 if the peer closed}.
 sub read_records {
-	my ($s, $timeout) = @_;
+	my ($s, $timeout, %o) = @_;
 	my $deadline = time + ($timeout // 5);
 	my ($buf, $eof, @records) = ('', 0);
 	my $rin = '';
@@ -134,41 +170,37 @@ sub read_records {
 			push @records, [$type, $id, substr($buf, 8, $len)];
 			substr($buf, 0, 8 + $len + $pad, '');
 		}
+		last if $o{until} && $o{until}->(@records);
 	}
 	return {records => \@records, eof => $eof};
 }
 
-# Reads records until END_REQUEST, EOF or the timeout. Returns
-# {status, headers => {lc name => value}, body, stderr, ended, app_status}.
-sub read_response {
-	my ($s, $timeout) = @_;
-	my $deadline = time + ($timeout // 5);
-	my ($buf, $stdout, $stderr, $ended, $app) = ('', '', '', 0, undef);
-	my $rin = '';
-	vec($rin, fileno($s), 1) = 1;
-	READ: while (!$ended && time < $deadline) {
-		my $left = $deadline - time;
-		next unless select(my $rout = $rin, undef, undef, $left > 0.2 ? 0.2 : $left);
-		my $n = sysread($s, my $chunk, 65536);
-		last unless $n;
-		$buf .= $chunk;
-		while (length($buf) >= 8) {
-			my ($v, $type, $id, $len, $pad) = unpack('CCnnC', $buf);
-			last if length($buf) < 8 + $len + $pad;
-			my $content = substr($buf, 8, $len);
-			substr($buf, 0, 8 + $len + $pad, '');
-			if ($type == FCGI_STDOUT) { $stdout .= $content }
-			elsif ($type == FCGI_STDERR) { $stderr .= $content }
-			elsif ($type == END_REQUEST) {
-				$app = unpack('N', $content);
-				$ended = 1;
-				last READ;
-			}
+# Takes the whole records at the start of $$buf into the answer $st
+# (stdout, stderr, app, ended); true once END_REQUEST has come.
+sub _take_records {
+	my ($buf, $st) = @_;
+	while (length($$buf) >= 8) {
+		my ($v, $type, $id, $len, $pad) = unpack('CCnnC', $$buf);
+		last if length($$buf) < 8 + $len + $pad;
+		my $content = substr($$buf, 8, $len);
+		substr($$buf, 0, 8 + $len + $pad, '');
+		if ($type == FCGI_STDOUT) { $st->{stdout} .= $content }
+		elsif ($type == FCGI_STDERR) { $st->{stderr} .= $content }
+		elsif ($type == END_REQUEST) {
+			$st->{app} = unpack('N', $content);
+			$st->{ended} = 1;
+			return 1;
 		}
 	}
-	my %r = (ended => $ended, app_status => $app, stderr => $stderr, headers => {},
-		status => 0, body => '', raw => $stdout);
-	my ($head, $body) = split(/\r\n\r\n/, $stdout, 2);
+	return 0;
+}
+
+# The answer read_response returns, from what _take_records gathered.
+sub _answer {
+	my ($st) = @_;
+	my %r = (ended => $st->{ended}, app_status => $st->{app}, stderr => $st->{stderr}, headers => {},
+		status => 0, body => '', raw => $st->{stdout});
+	my ($head, $body) = split(/\r\n\r\n/, $st->{stdout}, 2);
 	if (defined $body) {
 		for my $line (split /\r\n/, $head) {
 			$r{headers}{ lc $1 } = $2 if $line =~ /^([^:]+):\s*(.*)$/;
@@ -177,6 +209,52 @@ sub read_response {
 		$r{body} = $body;
 	}
 	return \%r;
+}
+
+# Reads records until END_REQUEST, EOF or the timeout. Returns
+# {status, headers => {lc name => value}, body, stderr, ended, app_status}.
+sub read_response {
+	my ($s, $timeout) = @_;
+	my $deadline = time + ($timeout // 5);
+	my $buf = '';
+	my %st = (stdout => '', stderr => '', ended => 0, app => undef);
+	my $rin = '';
+	vec($rin, fileno($s), 1) = 1;
+	while (!$st{ended} && time < $deadline) {
+		my $left = $deadline - time;
+		next unless select(my $rout = $rin, undef, undef, $left > 0.2 ? 0.2 : $left);
+		my $n = sysread($s, my $chunk, 65536);
+		last unless $n;
+		$buf .= $chunk;
+		_take_records(\$buf, \%st);
+	}
+	return _answer(\%st);
+}
+
+# The answers on several connections, read side by side until each has its
+# END_REQUEST or EOF, or the timeout: one at a time, a backend writing a
+# large answer to a connection not being read could keep the one being
+# read waiting. Returns them in the order of the connections.
+sub read_responses {
+	my ($socks, $timeout) = @_;
+	my $deadline = time + ($timeout // 5);
+	my @st = map { {stdout => '', stderr => '', ended => 0, app => undef, buf => '', done => 0} } @$socks;
+	while (time < $deadline) {
+		my @open = grep { !$st[$_]{done} } 0 .. $#st;
+		last unless @open;
+		my $rin = '';
+		vec($rin, fileno($socks->[$_]), 1) = 1 for @open;
+		my $left = $deadline - time;
+		next unless select(my $rout = $rin, undef, undef, $left > 0.2 ? 0.2 : $left) > 0;
+		for my $i (@open) {
+			next unless vec($rout, fileno($socks->[$i]), 1);
+			my $n = sysread($socks->[$i], my $chunk, 65536);
+			if (!$n) { $st[$i]{done} = 1; next }
+			$st[$i]{buf} .= $chunk;
+			$st[$i]{done} = 1 if _take_records(\$st[$i]{buf}, $st[$i]);
+		}
+	}
+	return map { _answer($_) } @st;
 }
 
 1;
