@@ -122,11 +122,17 @@ static enum records_event record_opens(struct records *r, struct records_found *
 	r->padding = h[6];
 	unsigned id = r->record_id;
 
-	/* Management records (section 3.3) may come at any time. */
+	/* Management records (section 3.3) may come at any time. A known
+	 * type with request id 0 other than GET_VALUES is either an
+	 * application's own (END_REQUEST, GET_VALUES_RESULT...) or one that
+	 * needs a request: broken. Any other type gets UNKNOWN_TYPE. */
 	if (id == FCGI_NULL_REQUEST_ID) {
 		if (r->type == FCGI_GET_VALUES) {
 			memset(&r->values_pairs, 0, sizeof r->values_pairs);
 			r->asked = 0;
+		} else if (r->type >= FCGI_BEGIN_REQUEST && r->type <= FCGI_MAXTYPE) {
+			return broken(f, "a record of a type that is no management record "
+					 "with request id 0");
 		}
 		return RECORDS_MORE;
 	}
