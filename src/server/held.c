@@ -323,7 +323,8 @@ void timer_event(struct server *srv)
 		c->next = NULL;
 		char why[160];
 		int reason = -1;
-		conn_close_for(c, expired(srv, c, now, why, sizeof why, &reason), reason);
+		const char *what = expired(srv, c, now, why, sizeof why, &reason);
+		conn_close_for(c, what, reason);
 	}
 	answer_again(srv, over, CHAT_HOLD_OVER);
 	answer_again(srv, woken, CHAT_HOLD_ALLOWED);
