@@ -12,7 +12,7 @@ my $clang_format = ChatTest::which('clang-format');
 plan(skip_all => 'clang-format not installed') unless $clang_format;
 
 my @files = (glob("$src/src/*.[ch]"), glob("$src/src/server/*.[ch]"), glob("$src/t/unit/*.[ch]"),
-	glob("$src/fuzz/*.[ch]"),	glob("$src/bench/*.[ch]"));
+	glob("$src/fuzz/*.[ch]"), glob("$src/bench/*.[ch]"));
 ok(@files > 10, 'found the C sources');
 for my $f (@files) {
 	my $out = `"$clang_format" --style=file --dry-run -Werror "$f" 2>&1`;
