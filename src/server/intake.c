@@ -73,6 +73,12 @@ static const struct {
  * intake_init, before any thread reads it. */
 static uint32_t param_by_len[PARAM_NAME_MAX];
 
+void intake_thread_end(void)
+{
+	free(tl_take);
+	tl_take = NULL;
+}
+
 void intake_init(void)
 {
 	_Static_assert(P_COUNT <= 32, "param_by_len holds a bit per name");

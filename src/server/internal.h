@@ -242,6 +242,8 @@ enum intake {
 enum intake intake(struct conn *c);
 /* Fills intake's tables; once, before the threads start. */
 void intake_init(void);
+/* Frees what the calling thread kept to read with; as it ends. */
+void intake_thread_end(void);
 /* The request as chat_respond sees it; path_buf holds its path. */
 void build_request(struct conn *c, struct chat_request *creq, char *path_buf, size_t path_size);
 /* Forgets the request on c (its answer is queued, or it ended unanswered). */

@@ -234,6 +234,7 @@ static void dispatch(struct server *srv, uint64_t tag)
 
 static void thread_done(struct server *srv)
 {
+	intake_thread_end();
 	pthread_mutex_lock(&srv->lock);
 	srv->running--;
 	pthread_cond_broadcast(&srv->done);
