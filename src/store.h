@@ -141,6 +141,42 @@ enum store_result store_read(struct store *st, const char *room, int64_t after, 
 			     store_entry_fn each, void *ctx, int64_t *last, const char **why);
 
 /*
+ * A read for store_read_queue: store_read's arguments and results, or with
+ * check, store_check's. The caller leaves it alone from the call until done
+ * is called with it.
+ */
+struct store_read {
+	bool check; /* store_check instead of store_read */
+	const char *room;
+	int64_t after;
+	unsigned limit;
+	store_entry_fn each; /* called on the store's thread */
+	void *ctx;
+	void (*done)(struct store_read *r);
+	/* Set before done is called. */
+	enum store_result result;
+	int64_t last;
+	const char *why;
+	char check_why[256]; /* check: store_check's sentence, which why points to */
+	struct store_read *next; /* the store's own */
+};
+
+/* Does a read of this store wait on a network (PostgreSQL)? Then the server
+ * queues its reads (store_read_queue) instead of making them on its own
+ * threads. SQLite reads a local file, on the caller's thread. */
+bool store_reads_wait(const struct store *st);
+
+/*
+ * Queues r, to be made by a thread of the store's own, which then calls
+ * r->done with the results; done should hand r on and not keep that thread.
+ * A store whose reads do not wait makes it at once, on the caller's thread,
+ * and calls done there. At most STORE_READS_QUEUED wait at once: past that,
+ * done comes at once with STORE_FAILED ("too many reads waiting").
+ */
+void store_read_queue(struct store *st, struct store_read *r);
+#define STORE_READS_QUEUED 1024u
+
+/*
  * A number that changes whenever another process commits a post to the
  * database, and may change for this process's own posts too (the server
  * wakes their waiters itself). SQLite: PRAGMA data_version, on the
