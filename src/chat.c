@@ -8,6 +8,7 @@
 #include "media_type.h"
 #include "message.h"
 #include "origin.h"
+#include "room_read.h"
 #include "rooms.h"
 
 #include <stdlib.h>
@@ -228,4 +229,18 @@ void chat_post_finish(const struct chat_request *req, const struct chat_limits *
 void chat_post_free(struct chat_post *post)
 {
 	rooms_post_free(post);
+}
+
+/* The deferred read's calls: the read is room_read.c's. */
+
+void chat_read_queue(const struct chat_limits *lim, struct chat_read *read,
+		     void (*done)(void *cookie), void *cookie)
+{
+	room_read_queue(lim, read, done, cookie);
+}
+
+void chat_read_finish(const struct chat_limits *lim, struct chat_read *read,
+		      struct chat_response *res)
+{
+	room_read_finish(lim, read, res);
 }

@@ -67,4 +67,23 @@ void chat_post_finish(const struct chat_request *req, const struct chat_limits *
 /* Frees a post never stored. */
 void chat_post_free(struct chat_post *post);
 
+/*
+ * A read in the making (CHAT_READ): the read of a room's entries that a
+ * GET /chat/messages or /chat/events needs, made by the store's threads
+ * while no thread of the server waits. It keeps all it needs of the
+ * request as it was asked.
+ */
+
+/* Queues read; done(cookie) is called from the store's thread once it is
+ * made (or at once, on this thread, when the store refuses it), and should
+ * only hand it on to a thread that calls chat_read_finish. */
+void chat_read_queue(const struct chat_limits *lim, struct chat_read *read,
+		     void (*done)(void *cookie), void *cookie);
+
+/* The answer once read is made, as chat_respond would have given it
+ * without the deferral (possibly another CHAT_HOLD or CHAT_STREAM); frees
+ * read. */
+void chat_read_finish(const struct chat_limits *lim, struct chat_read *read,
+		      struct chat_response *res);
+
 #endif

@@ -2,6 +2,7 @@
 #include "events.h"
 
 #include "room_json.h"
+#include "room_read.h"
 #include "rooms.h"
 #include "store.h"
 
@@ -86,27 +87,21 @@ static bool parse_seq(const char *s, int64_t *out)
 	return true;
 }
 
-struct event_ctx {
-	struct json_out *out;
-	unsigned count;
-	int64_t last_seq;
-};
-
 /* id: SEQ / event: message / data: the entry, as /chat/messages has it.
- * Stops the read (1) once the part is full. */
+ * Stops the read (1) once the part is full; ctx is the read. */
 static int add_event(void *arg, const struct store_entry *e)
 {
-	struct event_ctx *ctx = arg;
-	RAW(ctx->out, "id: ");
-	json_out_int(ctx->out, e->seq);
-	RAW(ctx->out, "\nevent: message\ndata: ");
-	json_out_entry(ctx->out, e);
-	RAW(ctx->out, "\n\n");
-	if (ctx->out->failed)
+	struct chat_read *r = arg;
+	RAW(&r->out, "id: ");
+	json_out_int(&r->out, e->seq);
+	RAW(&r->out, "\nevent: message\ndata: ");
+	json_out_entry(&r->out, e);
+	RAW(&r->out, "\n\n");
+	if (r->out.failed)
 		return -1;
-	ctx->count++;
-	ctx->last_seq = e->seq;
-	return ctx->out->len >= EVENTS_PART_MAX ? 1 : 0;
+	r->count++;
+	r->last_seq = e->seq;
+	return r->out.len >= EVENTS_PART_MAX ? 1 : 0;
 }
 
 /* An open stream's part could not be made: it ends, empty, and the browser
@@ -120,6 +115,47 @@ static void end_stream(struct chat_response *res, const char *why, bool store_er
 	res->body = (char *)"";
 	res->reason = why;
 	res->store_error = store_error;
+}
+
+/* A part of an event stream once its read is made. */
+static void events_finish(const struct chat_limits *lim, struct chat_read *r,
+			  struct chat_response *res)
+{
+	(void)lim;
+	if (r->sr.result != STORE_OK) {
+		if (r->stream_open)
+			end_stream(res, r->sr.why, true);
+		else
+			rooms_store_failed(res, r->sr.result, r->sr.why);
+		return;
+	}
+	if (r->count == 0 && r->stream_open && r->mode == CHAT_HOLD_OVER)
+		RAW(&r->out, ": keep-alive\n\n");
+	size_t len = 0;
+	char *body = r->out.len ? json_out_take(&r->out, &len) : NULL;
+	if (r->out.failed) {
+		free(body);
+		if (r->stream_open)
+			end_stream(res, "out of memory", false);
+		else
+			chat_out_of_memory(res, "out of memory");
+		return;
+	}
+	res->status = 200;
+	res->content_type = EVENTS_CONTENT_TYPE;
+	res->body = body ? body : (char *)"";
+	res->body_len = len;
+	res->body_owned = body != NULL;
+	if (r->head_only)
+		return;
+	int64_t after = r->sr.after;
+	res->kind = CHAT_STREAM;
+	res->stream_next = r->count ? r->last_seq : after >= 0 ? after : r->sr.last;
+	/* The room has entries past this part (it was full, or a whole
+	 * batch): the next part follows at once. */
+	bool more = r->count && r->last_seq < r->sr.last;
+	res->hold.ms = more ? 0 : EVENTS_HEARTBEAT_MS;
+	memcpy(res->hold.room, r->room, sizeof r->room);
 }
 
 void events_respond(const struct chat_request *req, const struct chat_limits *lim,
@@ -146,51 +182,19 @@ void events_respond(const struct chat_request *req, const struct chat_limits *li
 		return;
 	}
 
-	struct json_out o = {0};
-	if (!req->stream_open)
-		RAW(&o, RETRY_LINE);
 	/* Without a cursor, the newest entries, as /chat/messages gives. */
 	unsigned limit = after < 0 ? q.limit : EVENTS_BATCH;
-	struct event_ctx ctx = {.out = &o};
-	int64_t last;
-	const char *why = NULL;
-	chat_may_block(lim);
-	enum store_result r =
-	    store_read(lim->store, q.room, after, limit, add_event, &ctx, &last, &why);
-	if (r != STORE_OK) {
-		free(o.buf);
-		if (req->stream_open)
-			end_stream(res, why, true);
-		else
-			rooms_store_failed(res, r, why);
+	struct chat_read *r = room_read_new(q.room, after, limit, add_event, events_finish);
+	if (!r) {
+		chat_out_of_memory(res, "out of memory");
 		return;
 	}
-	if (ctx.count == 0 && req->stream_open && req->hold_mode == CHAT_HOLD_OVER)
-		RAW(&o, ": keep-alive\n\n");
-	size_t len = 0;
-	char *body = o.len ? json_out_take(&o, &len) : NULL;
-	if (o.failed) {
-		free(body);
-		if (req->stream_open)
-			end_stream(res, "out of memory", false);
-		else
-			chat_out_of_memory(res, "out of memory");
-		return;
-	}
-	res->status = 200;
-	res->content_type = EVENTS_CONTENT_TYPE;
-	res->body = body ? body : (char *)"";
-	res->body_len = len;
-	res->body_owned = body != NULL;
-	if (head)
-		return;
-	res->kind = CHAT_STREAM;
-	res->stream_next = ctx.count ? ctx.last_seq : after >= 0 ? after : last;
-	/* The room has entries past this part (it was full, or a whole
-	 * batch): the next part follows at once. */
-	bool more = ctx.count && ctx.last_seq < last;
-	res->hold.ms = more ? 0 : EVENTS_HEARTBEAT_MS;
-	memcpy(res->hold.room, q.room, sizeof q.room);
+	r->mode = req->hold_mode;
+	r->stream_open = req->stream_open;
+	r->head_only = head;
+	if (!req->stream_open)
+		RAW(&r->out, RETRY_LINE);
+	room_read_make(lim, r, res);
 }
 
 /* The end of the next piece of text[0, len): after a word and the spaces

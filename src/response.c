@@ -62,5 +62,8 @@ void chat_response_free(struct chat_response *res)
 	/* A post is one allocation (rooms.c), so it goes without rooms.c. */
 	free(res->post);
 	res->post = NULL;
+	if (res->read)
+		((struct chat_read_head *)(void *)res->read)->free(res->read);
+	res->read = NULL;
 	res->kind = CHAT_ANSWER;
 }

@@ -45,6 +45,9 @@ struct chat_limits {
 	 * on a thread of its own, a post comes back as CHAT_POST instead of
 	 * waiting for it to be stored. */
 	bool defer_posts;
+	/* The same for reads of the store, where they wait on a network
+	 * (store_reads_wait): a read comes back as CHAT_READ. */
+	bool defer_reads;
 };
 
 /* Calls lim->may_block if there is one. */
@@ -114,11 +117,22 @@ enum chat_kind {
 	CHAT_PACED,
 	/* A post to store (lim->defer_posts; status 0): the server passes post
 	 * to chat_post_queue, or chat_post_store, then chat_post_finish. */
-	CHAT_POST
+	CHAT_POST,
+	/* A read of the store to make (lim->defer_reads; status 0): the server
+	 * passes read to chat_read_queue, then chat_read_finish, whose answer
+	 * is what the request would have had without the deferral. */
+	CHAT_READ
 };
 
 /* A post in the making (rooms.h): one allocation, which free() releases. */
 struct chat_post;
+
+/* A read in the making (room_read.h). Its first member says how to free
+ * it, so that chat_response_free can without knowing the rest. */
+struct chat_read;
+struct chat_read_head {
+	void (*free)(struct chat_read *read);
+};
 
 struct chat_response {
 	enum chat_kind kind;
@@ -139,6 +153,7 @@ struct chat_response {
 	int64_t stream_next;    /* CHAT_STREAM: the stream_after to ask with */
 	unsigned pace_ms;       /* CHAT_PACED */
 	struct chat_post *post; /* CHAT_POST */
+	struct chat_read *read; /* CHAT_READ */
 };
 
 /* A CHAT_ANSWER with a constant body ({"error":"..."}); reason goes to the

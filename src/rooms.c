@@ -4,6 +4,7 @@
 #include "message_form.h"
 #include "reply.h"
 #include "room_json.h"
+#include "room_read.h"
 #include "store.h"
 #include "utf8.h"
 
@@ -329,21 +330,16 @@ const char *rooms_parse_query(const char *qs, struct rooms_query *q)
 	return NULL;
 }
 
-struct read_ctx {
-	struct json_out *out;
-	size_t count;
-	int64_t last_seq;
-};
-
+/* One entry of GET /chat/messages' answer; ctx is the read. */
 static int add_entry(void *arg, const struct store_entry *e)
 {
-	struct read_ctx *ctx = arg;
-	if (ctx->count)
-		RAW(ctx->out, ",");
-	json_out_entry(ctx->out, e);
-	ctx->count++;
-	ctx->last_seq = e->seq;
-	return ctx->out->failed ? -1 : 0;
+	struct chat_read *r = arg;
+	if (r->count)
+		RAW(&r->out, ",");
+	json_out_entry(&r->out, e);
+	r->count++;
+	r->last_seq = e->seq;
+	return r->out.failed ? -1 : 0;
 }
 
 bool rooms_read_query(const struct chat_request *req, const struct chat_limits *lim,
@@ -362,50 +358,34 @@ bool rooms_read_query(const struct chat_request *req, const struct chat_limits *
 	return true;
 }
 
-void rooms_messages(const struct chat_request *req, const struct chat_limits *lim,
-		    struct chat_response *res)
+/* GET /chat/messages once its read is made: the entries, or a hold. */
+static void messages_finish(const struct chat_limits *lim, struct chat_read *r,
+			    struct chat_response *res)
 {
-	struct rooms_query q;
-	if (!rooms_read_query(req, lim, res, &q))
-		return;
-	/* HEAD gets the headers of what is there now: no point in holding it. */
-	bool may_wait = q.wait > 0 && req->method && strcmp(req->method, "GET") == 0;
-
-	struct json_out o = {0};
-	RAW(&o, "{\"room\":");
-	json_out_string(&o, q.room, strlen(q.room));
-	RAW(&o, ",\"entries\":[");
-	struct read_ctx ctx = {.out = &o};
-	int64_t last;
-	const char *why = NULL;
-	chat_may_block(lim);
-	enum store_result r =
-	    store_read(lim->store, q.room, q.after, q.limit, add_entry, &ctx, &last, &why);
-	if (r != STORE_OK) {
-		free(o.buf);
-		rooms_store_failed(res, r, why);
+	(void)lim;
+	if (r->sr.result != STORE_OK) {
+		rooms_store_failed(res, r->sr.result, r->sr.why);
 		return;
 	}
 	bool busy = false;
-	if (ctx.count == 0 && may_wait) {
-		if (req->hold_mode == CHAT_HOLD_ALLOWED) {
-			free(o.buf);
+	if (r->count == 0 && r->wait > 0) {
+		if (r->mode == CHAT_HOLD_ALLOWED) {
 			res->kind = CHAT_HOLD;
 			res->status = 0;
-			res->hold.ms = q.wait * 1000u;
-			memcpy(res->hold.room, q.room, sizeof q.room);
+			res->hold.ms = r->wait * 1000u;
+			memcpy(res->hold.room, r->room, sizeof r->room);
 			return;
 		}
-		busy = req->hold_mode == CHAT_HOLD_FULL;
+		busy = r->mode == CHAT_HOLD_FULL;
 	}
-	int64_t next = ctx.count ? ctx.last_seq : q.after >= 0 ? q.after : last;
-	RAW(&o, "],\"next\":");
-	json_out_int(&o, next);
+	int64_t next = r->count ? r->last_seq : r->sr.after >= 0 ? r->sr.after : r->sr.last;
+	RAW(&r->out, "],\"next\":");
+	json_out_int(&r->out, next);
 	if (busy)
-		RAW(&o, ",\"busy\":true,\"retry_after\":1");
-	RAW(&o, "}");
+		RAW(&r->out, ",\"busy\":true,\"retry_after\":1");
+	RAW(&r->out, "}");
 	size_t len;
-	char *body = json_out_take(&o, &len);
+	char *body = json_out_take(&r->out, &len);
 	if (!body) {
 		chat_out_of_memory(res, "out of memory");
 		return;
@@ -414,4 +394,24 @@ void rooms_messages(const struct chat_request *req, const struct chat_limits *li
 	res->body = body;
 	res->body_len = len;
 	res->body_owned = true;
+}
+
+void rooms_messages(const struct chat_request *req, const struct chat_limits *lim,
+		    struct chat_response *res)
+{
+	struct rooms_query q;
+	if (!rooms_read_query(req, lim, res, &q))
+		return;
+	struct chat_read *r = room_read_new(q.room, q.after, q.limit, add_entry, messages_finish);
+	if (!r) {
+		chat_out_of_memory(res, "out of memory");
+		return;
+	}
+	/* HEAD gets the headers of what is there now: no point in holding it. */
+	r->wait = req->method && strcmp(req->method, "GET") == 0 ? q.wait : 0;
+	r->mode = req->hold_mode;
+	RAW(&r->out, "{\"room\":");
+	json_out_string(&r->out, q.room, strlen(q.room));
+	RAW(&r->out, ",\"entries\":[");
+	room_read_make(lim, r, res);
 }

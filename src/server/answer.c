@@ -19,6 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Rounds of asking again a request may take before it answers with what
+ * it has: each follows a post made during its last query. */
+#define HOLD_ROUNDS_MAX 100
+
 static const char *status_text(int status)
 {
 	switch (status) {
@@ -297,19 +301,20 @@ void stream_next(struct conn *c)
 /* A request that may wait: held (its connection let go into the held list
  * by conn_run), or asked again with a mode that makes it answer now. A few
  * rounds at most: it holds, or answers FULL/OVER, or sees a change that
- * came in during its own query. */
+ * came in during its own query (and its read may be made by the store
+ * meanwhile, so the rounds are counted on the connection). */
 static void hold_or_ask_again(struct conn *c, struct chat_request *creq, struct chat_response *res)
 {
 	struct server *srv = c->srv;
-	for (unsigned round = 0; res->kind == CHAT_HOLD; round++) {
+	for (; res->kind == CHAT_HOLD; c->rounds++) {
 		enum chat_hold_mode mode = CHAT_HOLD_OVER;
 		pthread_mutex_lock(&srv->lock);
 		uint64_t now = now_ms();
 		/* A second hold keeps the first deadline. */
 		if (!c->was_held || now + res->hold.ms < c->hold_until)
 			c->hold_until = now + res->hold.ms;
-		if (res->hold.ms == 0 || round > 100 || atomic_load(&srv->stopping) ||
-		    now >= c->hold_until) {
+		if (res->hold.ms == 0 || c->rounds > HOLD_ROUNDS_MAX ||
+		    atomic_load(&srv->stopping) || now >= c->hold_until) {
 			mode = CHAT_HOLD_OVER;
 		} else if (c->seen_change != atomic_load(&srv->changes)) {
 			mode = CHAT_HOLD_ALLOWED; /* something changed meanwhile */
@@ -351,6 +356,9 @@ void respond(struct conn *c, struct chat_request *creq, struct chat_response *re
 		return;
 	case CHAT_PACED:
 		pace_start(c, res);
+		return;
+	case CHAT_READ:
+		read_start(c, res);
 		return;
 	case CHAT_POST:
 		/* Only a request read now posts (intake.c); never a held one. */

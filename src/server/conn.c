@@ -201,10 +201,23 @@ void conn_run(struct conn *c)
 {
 	struct server *srv = c->srv;
 	for (;;) {
-		if (c->task == TASK_STORING) {
-			if (!c->post_done)
+		if (c->away != AWAY_NONE) {
+			if (!c->store_done)
 				return; /* the store has it */
-			post_answer(c);
+			enum conn_away away = c->away;
+			c->away = AWAY_NONE;
+			c->store_done = false;
+			tl_away = false;
+			if (away == AWAY_POST)
+				post_answer(c);
+			else if (away == AWAY_READ)
+				read_answer(c);
+			else
+				check_answer(c);
+			if (tl_away) {
+				tl_away = false;
+				return; /* the store has it again */
+			}
 		}
 		if (c->failed) {
 			conn_end(c);
@@ -220,12 +233,17 @@ void conn_run(struct conn *c)
 				return;
 			}
 			if (c->stream_more) {
+				tl_away = false;
 				if (c->task == TASK_PACED)
 					pace_next(c);
 				else if (c->task == TASK_STREAM)
 					stream_next(c);
 				else
 					c->stream_more = false;
+				if (tl_away) {
+					tl_away = false;
+					return;
+				}
 				continue;
 			}
 		}
@@ -250,6 +268,38 @@ void conn_run(struct conn *c)
 		if (conn_let_go(c))
 			return;
 	}
+}
+
+_Thread_local bool tl_away;
+/* The connection this thread is handing to the store, until the store
+ * takes it: a done that comes meanwhile, on this thread, leaves it here. */
+static _Thread_local struct conn *tl_queueing;
+
+void conn_to_store(struct conn *c, void (*queue)(struct conn *c))
+{
+	c->store_done = false;
+	tl_queueing = c;
+	queue(c);
+	if (tl_queueing == c) {
+		/* Not done yet: the store has c, and may already have handed it
+		 * to another thread. */
+		tl_queueing = NULL;
+		tl_away = true;
+	}
+}
+
+void conn_store_done(struct conn *c)
+{
+	if (c == tl_queueing) {
+		tl_queueing = NULL;
+		c->store_done = true;
+		return;
+	}
+	struct server *srv = c->srv;
+	pthread_mutex_lock(&srv->lock);
+	c->store_done = true;
+	pthread_mutex_unlock(&srv->lock);
+	run_push(srv, c);
 }
 
 void conn_continue(struct conn *c)

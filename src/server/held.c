@@ -155,7 +155,8 @@ static void shared_keep(struct shared_answer *sh, const struct chat_request *cre
 {
 	shared_clear(sh);
 	if ((res->kind != CHAT_HOLD && res->status != 200) || res->store_error ||
-	    res->changed_room[0] || res->kind == CHAT_PACED || res->kind == CHAT_POST)
+	    res->changed_room[0] || res->kind == CHAT_PACED || res->kind == CHAT_POST ||
+	    res->kind == CHAT_READ)
 		return;
 	sh->query = strdup(creq->query ? creq->query : "");
 	if (!sh->query)
@@ -182,6 +183,7 @@ static void shared_keep(struct shared_answer *sh, const struct chat_request *cre
 void answer_again(struct server *srv, struct conn *list, enum chat_hold_mode mode)
 {
 	struct shared_answer shared = {.valid = false};
+	struct read_group *group = NULL;
 	while (list) {
 		struct conn *c = list;
 		list = c->next;
@@ -200,14 +202,29 @@ void answer_again(struct server *srv, struct conn *list, enum chat_hold_mode mod
 		creq.hold_mode = mode;
 		creq.stream_open = c->task == TASK_STREAM;
 		creq.stream_after = c->stream_after;
+		if (group && group_takes(group, c, &creq))
+			continue;
 		if (!shared_take(&shared, &creq, &res, &c->seen_change)) {
+			if (group) {
+				group_start(group);
+				group = NULL;
+			}
 			c->seen_change = atomic_load(&srv->changes);
 			chat_respond(&creq, &srv->cfg.limits, &res);
+			if (res.kind == CHAT_READ &&
+			    (group = group_new(c, &creq, res.read)) != NULL)
+				continue; /* the others asking the same join it */
 			shared_keep(&shared, &creq, &res, c->seen_change);
 		}
+		tl_away = false;
 		respond(c, &creq, &res);
-		conn_continue(c);
+		if (tl_away)
+			tl_away = false; /* the store has it */
+		else
+			conn_continue(c);
 	}
+	if (group)
+		group_start(group);
 	shared_clear(&shared);
 }
 

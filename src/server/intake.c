@@ -179,6 +179,7 @@ void request_end(struct conn *c)
 	}
 	c->task = TASK_NONE;
 	c->discard = c->was_held = c->stream_more = false;
+	c->rounds = 0;
 	c->receive_by = c->hold_until = 0;
 	c->room[0] = '\0';
 	records_request_done(&c->rec);
@@ -290,8 +291,7 @@ static void serve(struct conn *c)
 	c->seen_change = atomic_load(&srv->changes);
 	build_request(c, &creq, path, sizeof path);
 	if (is_service(c->route)) {
-		service_answer(c, &creq, &res);
-		respond(c, &creq, &res);
+		service_answer(c, &creq);
 		return;
 	}
 	/* Reading a large message is long work: off the pollers' place. */
@@ -427,8 +427,14 @@ enum intake intake(struct conn *c)
 			} else if (from_unread) {
 				unread_done(c);
 			}
+			tl_away = false;
 			serve(c);
-			return c->task == TASK_STORING ? INTAKE_AWAY : result;
+			if (tl_away) {
+				tl_away = false;
+				return INTAKE_AWAY; /* the store has c */
+			}
+			/* Work the store did at once is answered by conn_run. */
+			return c->away != AWAY_NONE ? INTAKE_MORE : result;
 		case RECORDS_ABORT:
 			request_abort(c);
 			break;

@@ -17,6 +17,7 @@
 #include "records.h"
 #include "routes.h"
 #include "server.h"
+#include "store.h"
 
 #include <fcgiapp.h>
 #include <pthread.h>
@@ -66,8 +67,15 @@ enum conn_task {
 	TASK_RECEIVING, /* its records are arriving */
 	TASK_POLL,      /* a long-poll held until its room changes or time is up */
 	TASK_STREAM,    /* an open event stream */
-	TASK_PACED,     /* a streamed reply sent one event at a time */
-	TASK_STORING    /* its post is at the store: the store has the connection */
+	TASK_PACED      /* a streamed reply sent one event at a time */
+};
+
+/* What the store has a connection for, while no thread has it. */
+enum conn_away {
+	AWAY_NONE,
+	AWAY_POST, /* its post is being stored (posts.c) */
+	AWAY_READ, /* the read its answer needs is being made (reads.c) */
+	AWAY_CHECK /* the store is being checked for GET /chat/health (reads.c) */
 };
 
 /* Bytes written to a connection's socket when it can take them. */
@@ -117,6 +125,7 @@ struct conn {
 
 	/* Long-polls and streams. */
 	uint64_t seen_change; /* srv->changes when its answer was computed */
+	unsigned rounds;      /* times it was asked again instead of held */
 	bool was_held;
 	char room[CHAT_ROOM_MAX + 1];
 	int64_t stream_after; /* the last sequence number the stream sent */
@@ -125,9 +134,15 @@ struct conn {
 	char *pending;
 	size_t pending_len, pending_at;
 	unsigned pace_ms;
-	/* A post at the store, and whether the store is done with it. */
+	/* At the store: what for, and whether the store is done with it. A
+	 * read shared by several connections is their group's (reads.c). */
+	enum conn_away away;
+	bool store_done;
 	struct chat_post *post;
-	bool post_done;
+	struct chat_read *read;
+	struct store_read *check;
+	struct read_group *group;
+	struct conn *group_next;
 
 	/* Output. */
 	struct outq out;
@@ -288,15 +303,46 @@ void answer_again(struct server *srv, struct conn *list, enum chat_hold_mode mod
 /* Makes the timer fire by due_ms at the latest; the lock is held. */
 void timer_by_locked(struct server *srv, uint64_t due_ms);
 
-/* ---- posts.c: posts waiting for the store ---- */
+/* ---- posts.c and reads.c: work at the store ---- */
 
+/* Set on a thread that has just handed a connection to the store (which
+ * calls it back on another thread): the thread must not touch it again.
+ * Whoever calls a chain that may hand one over clears it first and looks
+ * at it after. */
+extern _Thread_local bool tl_away;
+/* Hands c to the store for what c->away says: queue(cookie c) queues the
+ * work, whose done calls conn_store_done. Sets tl_away unless the store was
+ * done at once, on this thread. */
+void conn_to_store(struct conn *c, void (*queue)(struct conn *c));
+/* The store is done with c's work: c goes to the run queue (or, done at
+ * once on the thread that queued it, stays with that thread). */
+void conn_store_done(struct conn *c);
 /* Stores c's post, or answers 503 when --max-posts are at the store. */
 void post_start(struct conn *c, struct chat_request *creq, struct chat_post *post);
 /* c's post is stored: answers it. */
 void post_answer(struct conn *c);
+/* Has the store's threads check it, for GET /chat/health. */
+void check_start(struct conn *c);
+/* The check is made: answers it. */
+void check_answer(struct conn *c);
+/* Has the store make c's read (a CHAT_READ of c's request). */
+void read_start(struct conn *c, struct chat_response *res);
+/* c's read is made: answers it, and its group's. */
+void read_answer(struct conn *c);
+/* A group of connections whose requests ask the same question, so one
+ * read answers them all (answer_again). */
+struct read_group;
+struct read_group *group_new(struct conn *leader, const struct chat_request *creq,
+			     struct chat_read *read);
+bool group_takes(struct read_group *g, struct conn *c, const struct chat_request *creq);
+/* Queues the group's read; its members are the store's until it is made. */
+void group_start(struct read_group *g);
 
 /* ---- service.c: about the server, not the chat ---- */
 
-void service_answer(struct conn *c, const struct chat_request *creq, struct chat_response *res);
+/* Answers the request on c, a route of the server's own. */
+void service_answer(struct conn *c, struct chat_request *creq);
+/* The health check's answer: 0, or -1 with why the store failed. */
+void health_answer(struct conn *c, int rc, const char *why);
 
 #endif

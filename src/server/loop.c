@@ -36,6 +36,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "store.h"
 
 #include <errno.h>
 #include <malloc.h> /* mallopt */
@@ -487,6 +488,7 @@ struct server *server_start(const struct server_config *cfg)
 	pthread_condattr_destroy(&monotonic);
 	srv->cfg.limits.may_block = server_may_block;
 	srv->cfg.limits.defer_posts = true;
+	srv->cfg.limits.defer_reads = cfg->limits.store && store_reads_wait(cfg->limits.store);
 	/* Half the CPUs, as nginx's workers want the other half; the standby
 	 * stands in for a poller put off the CPU. */
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);

@@ -3,7 +3,7 @@
  *
  * A post to a room is queued for the store's own thread, which writes the
  * posts that queue meanwhile in one transaction; the connection waits as
- * TASK_STORING with no thread on it, the store's thread hands it to the run
+ * AWAY_POST with no thread on it, the store's thread hands it to the run
  * queue once committed, and a poller answers it. At most --max-posts wait
  * at once, which bounds the memory the queue holds (each post keeps a copy
  * of its text) when the store is slow; past that a post is refused with
@@ -25,9 +25,13 @@ static void post_stored(void *cookie)
 	struct server *srv = c->srv;
 	pthread_mutex_lock(&srv->lock);
 	srv->posting--;
-	c->post_done = true;
 	pthread_mutex_unlock(&srv->lock);
-	run_push(srv, c);
+	conn_store_done(c);
+}
+
+static void post_queue(struct conn *c)
+{
+	chat_post_queue(&c->srv->cfg.limits, c->post, post_stored, c);
 }
 
 void post_start(struct conn *c, struct chat_request *creq, struct chat_post *post)
@@ -49,9 +53,8 @@ void post_start(struct conn *c, struct chat_request *creq, struct chat_post *pos
 		return;
 	}
 	c->post = post;
-	c->post_done = false;
-	c->task = TASK_STORING;
-	chat_post_queue(&srv->cfg.limits, post, post_stored, c);
+	c->away = AWAY_POST;
+	conn_to_store(c, post_queue);
 }
 
 void post_answer(struct conn *c)
@@ -62,8 +65,6 @@ void post_answer(struct conn *c)
 	build_request(c, &creq, path, sizeof path);
 	struct chat_post *post = c->post;
 	c->post = NULL;
-	c->post_done = false;
-	c->task = TASK_NONE;
 	chat_post_finish(&creq, &c->srv->cfg.limits, post, &res);
 	respond(c, &creq, &res);
 }

@@ -18,24 +18,46 @@ static void set_body(struct chat_response *res, int status, const char *body, co
 	chat_set_error(res, status, body, reason);
 }
 
-void service_answer(struct conn *c, const struct chat_request *creq, struct chat_response *res)
+void health_answer(struct conn *c, int rc, const char *why)
+{
+	char path[64];
+	struct chat_request creq;
+	struct chat_response res;
+	build_request(c, &creq, path, sizeof path);
+	if (rc == 0) {
+		set_body(&res, 200, "{\"status\":\"ok\"}", NULL);
+	} else {
+		memset(&res, 0, sizeof res);
+		chat_set_escaped(&res, 503, "{\"status\":\"error\",\"error\":\"", why, "\"}",
+				 "the store failed");
+		res.retry_after = CHAT_RETRY_AFTER_S;
+	}
+	respond(c, &creq, &res);
+}
+
+void service_answer(struct conn *c, struct chat_request *creq)
 {
 	struct server *srv = c->srv;
-	if (!chat_check_method(c->route, creq, res))
+	struct chat_response res;
+	if (!chat_check_method(c->route, creq, &res)) {
+		respond(c, creq, &res);
 		return;
+	}
 	if (c->route == ROUTE_HEALTH) {
-		char why[256] = "";
-		server_may_block();
-		if (!srv->cfg.store_check ||
-		    srv->cfg.store_check(srv->cfg.store_ctx, why, sizeof why) == 0) {
-			set_body(res, 200, "{\"status\":\"ok\"}", NULL);
+		if (!srv->cfg.store_check) {
+			health_answer(c, 0, NULL);
 			return;
 		}
+		/* A store on the network is asked by its own threads. */
+		if (srv->cfg.limits.defer_reads) {
+			check_start(c);
+			return;
+		}
+		char why[256] = "";
+		server_may_block();
+		int rc = srv->cfg.store_check(srv->cfg.store_ctx, why, sizeof why);
 		why[sizeof why - 1] = '\0';
-		memset(res, 0, sizeof *res);
-		chat_set_escaped(res, 503, "{\"status\":\"error\",\"error\":\"", why, "\"}",
-				 "the store failed");
-		res->retry_after = 1;
+		health_answer(c, rc, why);
 		return;
 	}
 	pthread_mutex_lock(&srv->lock);
@@ -50,14 +72,15 @@ void service_answer(struct conn *c, const struct chat_request *creq, struct chat
 	pthread_mutex_unlock(&srv->lock);
 	size_t len;
 	char *text = metrics_render(&g, &len);
+	memset(&res, 0, sizeof res);
 	if (!text) {
-		chat_out_of_memory(res, "out of memory");
-		return;
+		chat_out_of_memory(&res, "out of memory");
+	} else {
+		res.status = 200;
+		res.body = text;
+		res.body_len = len;
+		res.body_owned = true;
+		res.content_type = METRICS_CONTENT_TYPE;
 	}
-	memset(res, 0, sizeof *res);
-	res->status = 200;
-	res->body = text;
-	res->body_len = len;
-	res->body_owned = true;
-	res->content_type = METRICS_CONTENT_TYPE;
+	respond(c, creq, &res);
 }
