@@ -15,8 +15,8 @@ static void *read_loop(void *arg)
 			q->asleep++;
 			pthread_cond_wait(&q->due, &q->lock);
 			q->asleep--;
-			/* Woken by a push, or by chance: either way one wake
-			 * less is on its way. */
+			/* Taken as a push's wake even when it was spurious: at
+			 * worst a later push wakes a thread it need not. */
 			if (q->woken > 0)
 				q->woken--;
 		}
