@@ -107,6 +107,45 @@ enum store_result store_read(struct store *st, const char *room, int64_t after, 
 	return store_sqlite_read(LITE(st), room, after, limit, each, ctx, last, why);
 }
 
+bool store_reads_wait(const struct store *st)
+{
+	return st->kind == STORE_KIND_PG;
+}
+
+/* SQLite's reads: made at once, on the caller's thread. */
+static void read_now(struct store_sqlite *st, struct store_read *r)
+{
+	r->result = STORE_OK;
+	r->last = 0;
+	r->why = NULL;
+	r->check_why[0] = '\0';
+	r->next = NULL;
+	if (!r->check) {
+		r->result = store_sqlite_read(st, r->room, r->after, r->limit, r->each, r->ctx,
+					      &r->last, &r->why);
+	} else if (store_sqlite_check(st, r->check_why, sizeof r->check_why) != 0) {
+		r->result = STORE_FAILED;
+		r->why = r->check_why;
+	} else {
+		r->check_why[0] = '\0'; /* a sentence only when the check failed */
+	}
+	r->done(r);
+}
+
+void store_read_queue(struct store *st, struct store_read *r)
+{
+	if (st->kind != STORE_KIND_PG) {
+		read_now(LITE(st), r);
+		return;
+	}
+	if (!store_pg_read_queue(PG(st), r)) {
+		r->result = STORE_FAILED;
+		r->last = 0;
+		r->why = "store: too many reads waiting";
+		r->done(r);
+	}
+}
+
 int store_data_version(struct store *st, uint64_t *out)
 {
 	return st->kind == STORE_KIND_PG ? store_pg_data_version(PG(st), out)

@@ -157,7 +157,7 @@ struct store_read {
 	enum store_result result;
 	int64_t last;
 	const char *why;
-	char check_why[256]; /* check: store_check's sentence, which why points to */
+	char check_why[256];     /* check: store_check's sentence, which why points to */
 	struct store_read *next; /* the store's own */
 };
 

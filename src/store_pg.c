@@ -51,6 +51,15 @@ enum store_result store_pg_read(struct store_pg *st, const char *room, int64_t a
 	return STORE_FAILED;
 }
 
+bool store_pg_read_queue(struct store_pg *st, struct store_read *r)
+{
+	(void)st;
+	r->result = STORE_FAILED;
+	r->why = "store: built without PostgreSQL";
+	r->done(r);
+	return true;
+}
+
 int store_pg_data_version(struct store_pg *st, uint64_t *out)
 {
 	(void)st;
@@ -68,6 +77,7 @@ int store_pg_check(struct store_pg *st, char *why, size_t why_size)
 #else
 
 #include "post_queue.h"
+#include "read_queue.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -213,6 +223,20 @@ static const char *const migrations[STORE_PG_SCHEMA_VERSION] = {
  * one writer carried the most posts, two or four fewer (though that was
  * while every batch scanned the whole table: see pg_connect). */
 #define STORE_PG_BATCH_MAX            64
+/*
+ * Queued reads (store_read_queue) are made by this many threads of the
+ * store's own, each holding one connection of the pool while it reads.
+ * With the posting thread's one, the store's own threads need fewer
+ * connections than the pool has, so they never wait on each other for
+ * one: the writer finds one while both readers hold theirs, and a reader
+ * while the writer and the other reader hold theirs. Threads outside the
+ * store (store_read, store_check) take the rest, or more while the
+ * store's threads are idle; then a thread may wait in conn_get for a
+ * statement to end, and gives up after STORE_BUSY_TIMEOUT_MS.
+ */
+#define STORE_PG_READERS              2
+_Static_assert(STORE_PG_READERS + 1 < STORE_PG_POOL,
+	       "the readers and the writer leave a connection of the pool free");
 /* Rooms whose last seq a process remembers (more share slots, and only
  * cost a round trip when they collide). */
 #define SEEN_ROOMS                    256
@@ -338,6 +362,8 @@ struct store_pg {
 	 * Requests do not wait for their commit (store_post_queue), so how
 	 * many posts a batch carries is not capped by the request threads. */
 	struct post_queue posts;
+	/* Reads queued by the server, made by STORE_PG_READERS threads. */
+	struct read_queue reads;
 	/* The batch being written: only the posting thread touches it. */
 	struct pending batch[STORE_PG_BATCH_MAX], *batch_v[STORE_PG_BATCH_MAX];
 	/* Each room's last seq as this process's batches left it, for the
@@ -1371,6 +1397,28 @@ enum store_result store_pg_read(struct store_pg *st, const char *room, int64_t a
 	return res;
 }
 
+/* A reader thread makes a queued read, or a check. */
+static void read_queued(void *ctx, struct store_read *r)
+{
+	struct store_pg *st = ctx;
+	if (!r->check) {
+		r->result = store_pg_read(st, r->room, r->after, r->limit, r->each, r->ctx,
+					  &r->last, &r->why);
+		return;
+	}
+	if (store_pg_check(st, r->check_why, sizeof r->check_why) == 0) {
+		r->check_why[0] = '\0'; /* a sentence only when the check failed */
+		return;
+	}
+	r->result = STORE_FAILED;
+	r->why = r->check_why;
+}
+
+bool store_pg_read_queue(struct store_pg *st, struct store_read *r)
+{
+	return read_queue_push(&st->reads, r);
+}
+
 int store_pg_data_version(struct store_pg *st, uint64_t *out)
 {
 	*out = atomic_load(&st->version);
@@ -1605,6 +1653,10 @@ int store_pg_open(struct store_pg **out, const char *uri, const struct store_opt
 		snprintf(err, err_size, "cannot start the PostgreSQL store's thread");
 		goto fail;
 	}
+	if (read_queue_start(&st->reads, STORE_PG_READERS, read_queued, st) != 0) {
+		snprintf(err, err_size, "cannot start the PostgreSQL store's reading threads");
+		goto fail;
+	}
 	*out = st;
 	return 0;
 fail:
@@ -1616,6 +1668,9 @@ void store_pg_close(struct store_pg *st)
 {
 	if (!st)
 		return;
+	/* The readers end once the reads they make are done, before the pool
+	 * they use is closed; reads still queued fail as closing. */
+	read_queue_stop(&st->reads);
 	post_queue_stop(&st->posts); /* it writes what is still queued first */
 	if (st->listener_started) {
 		ssize_t w;

@@ -928,6 +928,325 @@ static void test_data_version(void)
 	store_close(b);
 }
 
+/* Reads through store_read_queue: on SQLite made at once, on the caller's
+ * thread; on PostgreSQL by the store's own threads. Each is done once,
+ * with what store_read gives. */
+static pthread_mutex_t reads_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t reads_cv = PTHREAD_COND_INITIALIZER;
+static int reads_done;
+
+/* How long a queued read may take before the test calls it lost. */
+#define READ_PATIENCE_S 15
+
+struct queued_read {
+	struct store_read r; /* first: done gets its address */
+	struct seen *s;      /* NULL: only counted */
+	size_t n;
+	int64_t seq_sum;
+	int dones;
+	pthread_t done_on;
+};
+
+static int count_entry(void *ctx, const struct store_entry *e)
+{
+	struct queued_read *q = ctx;
+	q->n++;
+	q->seq_sum += e->seq;
+	return 0;
+}
+
+static int collect_queued(void *ctx, const struct store_entry *e)
+{
+	struct queued_read *q = ctx;
+	q->n++;
+	return collect(q->s, e);
+}
+
+static void read_done(struct store_read *r)
+{
+	struct queued_read *q = (struct queued_read *)r;
+	pthread_mutex_lock(&reads_lock);
+	q->dones++;
+	q->done_on = pthread_self();
+	reads_done++;
+	pthread_cond_broadcast(&reads_cv);
+	pthread_mutex_unlock(&reads_lock);
+}
+
+static void queued_read_init(struct queued_read *q, const char *room, int64_t after, unsigned limit,
+			     struct seen *s)
+{
+	*q = (struct queued_read){.s = s};
+	q->r = (struct store_read){.room = room,
+				   .after = after,
+				   .limit = limit,
+				   .each = s ? collect_queued : count_entry,
+				   .ctx = q,
+				   .done = read_done};
+	if (s)
+		memset(s, 0, sizeof *s);
+}
+
+/* Waits until reads_done reaches want; false if it did not in time. */
+static bool reads_await(int want)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += READ_PATIENCE_S;
+	pthread_mutex_lock(&reads_lock);
+	while (reads_done < want)
+		if (pthread_cond_timedwait(&reads_cv, &reads_lock, &until) == ETIMEDOUT)
+			break;
+	bool got = reads_done >= want;
+	pthread_mutex_unlock(&reads_lock);
+	return got;
+}
+
+/* Queues q and waits for it; whether its done came at once on this thread
+ * (SQLite) or later on another (PostgreSQL), as the store says it should. */
+static bool queue_and_wait(struct store *st, struct queued_read *q)
+{
+	pthread_mutex_lock(&reads_lock);
+	int want = reads_done + 1;
+	pthread_mutex_unlock(&reads_lock);
+	store_read_queue(st, &q->r);
+	/* Done at once, or not until another thread takes q: no lock. */
+	if (!store_reads_wait(st))
+		return q->dones == 1 && pthread_equal(q->done_on, pthread_self());
+	if (!reads_await(want))
+		return false;
+	pthread_mutex_lock(&reads_lock);
+	bool right = q->dones == 1 && !pthread_equal(q->done_on, pthread_self());
+	pthread_mutex_unlock(&reads_lock);
+	return right;
+}
+
+static bool same_entries(const struct seen *a, const struct seen *b)
+{
+	if (a->n != b->n)
+		return false;
+	for (size_t i = 0; i < a->n; i++)
+		if (a->seq[i] != b->seq[i] || a->role[i] != b->role[i] ||
+		    strcmp(a->text[i], b->text[i]) != 0 || a->has_cid[i] != b->has_cid[i])
+			return false;
+	return true;
+}
+
+static void test_read_queue(void)
+{
+	struct store *st = open_store(db_path("queued.db"), 1000);
+	if (!st)
+		return;
+	const char *where = pg_host ? "on the store's thread" : "at once, on the caller's thread";
+	is_int(store_reads_wait(st), pg_host != NULL, "store_reads_wait: %s",
+	       pg_host ? "true on PostgreSQL" : "false on SQLite");
+	for (int i = 0; i < 5; i++) {
+		char text[16];
+		snprintf(text, sizeof text, "q%d", i);
+		free(post(st, "q", i % 2 ? text : NULL, text, NULL));
+	}
+	free(post(st, "elsewhere", NULL, "x", NULL));
+
+	struct seen *want = calloc(1, sizeof *want), *got = calloc(1, sizeof *got);
+	if (!want || !got)
+		abort();
+	static const struct {
+		int64_t after;
+		unsigned limit;
+	} reads[] = {{0, 100}, {4, 3}, {-1, 4}, {10, 5}, {-1, 0}};
+	for (size_t i = 0; i < sizeof reads / sizeof reads[0]; i++) {
+		int64_t last = 0;
+		read_room(st, "q", reads[i].after, reads[i].limit, want, &last);
+		struct queued_read q;
+		queued_read_init(&q, "q", reads[i].after, reads[i].limit, got);
+		q.r.why = "stale";
+		q.r.last = -1;
+		bool done = queue_and_wait(st, &q);
+		ok(done, "a queued read (after %lld, limit %u) is done once, %s",
+		   (long long)reads[i].after, reads[i].limit, where);
+		ok(q.r.result == STORE_OK && q.r.why == NULL && q.r.last == last &&
+		       same_entries(got, want),
+		   "... with store_read's %zu entries and last seq %lld", want->n, (long long)last);
+	}
+	struct queued_read q;
+	bool done;
+	queued_read_init(&q, "nobody", -1, 10, got);
+	done = queue_and_wait(st, &q);
+	ok(done && q.r.result == STORE_OK && q.r.last == 0 && got->n == 0,
+	   "a queued read of an unknown room: empty, last seq 0");
+	queued_read_init(&q, "q", 0, 100, got);
+	q.r.each = collect_two;
+	q.r.ctx = got;
+	done = queue_and_wait(st, &q);
+	ok(done && q.r.result == STORE_OK && got->n == 2 && q.r.last == 10,
+	   "a callback that says stop ends a queued read, STORE_OK, last seq still 10");
+	queued_read_init(&q, "q", 0, 100, NULL);
+	q.r.each = refuse;
+	done = queue_and_wait(st, &q);
+	ok(done && q.r.result == STORE_NOMEM && q.r.why,
+	   "a callback out of memory: STORE_NOMEM, saying so: %s", q.r.why ? q.r.why : "(none)");
+
+	queued_read_init(&q, NULL, 0, 0, NULL);
+	q.r.check = true;
+	memcpy(q.r.check_why, "stale", 6);
+	done = queue_and_wait(st, &q);
+	ok(done && q.r.result == STORE_OK && q.r.why == NULL && q.r.check_why[0] == '\0',
+	   "a queued check of a sound store: STORE_OK, no sentence, %s", where);
+
+	/* Many at once: on PostgreSQL they queue, and the store's threads
+	 * take them all. */
+	enum { MANY = 200 };
+	struct queued_read *many = calloc(MANY, sizeof *many);
+	if (!many)
+		abort();
+	pthread_mutex_lock(&reads_lock);
+	int before = reads_done;
+	pthread_mutex_unlock(&reads_lock);
+	for (int i = 0; i < MANY; i++) {
+		queued_read_init(&many[i], i % 2 ? "q" : "elsewhere", 0, 100, NULL);
+		store_read_queue(st, &many[i].r);
+	}
+	ok(reads_await(before + MANY), "%d reads queued at once are all done", MANY);
+	bool right = true;
+	pthread_mutex_lock(&reads_lock);
+	for (int i = 0; i < MANY; i++)
+		right = right && many[i].dones == 1 && many[i].r.result == STORE_OK &&
+			many[i].n == (i % 2 ? 10u : 2u) && many[i].r.last == (i % 2 ? 10 : 2);
+	pthread_mutex_unlock(&reads_lock);
+	ok(right, "... each once, with its room's entries");
+
+	/* A check that fails says why in check_why, which why points to. */
+	sql_exec("queued.db",
+		 pg_host ? "UPDATE chat_fcgi_schema SET version = 99" : "PRAGMA user_version = 99");
+	queued_read_init(&q, NULL, 0, 0, NULL);
+	q.r.check = true;
+	done = queue_and_wait(st, &q);
+	ok(done && q.r.result == STORE_FAILED && q.r.why == q.r.check_why &&
+	       strstr(q.r.check_why, "99"),
+	   "a queued check of a changed schema fails, saying so: %s", q.r.check_why);
+
+	/* Closed with reads queued: each is done by the time store_close
+	 * returns, made or failed as closing. */
+	pthread_mutex_lock(&reads_lock);
+	before = reads_done;
+	pthread_mutex_unlock(&reads_lock);
+	for (int i = 0; i < MANY; i++) {
+		queued_read_init(&many[i], "q", 0, 100, NULL);
+		store_read_queue(st, &many[i].r);
+	}
+	store_close(st);
+	int made = 0, closing = 0;
+	pthread_mutex_lock(&reads_lock);
+	int after_close = reads_done - before;
+	for (int i = 0; i < MANY; i++) {
+		if (many[i].dones != 1)
+			continue;
+		if (many[i].r.result == STORE_OK && many[i].n == 10)
+			made++;
+		else if (many[i].r.result == STORE_FAILED && many[i].r.why &&
+			 strcmp(many[i].r.why, "store: closing") == 0)
+			closing++;
+	}
+	pthread_mutex_unlock(&reads_lock);
+	is_int(after_close, MANY, "closed with %d reads queued: all are done once it returns",
+	       MANY);
+	is_int(made + closing, MANY, "... %d made, %d failed as closing", made, closing);
+	free(many);
+	free(want);
+	free(got);
+}
+
+/* Asks t/store_pg.t, on stdout, to stop or start PostgreSQL, and waits for
+ * its word on stdin that it has. */
+static bool ask(const char *what)
+{
+	printf("# please %s PostgreSQL\n", what);
+	fflush(stdout);
+	char line[64];
+	return fgets(line, sizeof line, stdin) != NULL;
+}
+
+static double since(const struct timespec *t0)
+{
+	struct timespec t1;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* Queued reads while PostgreSQL is down fail, and do not hang; they work
+ * again once it is back. t/store_pg.t runs this alone (store_test
+ * reads-while-down), stopping and starting the server when asked. */
+static void test_reads_while_down(void)
+{
+	struct store *st = open_store(db_path("down.db"), 100);
+	if (!ok(st, "a store on PostgreSQL opens"))
+		return;
+	free(post(st, "d", NULL, "before", NULL));
+	struct queued_read q;
+	queued_read_init(&q, "d", 0, 10, NULL);
+	bool done = queue_and_wait(st, &q);
+	ok(done && q.r.result == STORE_OK && q.n == 2, "a queued read works while it is up");
+	if (!ok(ask("stop"), "PostgreSQL is stopped")) {
+		store_close(st);
+		return;
+	}
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	queued_read_init(&q, "d", 0, 10, NULL);
+	done = queue_and_wait(st, &q);
+	double secs = since(&t0);
+	ok(done && q.r.result == STORE_FAILED && q.r.why, "a read queued now fails: %s",
+	   q.r.why ? q.r.why : "(none)");
+	ok(secs < 5, "... within a few seconds (%.1f s)", secs);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	queued_read_init(&q, NULL, 0, 0, NULL);
+	q.r.check = true;
+	done = queue_and_wait(st, &q);
+	secs = since(&t0);
+	ok(done && q.r.result == STORE_FAILED && q.r.why == q.r.check_why && q.r.check_why[0],
+	   "a queued check fails, saying why: %s", q.r.check_why);
+	ok(secs < 5, "... within a few seconds (%.1f s)", secs);
+
+	enum { MANY = 50 };
+	struct queued_read many[MANY];
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	pthread_mutex_lock(&reads_lock);
+	int before = reads_done;
+	pthread_mutex_unlock(&reads_lock);
+	for (int i = 0; i < MANY; i++) {
+		queued_read_init(&many[i], "d", 0, 10, NULL);
+		store_read_queue(st, &many[i].r);
+	}
+	ok(reads_await(before + MANY), "%d reads queued at once are all done", MANY);
+	secs = since(&t0);
+	bool failed = true;
+	pthread_mutex_lock(&reads_lock);
+	for (int i = 0; i < MANY; i++)
+		failed = failed && many[i].dones == 1 && many[i].r.result == STORE_FAILED;
+	pthread_mutex_unlock(&reads_lock);
+	ok(failed, "... each failed once");
+	ok(secs < 5, "... within a few seconds (%.1f s)", secs);
+
+	if (!ok(ask("start"), "PostgreSQL is started again")) {
+		store_close(st);
+		return;
+	}
+	/* The store tries to connect again only a while after its last
+	 * attempt failed: until then reads fail at once. */
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do {
+		queued_read_init(&q, "d", 0, 10, NULL);
+		done = queue_and_wait(st, &q);
+		if (done && q.r.result != STORE_OK)
+			nanosleep(&(struct timespec){0, 50 * 1000000L}, NULL);
+	} while (done && q.r.result != STORE_OK && since(&t0) < 5);
+	secs = since(&t0);
+	ok(done && q.r.result == STORE_OK && q.n == 2,
+	   "a queued read works again, on a new connection (%.1f s): %s", secs,
+	   q.r.why ? q.r.why : "no error");
+	store_close(st);
+}
+
 /* Several processes, each with several threads, post into one room at
  * once: every entry arrives once, with seq 1..N in order and no gaps. */
 #define PROCS   4
@@ -1311,8 +1630,10 @@ static void test_other_node(void)
 	store_close(b);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	/* reads-while-down: test_reads_while_down alone (see there). */
+	bool down = argc > 1 && strcmp(argv[1], "reads-while-down") == 0;
 	pg_host = getenv("CHAT_TEST_PG_HOST");
 	pg_port = getenv("CHAT_TEST_PG_PORT");
 	if (!pg_host || !*pg_host || !pg_port || !*pg_port)
@@ -1326,11 +1647,19 @@ int main(void)
 	if (pg_host)
 		diag("on PostgreSQL at %s, port %s", pg_host, pg_port);
 #endif
+	if (down && !pg_host) {
+		printf("1..0 # SKIP reads-while-down is for t/store_pg.t, on PostgreSQL\n");
+		return 0;
+	}
 	const char *tmp = getenv("TMPDIR");
 	snprintf(dir, sizeof dir, "%s/store_test.XXXXXX", tmp && *tmp ? tmp : ".");
 	if (!mkdtemp(dir)) {
 		printf("Bail out! mkdtemp %s: %s\n", dir, strerror(errno));
 		return 1;
+	}
+	if (down) {
+		test_reads_while_down();
+		goto out;
 	}
 	test_order_and_idempotency();
 	test_retention();
@@ -1343,12 +1672,14 @@ int main(void)
 	test_refusals();
 	test_locked();
 	test_data_version();
+	test_read_queue();
 	test_processes();
 	test_group_commit();
 	test_wal_bounded();
 	test_spoilt_batch();
 	test_other_node();
 
+out:
 	/* Remove what was made, unless the run is to be looked at. */
 	if (!getenv("CHAT_KEEP")) {
 		char cmd[4200];
