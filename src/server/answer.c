@@ -276,26 +276,30 @@ void pace_next(struct conn *c)
 	c->hold_until = now_ms() + c->pace_ms;
 }
 
+void ask_again(struct conn *c, enum chat_hold_mode mode)
+{
+	char path[64];
+	struct chat_request creq;
+	struct chat_response res;
+	build_request(c, &creq, path, sizeof path);
+	creq.hold_mode = mode;
+	creq.stream_open = c->task == TASK_STREAM;
+	creq.stream_after = c->stream_after;
+	c->seen_change = atomic_load(&c->srv->changes);
+	chat_respond(&creq, &c->srv->cfg.limits, &res);
+	respond(c, &creq, &res);
+}
+
 void stream_next(struct conn *c)
 {
-	struct server *srv = c->srv;
 	c->stream_more = false;
-	if (atomic_load(&srv->stopping)) {
+	if (atomic_load(&c->srv->stopping)) {
 		/* A clean end: the browser reconnects, to another node or to
 		 * this one once it is back. */
 		stream_done(c, NULL, 0, NULL);
 		return;
 	}
-	char path[64];
-	struct chat_request creq;
-	struct chat_response res;
-	build_request(c, &creq, path, sizeof path);
-	creq.hold_mode = CHAT_HOLD_ALLOWED;
-	creq.stream_open = true;
-	creq.stream_after = c->stream_after;
-	c->seen_change = atomic_load(&srv->changes);
-	chat_respond(&creq, &srv->cfg.limits, &res);
-	respond(c, &creq, &res);
+	ask_again(c, CHAT_HOLD_ALLOWED);
 }
 
 /* A request that may wait: held (its connection let go into the held list

@@ -223,6 +223,16 @@ void conn_run(struct conn *c)
 			conn_end(c);
 			return;
 		}
+		if (c->stale) {
+			c->stale = false;
+			tl_away = false;
+			ask_again(c, CHAT_HOLD_ALLOWED);
+			if (tl_away) {
+				tl_away = false;
+				return;
+			}
+			continue;
+		}
 		if (c->out.bytes > 0 && out_flush(c) != 0) {
 			conn_close(c, NULL); /* the peer is gone */
 			return;

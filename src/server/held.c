@@ -64,6 +64,12 @@ static uint64_t due_of(const struct server *srv, const struct conn *c, uint64_t 
 
 bool held_insert_locked(struct server *srv, struct conn *c)
 {
+	/* A post since its answer was computed: wake_room, which counts the
+	 * change before it looks at the list, may have looked already. */
+	if (waits_for_room(c) && !writing(c) && c->seen_change != atomic_load(&srv->changes)) {
+		c->stale = true;
+		return false;
+	}
 	/* Let go into CONN_HELD; an event meanwhile (ST_MISSED) keeps it. */
 	uint64_t cur = atomic_load(&c->st);
 	for (;;) {

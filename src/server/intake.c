@@ -178,7 +178,7 @@ void request_end(struct conn *c)
 		c->have_params = false;
 	}
 	c->task = TASK_NONE;
-	c->discard = c->was_held = c->stream_more = false;
+	c->discard = c->was_held = c->stream_more = c->stale = false;
 	c->rounds = 0;
 	c->receive_by = c->hold_until = 0;
 	c->room[0] = '\0';

@@ -126,6 +126,7 @@ struct conn {
 	/* Long-polls and streams. */
 	uint64_t seen_change; /* srv->changes when its answer was computed */
 	unsigned rounds;      /* times it was asked again instead of held */
+	bool stale;           /* a post came before it could be held: ask again */
 	bool was_held;
 	char room[CHAT_ROOM_MAX + 1];
 	int64_t stream_after; /* the last sequence number the stream sent */
@@ -286,13 +287,16 @@ void out_clear(struct conn *c);
 void respond(struct conn *c, struct chat_request *creq, struct chat_response *res);
 /* An open stream's next part, once its queue has drained. */
 void stream_next(struct conn *c);
+/* Asks the chat logic again for the request on c, as mode says. */
+void ask_again(struct conn *c, enum chat_hold_mode mode);
 /* A paced reply's next event, when it is due. */
 void pace_next(struct conn *c);
 
 /* ---- held.c: deadlines, holds and wake-ups ---- */
 
 /* Puts c (BUSY) in the held list until its deadline; the lock is held.
- * False if an event came meanwhile: c is still the caller's. */
+ * False if an event came meanwhile, or a post since its answer was computed
+ * (then c->stale): c is still the caller's. */
 bool held_insert_locked(struct server *srv, struct conn *c);
 void held_remove_locked(struct server *srv, struct conn *c);
 void timer_event(struct server *srv);
