@@ -194,10 +194,11 @@ for my $case (['mid-header', substr(FastCGI::begin_request(1), 0, 4)],
 ## A request that arrives in pieces
 
 {
-	# The server takes what has come in one recv (src/server.c, head_ready):
-	# parameters not yet whole are kept with the connection until they are,
-	# and libfcgi then reads the kept bytes before the socket
-	# (src/fcgi_feed.c). Each piece is sent 50 ms after the one before.
+	# The server takes what has come in one recv and walks its records
+	# (src/server/records.c): parameters and a body not yet whole are kept
+	# with the connection until they are, and libfcgi then reads the
+	# parameters from memory (src/server/params.c). Each piece is sent
+	# 50 ms after the one before.
 	my $s = connect_backend();
 	my $pieces = sub {
 		my ($bytes, @cuts) = @_;
@@ -238,7 +239,7 @@ $t->done;
 ## A request that arrives while its connection is still busy
 
 {
-	# Connections are watched edge-triggered (src/server.c): the edge for
+	# Connections are watched edge-triggered (src/server/conn.c): the edge for
 	# the second request comes while a thread still owns the connection,
 	# its first request waiting for a store that another process holds
 	# locked. It is answered only if the owner looks again on letting the
@@ -292,9 +293,8 @@ $t->done;
 	served($u, sprintf('%d silent connections, --threads %d', $n + 1, $n), 5);
 	close $_ for @idle;
 
-	# Connections that send one byte of a record header and stop: libfcgi
-	# would block a thread reading the rest, so the server only hands it a
-	# request whose parameters have all arrived (src/fcgi_head.c).
+	# Connections that send one byte of a record header and stop: the
+	# byte is kept with the connection, and no thread waits for the rest.
 	my @stalled = map { my $s = connect_backend($u); print $s "\x01"; $s } 1 .. $n + 1;
 	sleep 0.2;
 	served($u, sprintf('%d connections stalled mid-header, --threads %d', $n + 1, $n), 3);

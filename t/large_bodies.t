@@ -1,8 +1,8 @@
 #!/usr/bin/perl
 # A large message costs a few system calls, not one per 8 KiB: its body
-# comes off the socket in a read or two past the head's (libfcgi asks for
-# 8 KiB at a time; src/fcgi_feed.c reads ahead), the answer goes out in one
-# writev besides libfcgi's end of the request, and the memory a request
+# comes off the socket in a read or two (src/server/intake.c takes up to
+# 72 KiB at once), the answer and the end of the request go out in one
+# writev (src/server/output.c), and the memory a request
 # used is kept for the next rather than given back to the kernel after each
 # one (a brk or madvise, a TLB flush, then page faults). Counted by strace
 # on the backend's side of the connection; bench/run measures the time.

@@ -137,14 +137,14 @@ sub timed_post {
 	$t->done;
 }
 
-## A batch with a request that waits: the rest goes to the next poller
+## A batch with a request whose body has not come
 
-# A poller takes every event waiting in one epoll_wait (src/server.c,
-# BATCH_MAX) and serves them in order. When one of them waits (here a body
-# that has not all come: the poller hands its place on and reads it), the
-# rest of its batch goes with its place to the next poller. The backend is
-# stopped while the requests arrive on connections it has accepted, so
-# that one epoll_wait takes them all.
+# A poller takes every event waiting in one epoll_wait (src/server/loop.c,
+# BATCH_MAX) and serves them in order. A request whose body has not all
+# come is kept as its connection's state (src/server/intake.c), so the
+# poller goes straight on to the rest of its batch. The backend is stopped
+# while the requests arrive on connections it has accepted, so that one
+# epoll_wait takes them all.
 sub one_batch {
 	my ($t, @requests) = @_;
 	my @s = map { FastCGI::connect_unix($t->socket) // die "connect: $!" } @requests;
@@ -177,8 +177,7 @@ my $slow_rest = FastCGI::stdin(1, substr($slow_body, 5));
 }
 
 {
-	# Every thread a poller, none parked to take the place: the other
-	# poller, asleep in epoll_wait, is woken for the rest of the batch.
+	# Every thread a poller, none parked.
 	my $t = ChatTest->new(no_nginx => 1, backend_args => ['--threads', '2', '--pollers', '2']);
 	my $t0 = time;
 	my ($a, $b) = one_batch($t, $slow_head, FastCGI::request(FastCGI::chat_params(), '{"message":"woken"}'));
@@ -227,7 +226,7 @@ sub standby_events {
 SKIP: {
 	# One poller (the default on two CPUs) would stop the service whenever
 	# another process keeps it off the CPU; the standby thread then takes
-	# the requests (src/server.c, standby). Here the poller and every other
+	# the requests (src/server/loop.c, standby). Here the poller and every other
 	# thread of the backend are pinned to CPU 0, the standby and this test to
 	# CPU 1, and a real-time process spins on CPU 0.
 	my $cpus = () = ChatTest::read_file('/proc/cpuinfo') =~ /^processor\s*:/mg;
