@@ -191,6 +191,39 @@ static bool conn_let_go(struct conn *c)
 	return held;
 }
 
+/* The server is stopping, and c, about to be let go, would wait: an idle
+ * connection closes, a long-poll answers with what there is, a stream or a
+ * paced reply ends once its queue is written. */
+enum stopped { STOP_GONE, STOP_AGAIN, STOP_WAIT };
+
+static enum stopped stop_now(struct conn *c)
+{
+	switch (c->task) {
+	case TASK_NONE:
+		if (c->out.bytes > 0)
+			return STOP_WAIT;
+		conn_close(c, NULL);
+		return STOP_GONE;
+	case TASK_POLL:
+		tl_away = false;
+		ask_again(c, CHAT_HOLD_OVER);
+		if (tl_away) {
+			tl_away = false;
+			return STOP_GONE;
+		}
+		return STOP_AGAIN;
+	case TASK_STREAM:
+	case TASK_PACED:
+		if (c->stream_more)
+			return STOP_WAIT;
+		c->stream_more = true;
+		return c->out.bytes == 0 ? STOP_AGAIN : STOP_WAIT;
+	case TASK_RECEIVING:
+		return STOP_WAIT;
+	}
+	return STOP_WAIT;
+}
+
 /* c is done with, one way or another: closed, logging why. */
 static void conn_end(struct conn *c)
 {
@@ -271,9 +304,12 @@ void conn_run(struct conn *c)
 			if (c->failed || (c->out.bytes == 0 && (c->closing || c->stream_more)))
 				continue;
 		}
-		if (atomic_load(&srv->stopping) && c->task == TASK_NONE && c->out.bytes == 0) {
-			conn_close(c, NULL);
-			return;
+		if (atomic_load(&srv->stopping)) {
+			enum stopped st = stop_now(c);
+			if (st == STOP_GONE)
+				return;
+			if (st == STOP_AGAIN)
+				continue;
 		}
 		if (conn_let_go(c))
 			return;
