@@ -244,16 +244,8 @@ $t->done;
 	# its first request waiting for a store that another process holds
 	# locked. It is answered only if the owner looks again on letting the
 	# connection go; nothing more is ever sent on it to wake it.
-	my $sqlite3 = ChatTest::which('sqlite3', '/usr/bin');
-	BAIL_OUT('sqlite3 (the Debian package sqlite3) is needed by this test') unless $sqlite3;
 	my $u = ChatTest->new(no_nginx => 1);
-	my $db = $u->store_path;
-	my $out = "$db.lock-out";
-	open(my $lock, '|-', "$sqlite3 '$db' > '$out' 2>&1") or die "sqlite3: $!";
-	$lock->autoflush(1);
-	print $lock "BEGIN IMMEDIATE;\nSELECT 'locked';\n";
-	my $deadline = time + 10;
-	sleep 0.05 until ChatTest::read_file($out) =~ /locked/ || time > $deadline;
+	my $lock = $u->lock_store;
 	my $s = connect_backend($u);
 	my $post = '{"message":"first","room":"busy"}';
 	print $s FastCGI::request(FastCGI::chat_params(CONTENT_LENGTH => length $post), $post, keep => 1);
@@ -263,7 +255,7 @@ $t->done;
 	close $lock;
 	my (@answers, $stdout);
 	$stdout = '';
-	$deadline = time + 10;
+	my $deadline = time + 10;
 	while (@answers < 2 && time < $deadline) {
 		my $got = FastCGI::read_records($s, 0.5);
 		for my $r (@{ $got->{records} }) {

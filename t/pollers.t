@@ -20,22 +20,6 @@ use FastCGI;
 
 $| = 1;
 
-my $sqlite3 = ChatTest::which('sqlite3', '/usr/bin');
-BAIL_OUT('sqlite3 (the Debian package sqlite3) is needed by this test') unless $sqlite3;
-
-# Holds the write lock of $db until the returned handle is closed.
-sub lock_db {
-	my ($t, $db) = @_;
-	my $out = $t->dir . '/lock.out';
-	unlink $out;
-	open(my $lock, '|-', "$sqlite3 '$db' > '$out' 2>&1") or die "sqlite3: $!";
-	$lock->autoflush(1);
-	print $lock "BEGIN IMMEDIATE;\nSELECT 'locked';\n";
-	my $deadline = time + 10;
-	sleep 0.05 until ChatTest::read_file($out) =~ /locked/ || time > $deadline;
-	return $lock;
-}
-
 sub room_post {
 	my ($t, $text) = @_;
 	return $t->begin_request(method => 'POST', path => '/chat/',
@@ -55,7 +39,7 @@ sub timed_post {
 	my $t = ChatTest->new(backend_args => ['--threads', '3', '--pollers', '1'],
 		rate_limit => 'off');
 	is($t->post('{"message":"warm","room":"locked"}')->{status}, 200, 'a room post before the lock');
-	my $lock = lock_db($t, $t->store_path);
+	my $lock = $t->lock_store;
 	my @waiting = map { room_post($t, "w$_") } 1 .. 2;
 	sleep 0.2;    # both are inside the store's busy wait now
 	my ($worst, @status) = (0);
@@ -84,7 +68,7 @@ sub timed_post {
 
 {
 	my $t = ChatTest->new(backend_args => ['--threads', '1'], rate_limit => 'off');
-	my $lock = lock_db($t, $t->store_path);
+	my $lock = $t->lock_store;
 	my @waiting = map { room_post($t, "one$_") } 1 .. 3;
 	sleep 0.2;
 	my $m = $t->request(path => '/chat/metrics', timeout => 15);
@@ -109,7 +93,7 @@ sub timed_post {
 # answer.
 {
 	my $t = ChatTest->new(backend_args => ['--threads', '1'], rate_limit => 'off');
-	my $lock = lock_db($t, $t->store_path);
+	my $lock = $t->lock_store;
 	my @posts;
 	for my $i (1 .. 260) {
 		my $s = FastCGI::connect_unix($t->socket) or last;

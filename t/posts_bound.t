@@ -18,23 +18,6 @@ use ChatTest;
 
 $| = 1;
 
-my $sqlite3 = ChatTest::which('sqlite3', '/usr/bin');
-BAIL_OUT('sqlite3 (the Debian package sqlite3) is needed by this test') unless $sqlite3;
-
-# Holds the write lock of $db until the returned handle is closed (as in
-# t/pollers.t).
-sub lock_db {
-	my ($t, $db) = @_;
-	my $out = $t->dir . '/lock.out';
-	unlink $out;
-	open(my $lock, '|-', "$sqlite3 '$db' > '$out' 2>&1") or die "sqlite3: $!";
-	$lock->autoflush(1);
-	print $lock "BEGIN IMMEDIATE;\nSELECT 'locked';\n";
-	my $deadline = time + 10;
-	sleep 0.05 until ChatTest::read_file($out) =~ /locked/ || time > $deadline;
-	return $lock;
-}
-
 sub room_post {
 	my ($t, $text) = @_;
 	return $t->begin_request(method => 'POST', path => '/chat/',
@@ -48,7 +31,7 @@ is($t->post_room('bound', 'before', 'before')->{status}, 200, 'a room post befor
 
 # The store gives a locked database 2 s before it answers 503 (t/pollers.t):
 # everything up to the release happens well within that.
-my $lock = lock_db($t, $t->store_path);
+my $lock = $t->lock_store;
 my $locked_at = time;
 my @waiting = map { room_post($t, "wait$_") } 1 .. $max;
 my $storing;

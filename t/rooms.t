@@ -418,12 +418,7 @@ $t->done;
 	# Locked past the busy timeout while running: 503, a log line, then back.
 	my $l = ChatTest->new;
 	$l->post_room('locked', 'before');
-	my $db = $l->store_path;
-	open(my $lock, '|-', "$sqlite3 '$db' > '$dir/lock.out' 2>&1") or die "sqlite3: $!";
-	$lock->autoflush(1);
-	print $lock "BEGIN IMMEDIATE;\nSELECT 'locked';\n";
-	my $deadline = time + 10;
-	sleep 0.05 until ChatTest::read_file("$dir/lock.out") =~ /locked/ || time > $deadline;
+	my $lock = $l->lock_store;
 	my $r = $l->post_room('locked', 'during', undef, timeout => 15);
 	$l->is_json_error($r, 503, 'a post while another process holds the write lock');
 	is($r->{headers}{'retry-after'}, '1', '... with Retry-After: 1');

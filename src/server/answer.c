@@ -132,6 +132,13 @@ static void answered(struct conn *c, int status, const char *reason)
 	atomic_fetch_add(&c->srv->served, 1);
 }
 
+/* The room res added entries to ("" if none), kept past res. */
+static void changed_room(const struct chat_response *res, char room[CHAT_ROOM_MAX + 1])
+{
+	memcpy(room, res->changed_room, CHAT_ROOM_MAX + 1);
+	room[CHAT_ROOM_MAX] = '\0';
+}
+
 /* Sends res whole: head, body, end of the request. */
 static void send_answer(struct conn *c, struct chat_response *res)
 {
@@ -146,9 +153,8 @@ static void send_answer(struct conn *c, struct chat_response *res)
 	if (res->store_error)
 		metrics_store_error();
 	answered(c, res->status, res->reason);
-	char room[sizeof res->changed_room];
-	memcpy(room, res->changed_room, sizeof room);
-	room[sizeof room - 1] = '\0';
+	char room[CHAT_ROOM_MAX + 1];
+	changed_room(res, room);
 	chat_response_free(res);
 	request_end(c);
 	if (room[0])
@@ -248,9 +254,8 @@ static void pace_start(struct conn *c, struct chat_response *res)
 	c->pending_at = 0;
 	c->pace_ms = res->pace_ms;
 	c->room[0] = '\0'; /* no room's change concerns it */
-	char changed[sizeof res->changed_room];
-	memcpy(changed, res->changed_room, sizeof changed);
-	changed[sizeof changed - 1] = '\0';
+	char changed[CHAT_ROOM_MAX + 1];
+	changed_room(res, changed);
 	chat_response_free(res);
 	pace_next(c);
 	/* The post's entries are stored: others hear of them now, not once
@@ -281,10 +286,7 @@ void ask_again(struct conn *c, enum chat_hold_mode mode)
 	char path[64];
 	struct chat_request creq;
 	struct chat_response res;
-	build_request(c, &creq, path, sizeof path);
-	creq.hold_mode = mode;
-	creq.stream_open = c->task == TASK_STREAM;
-	creq.stream_after = c->stream_after;
+	request_asked(c, &creq, path, sizeof path, mode);
 	c->seen_change = atomic_load(&c->srv->changes);
 	chat_respond(&creq, &c->srv->cfg.limits, &res);
 	respond(c, &creq, &res);

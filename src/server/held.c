@@ -204,10 +204,7 @@ void answer_again(struct server *srv, struct conn *list, enum chat_hold_mode mod
 		char path[64];
 		struct chat_request creq;
 		struct chat_response res;
-		build_request(c, &creq, path, sizeof path);
-		creq.hold_mode = mode;
-		creq.stream_open = c->task == TASK_STREAM;
-		creq.stream_after = c->stream_after;
+		request_asked(c, &creq, path, sizeof path, mode);
 		if (group && group_takes(group, c, &creq))
 			continue;
 		if (!shared_take(&shared, &creq, &res, &c->seen_change)) {

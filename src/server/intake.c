@@ -146,6 +146,15 @@ void build_request(struct conn *c, struct chat_request *creq, char *path_buf, si
 	};
 }
 
+void request_asked(struct conn *c, struct chat_request *creq, char *path_buf, size_t path_size,
+		   enum chat_hold_mode mode)
+{
+	build_request(c, creq, path_buf, path_size);
+	creq->hold_mode = mode;
+	creq->stream_open = c->task == TASK_STREAM;
+	creq->stream_after = c->stream_after;
+}
+
 void request_end(struct conn *c)
 {
 	struct server *srv = c->srv;

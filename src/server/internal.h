@@ -262,6 +262,10 @@ void intake_init(void);
 void intake_thread_end(void);
 /* The request as chat_respond sees it; path_buf holds its path. */
 void build_request(struct conn *c, struct chat_request *creq, char *path_buf, size_t path_size);
+/* The same, asked again as a held request is: in mode, and as the stream
+ * it is, if it is one. */
+void request_asked(struct conn *c, struct chat_request *creq, char *path_buf, size_t path_size,
+		   enum chat_hold_mode mode);
 /* Forgets the request on c (its answer is queued, or it ended unanswered). */
 void request_end(struct conn *c);
 

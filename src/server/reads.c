@@ -46,16 +46,6 @@ void read_start(struct conn *c, struct chat_response *res)
 	conn_to_store(c, read_queue);
 }
 
-/* The request on c, as it was asked when its read was queued. */
-static void request_again(struct conn *c, struct chat_request *creq, char *path, size_t size,
-			  enum chat_hold_mode mode)
-{
-	build_request(c, creq, path, size);
-	creq->hold_mode = mode;
-	creq->stream_open = c->task == TASK_STREAM;
-	creq->stream_after = c->stream_after;
-}
-
 /* A copy of res for another member of a group; false when memory ran out. */
 static bool response_copy(struct chat_response *to, const struct chat_response *from)
 {
@@ -88,7 +78,7 @@ static void group_answer(struct read_group *g)
 			chat_out_of_memory(&copy, "out of memory for a shared answer");
 		char path[64];
 		struct chat_request creq;
-		request_again(m, &creq, path, sizeof path, g->mode);
+		request_asked(m, &creq, path, sizeof path, g->mode);
 		tl_away = false;
 		respond(m, &creq, &copy);
 		if (tl_away)
@@ -100,7 +90,7 @@ static void group_answer(struct read_group *g)
 	leader->group_next = NULL;
 	char path[64];
 	struct chat_request creq;
-	request_again(leader, &creq, path, sizeof path, g->mode);
+	request_asked(leader, &creq, path, sizeof path, g->mode);
 	free(g->query);
 	free(g);
 	tl_away = false;
@@ -118,7 +108,7 @@ void read_answer(struct conn *c)
 	char path[64];
 	struct chat_request creq;
 	struct chat_response res;
-	request_again(c, &creq, path, sizeof path, CHAT_HOLD_ALLOWED);
+	request_asked(c, &creq, path, sizeof path, CHAT_HOLD_ALLOWED);
 	chat_read_finish(&c->srv->cfg.limits, read, &res);
 	respond(c, &creq, &res);
 }

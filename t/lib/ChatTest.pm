@@ -486,6 +486,24 @@ sub json {
 	return $v;
 }
 
+# Holds the write lock of the backend's SQLite store (or of the database
+# file $db) from another process, as a second writer would, until the
+# returned handle is closed. Needs sqlite3 (the Debian package).
+sub lock_store {
+	my ($self, $db) = @_;
+	$db //= $self->store_path;
+	my $sqlite3 = which('sqlite3', '/usr/bin')
+		or BAIL_OUT('sqlite3 (the Debian package sqlite3) is needed by this test');
+	my $out = "$db.lock-out";
+	unlink $out;
+	open(my $lock, '|-', "$sqlite3 '$db' > '$out' 2>&1") or die "sqlite3: $!";
+	$lock->autoflush(1);
+	print $lock "BEGIN IMMEDIATE;\nSELECT 'locked';\n";
+	my $deadline = time + 10;
+	sleep 0.05 until read_file($out) =~ /locked/ || time > $deadline;
+	return $lock;
+}
+
 # The value of one unlabelled metric of GET /chat/metrics (undef if absent),
 # e.g. chat_fcgi_streams: the event streams the backend holds now.
 sub metric {
