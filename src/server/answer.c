@@ -283,10 +283,9 @@ void pace_next(struct conn *c)
 
 void ask_again(struct conn *c, enum chat_hold_mode mode)
 {
-	char path[64];
 	struct chat_request creq;
 	struct chat_response res;
-	request_asked(c, &creq, path, sizeof path, mode);
+	request_asked(c, &creq, mode);
 	c->seen_change = atomic_load(&c->srv->changes);
 	chat_respond(&creq, &c->srv->cfg.limits, &res);
 	respond(c, &creq, &res);

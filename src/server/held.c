@@ -201,10 +201,9 @@ void answer_again(struct server *srv, struct conn *list, enum chat_hold_mode mod
 			conn_continue(c);
 			continue;
 		}
-		char path[64];
 		struct chat_request creq;
 		struct chat_response res;
-		request_asked(c, &creq, path, sizeof path, mode);
+		request_asked(c, &creq, mode);
 		if (group && group_takes(group, c, &creq))
 			continue;
 		if (!shared_take(&shared, &creq, &res, &c->seen_change)) {

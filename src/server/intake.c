@@ -111,25 +111,26 @@ static void find_params(char **envp, const char *found[P_COUNT])
 	}
 }
 
-void build_request(struct conn *c, struct chat_request *creq, char *path_buf, size_t path_size)
+/* Finds the request's parameters once, when they are whole. */
+static void find_request(struct conn *c)
 {
 	const char *p[P_COUNT];
-	find_params(c->have_params ? c->req.envp : NULL, p);
+	find_params(c->req.envp, p);
 	/* The path is REQUEST_URI without its query: nginx may have rewritten
 	 * DOCUMENT_URI to the index file. */
 	const char *uri = p[P_URI];
 	const char *path = NULL;
 	if (uri) {
 		size_t n = strcspn(uri, "?");
-		if (n < path_size) {
-			memcpy(path_buf, uri, n);
-			path_buf[n] = '\0';
-			path = path_buf;
+		if (n < sizeof c->path) {
+			memcpy(c->path, uri, n);
+			c->path[n] = '\0';
+			path = c->path;
 		} else {
 			path = ""; /* longer than any path served here */
 		}
 	}
-	*creq = (struct chat_request){
+	c->asked = (struct chat_request){
 	    .method = p[P_METHOD],
 	    .path = path,
 	    .query = p[P_QUERY],
@@ -141,15 +142,22 @@ void build_request(struct conn *c, struct chat_request *creq, char *path_buf, si
 	    .scheme = p[P_SCHEME],
 	    .accept = p[P_ACCEPT],
 	    .last_event_id = p[P_LAST_EVENT_ID],
-	    .body = c->body,
-	    .body_len = c->body_len,
 	};
 }
 
-void request_asked(struct conn *c, struct chat_request *creq, char *path_buf, size_t path_size,
-		   enum chat_hold_mode mode)
+void build_request(struct conn *c, struct chat_request *creq)
 {
-	build_request(c, creq, path_buf, path_size);
+	if (c->have_params)
+		*creq = c->asked;
+	else
+		*creq = (struct chat_request){.method = NULL};
+	creq->body = c->body;
+	creq->body_len = c->body_len;
+}
+
+void request_asked(struct conn *c, struct chat_request *creq, enum chat_hold_mode mode)
+{
+	build_request(c, creq);
 	creq->hold_mode = mode;
 	creq->stream_open = c->task == TASK_STREAM;
 	creq->stream_after = c->stream_after;
@@ -239,10 +247,10 @@ static bool head_done(struct conn *c)
 	if (params_parse(&c->req, c->params, c->params_len) != 0)
 		return false;
 	c->have_params = true;
-	char path[64];
+	find_request(c);
 	struct chat_request creq;
 	struct chat_response res;
-	build_request(c, &creq, path, sizeof path);
+	build_request(c, &creq);
 	c->route = route_of(creq.path);
 	metrics_request_started();
 	c->counted = true;
@@ -292,13 +300,12 @@ static bool body_add(struct conn *c, const unsigned char *data, size_t len)
 static void serve(struct conn *c)
 {
 	struct server *srv = c->srv;
-	char path[64];
 	struct chat_request creq;
 	struct chat_response res;
 	c->receive_by = 0;
 	c->task = TASK_NONE;
 	c->seen_change = atomic_load(&srv->changes);
-	build_request(c, &creq, path, sizeof path);
+	build_request(c, &creq);
 	if (is_service(c->route)) {
 		service_answer(c, &creq);
 		return;

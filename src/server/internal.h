@@ -113,6 +113,10 @@ struct conn {
 	bool counted;     /* metrics_request_started was called for it */
 	enum route_id route;
 	FCGX_Request req;
+	/* The request as the chat logic sees it, found in req's parameters
+	 * once (head_done); its strings live as long as req's. */
+	struct chat_request asked;
+	char path[64];
 	unsigned char *params;
 	size_t params_len, params_cap;
 	char *body;
@@ -260,12 +264,11 @@ enum intake intake(struct conn *c);
 void intake_init(void);
 /* Frees what the calling thread kept to read with; as it ends. */
 void intake_thread_end(void);
-/* The request as chat_respond sees it; path_buf holds its path. */
-void build_request(struct conn *c, struct chat_request *creq, char *path_buf, size_t path_size);
+/* The request as chat_respond sees it. */
+void build_request(struct conn *c, struct chat_request *creq);
 /* The same, asked again as a held request is: in mode, and as the stream
  * it is, if it is one. */
-void request_asked(struct conn *c, struct chat_request *creq, char *path_buf, size_t path_size,
-		   enum chat_hold_mode mode);
+void request_asked(struct conn *c, struct chat_request *creq, enum chat_hold_mode mode);
 /* Forgets the request on c (its answer is queued, or it ended unanswered). */
 void request_end(struct conn *c);
 

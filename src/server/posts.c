@@ -59,10 +59,9 @@ void post_start(struct conn *c, struct chat_request *creq, struct chat_post *pos
 
 void post_answer(struct conn *c)
 {
-	char path[64];
 	struct chat_request creq;
 	struct chat_response res;
-	build_request(c, &creq, path, sizeof path);
+	build_request(c, &creq);
 	struct chat_post *post = c->post;
 	c->post = NULL;
 	chat_post_finish(&creq, &c->srv->cfg.limits, post, &res);

@@ -76,9 +76,8 @@ static void group_answer(struct read_group *g)
 		struct chat_response copy;
 		if (!response_copy(&copy, &res))
 			chat_out_of_memory(&copy, "out of memory for a shared answer");
-		char path[64];
 		struct chat_request creq;
-		request_asked(m, &creq, path, sizeof path, g->mode);
+		request_asked(m, &creq, g->mode);
 		tl_away = false;
 		respond(m, &creq, &copy);
 		if (tl_away)
@@ -88,9 +87,8 @@ static void group_answer(struct read_group *g)
 	}
 	leader->group = NULL;
 	leader->group_next = NULL;
-	char path[64];
 	struct chat_request creq;
-	request_asked(leader, &creq, path, sizeof path, g->mode);
+	request_asked(leader, &creq, g->mode);
 	free(g->query);
 	free(g);
 	tl_away = false;
@@ -105,10 +103,9 @@ void read_answer(struct conn *c)
 	}
 	struct chat_read *read = c->read;
 	c->read = NULL;
-	char path[64];
 	struct chat_request creq;
 	struct chat_response res;
-	request_asked(c, &creq, path, sizeof path, CHAT_HOLD_ALLOWED);
+	request_asked(c, &creq, CHAT_HOLD_ALLOWED);
 	chat_read_finish(&c->srv->cfg.limits, read, &res);
 	respond(c, &creq, &res);
 }

@@ -61,22 +61,47 @@ static void recognise(const struct records_pairs *p, unsigned *asked)
 			*asked |= known[i].bit;
 }
 
+/* The two lengths are known: the pair's name and value come next. False
+ * for a length past RECORDS_PARAMS_MAX. */
+static bool pair_begins(struct records_pairs *p, const unsigned char *lengths)
+{
+	unsigned first = lengths[0] & 0x80 ? 4 : 1;
+	uint64_t name = length_at(lengths), value = length_at(lengths + first);
+	if (name > RECORDS_PARAMS_MAX || value > RECORDS_PARAMS_MAX)
+		return false;
+	p->lengths_have = 0;
+	p->name_total = p->name_left = name;
+	p->value_left = value;
+	return true;
+}
+
 /* Walks n more bytes of pairs; false for a length past RECORDS_PARAMS_MAX.
- * With asked, names are matched against the GET_VALUES variables. */
+ * With asked, names are matched against the GET_VALUES variables; without,
+ * a name and its value are passed over together. */
 static bool pairs_walk(struct records_pairs *p, const unsigned char *b, size_t n, unsigned *asked)
 {
 	while (n > 0) {
+		if (!asked && (p->name_left > 0 || p->value_left > 0)) {
+			uint64_t pair = p->name_left + p->value_left;
+			size_t take = pair < n ? (size_t)pair : n;
+			size_t from_name = take < p->name_left ? take : (size_t)p->name_left;
+			p->name_left -= from_name;
+			p->value_left -= take - from_name;
+			b += take;
+			n -= take;
+			continue;
+		}
 		if (p->name_left > 0) {
 			size_t take = p->name_left < n ? (size_t)p->name_left : n;
 			size_t kept = (size_t)(p->name_total - p->name_left);
-			if (asked && kept < sizeof p->name) {
+			if (kept < sizeof p->name) {
 				size_t room = sizeof p->name - kept;
 				memcpy(p->name + kept, b, take < room ? take : room);
 			}
 			p->name_left -= take;
 			b += take;
 			n -= take;
-			if (p->name_left == 0 && asked)
+			if (p->name_left == 0)
 				recognise(p, asked);
 			continue;
 		}
@@ -87,18 +112,27 @@ static bool pairs_walk(struct records_pairs *p, const unsigned char *b, size_t n
 			n -= take;
 			continue;
 		}
+		/* Both lengths here at once, as they nearly always are. */
+		if (p->lengths_have == 0) {
+			size_t first = b[0] & 0x80 ? 4 : 1;
+			if (n > first && n >= first + (b[first] & 0x80 ? 4 : 1)) {
+				size_t size = first + (b[first] & 0x80 ? 4 : 1);
+				if (!pair_begins(p, b))
+					return false;
+				b += size;
+				n -= size;
+				if (asked && p->name_left == 0)
+					recognise(p, asked);
+				continue;
+			}
+		}
 		p->lengths[p->lengths_have++] = *b++;
 		n--;
 		unsigned size = lengths_size(p);
-		if (size == 0 || p->lengths_have < size)
-			continue;
-		unsigned first = p->lengths[0] & 0x80 ? 4 : 1;
-		uint64_t name = length_at(p->lengths), value = length_at(p->lengths + first);
-		if (name > RECORDS_PARAMS_MAX || value > RECORDS_PARAMS_MAX)
+		if (size != 0 && p->lengths_have == size && !pair_begins(p, p->lengths))
 			return false;
-		p->lengths_have = 0;
-		p->name_total = p->name_left = name;
-		p->value_left = value;
+		if (asked && size != 0 && p->lengths_have == 0 && p->name_left == 0)
+			recognise(p, asked);
 	}
 	return true;
 }
@@ -231,14 +265,21 @@ enum records_event records_read(struct records *r, const unsigned char *bytes, s
 	memset(f, 0, sizeof *f);
 	for (;;) {
 		if (r->have < sizeof r->head) {
-			size_t take = sizeof r->head - r->have;
-			if (take > len - at)
-				take = len - at;
-			memcpy(r->head + r->have, bytes + at, take);
-			r->have += (unsigned)take;
-			at += take;
-			if (r->have < sizeof r->head)
-				break;
+			if (r->have == 0 && len - at >= sizeof r->head) {
+				/* A whole header here, as nearly always. */
+				memcpy(r->head, bytes + at, sizeof r->head);
+				r->have = sizeof r->head;
+				at += sizeof r->head;
+			} else {
+				size_t take = sizeof r->head - r->have;
+				if (take > len - at)
+					take = len - at;
+				memcpy(r->head + r->have, bytes + at, take);
+				r->have += (unsigned)take;
+				at += take;
+				if (r->have < sizeof r->head)
+					break;
+			}
 			ev = record_opens(r, f);
 			if (ev != RECORDS_MORE)
 				break;

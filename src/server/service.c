@@ -20,10 +20,9 @@ static void set_body(struct chat_response *res, int status, const char *body, co
 
 void health_answer(struct conn *c, int rc, const char *why)
 {
-	char path[64];
 	struct chat_request creq;
 	struct chat_response res;
-	build_request(c, &creq, path, sizeof path);
+	build_request(c, &creq);
 	if (rc == 0) {
 		set_body(&res, 200, "{\"status\":\"ok\"}", NULL);
 	} else {
