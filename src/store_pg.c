@@ -388,7 +388,7 @@ static uint64_t mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static int64_t now_ms(void)
+static int64_t unix_ms(void)
 {
 	struct timespec ts;
 	if (clock_gettime(CLOCK_REALTIME, &ts) != 0)
@@ -1098,7 +1098,7 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 	for (size_t r = 0; r < nrooms; r++)
 		rooms[r].was = rooms[r].last;
 
-	int64_t t = now_ms();
+	int64_t t = unix_ms();
 	size_t stored = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct pending *p = v[i];

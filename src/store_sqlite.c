@@ -253,7 +253,7 @@ static bool conn_survives(int rc)
 	return (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
 }
 
-static void conn_close(struct conn *c)
+static void db_conn_close(struct conn *c)
 {
 	if (!c)
 		return;
@@ -396,7 +396,7 @@ static int conn_open(struct store_sqlite *st, int flags, struct conn **out)
 	if (rc != SQLITE_OK) {
 		if (c->db)
 			rc = sqlite3_extended_errcode(c->db) ? sqlite3_extended_errcode(c->db) : rc;
-		conn_close(c);
+		db_conn_close(c);
 		return rc;
 	}
 	*out = c;
@@ -422,7 +422,7 @@ static int conn_get(struct store_sqlite *st, struct conn **out)
 static void conn_put(struct store_sqlite *st, struct conn *c, int rc)
 {
 	if (rc != SQLITE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW && !conn_survives(rc)) {
-		conn_close(c);
+		db_conn_close(c);
 		return;
 	}
 	pthread_mutex_lock(&st->lock);
@@ -468,7 +468,7 @@ static int rollback(struct conn *c, int rc)
 	return rc;
 }
 
-static int64_t now_ms(void)
+static int64_t unix_ms(void)
 {
 	struct timespec ts;
 	if (clock_gettime(CLOCK_REALTIME, &ts) != 0)
@@ -803,7 +803,7 @@ static int post_one(struct store_sqlite *st, struct conn *c, struct store_post *
 	if (rc != SQLITE_OK)
 		return rc;
 
-	int64_t t = now_ms();
+	int64_t t = unix_ms();
 	struct store_entry user = {.seq = last + 1,
 				   .role = STORE_USER,
 				   .text = p->text,
@@ -852,7 +852,7 @@ static void write_batch(struct store_sqlite *st, struct store_post *batch)
 					  "PRAGMA cache_size = -" STORE_WRITER_CACHE_KIB, NULL,
 					  NULL, NULL);
 		if (rc != SQLITE_OK && st->writer) {
-			conn_close(st->writer);
+			db_conn_close(st->writer);
 			st->writer = NULL;
 		}
 	}
@@ -878,7 +878,7 @@ static void write_batch(struct store_sqlite *st, struct store_post *batch)
 		/* As conn_put: reopened on the next post after an error it may
 		 * not survive. */
 		if (rc != SQLITE_OK && !conn_survives(rc)) {
-			conn_close(st->writer);
+			db_conn_close(st->writer);
 			st->writer = NULL;
 		}
 	}
@@ -1190,7 +1190,7 @@ int store_sqlite_open(struct store_sqlite **out, const char *path, const struct 
 	*out = st;
 	return 0;
 fail:
-	conn_close(first);
+	db_conn_close(first);
 	store_sqlite_close(st);
 	return -1;
 }
@@ -1213,9 +1213,9 @@ void store_sqlite_close(struct store_sqlite *st)
 	while (st->idle) {
 		struct conn *c = st->idle;
 		st->idle = c->next;
-		conn_close(c);
+		db_conn_close(c);
 	}
-	conn_close(st->writer);
+	db_conn_close(st->writer);
 	free(st->rooms);
 	sqlite3_close(st->version_db);
 	pthread_mutex_destroy(&st->lock);

@@ -288,7 +288,7 @@ void ask_again(struct conn *c, enum chat_hold_mode mode)
 	request_asked(c, &creq, mode);
 	c->seen_change = atomic_load(&c->srv->changes);
 	chat_respond(&creq, &c->srv->cfg.limits, &res);
-	respond(c, &creq, &res);
+	answer_request(c, &creq, &res);
 }
 
 void stream_next(struct conn *c)
@@ -347,10 +347,10 @@ static void hold_or_ask_again(struct conn *c, struct chat_request *creq, struct 
 			chat_out_of_memory(res, "the request logic held a request told to answer");
 		}
 	}
-	respond(c, creq, res);
+	answer_request(c, creq, res);
 }
 
-void respond(struct conn *c, struct chat_request *creq, struct chat_response *res)
+void answer_request(struct conn *c, struct chat_request *creq, struct chat_response *res)
 {
 	switch (res->kind) {
 	case CHAT_HOLD:

@@ -219,7 +219,7 @@ void answer_again(struct server *srv, struct conn *list, enum chat_hold_mode mod
 			shared_keep(&shared, &creq, &res, c->seen_change);
 		}
 		tl_away = false;
-		respond(c, &creq, &res);
+		answer_request(c, &creq, &res);
 		if (tl_away)
 			tl_away = false; /* the store has it */
 		else

@@ -320,7 +320,7 @@ static void serve(struct conn *c)
 		post_start(c, &creq, post);
 		return;
 	}
-	respond(c, &creq, &res);
+	answer_request(c, &creq, &res);
 }
 
 /* FCGI_ABORT_REQUEST (section 5.4): the request ends, with whatever of

@@ -214,10 +214,23 @@ struct server {
 	pthread_cond_t standby_wake;
 };
 
-/* ---- loop.c: threads, the run queue, the clock ---- */
+/* ---- loop.c: threads and the run queue ---- */
 
-uint64_t now_ms(void);
-double ms_since(const struct timespec *t0);
+/* CLOCK_MONOTONIC, for deadlines and timings. */
+static inline uint64_t now_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
+}
+
+static inline double ms_since(const struct timespec *t0)
+{
+	struct timespec t1;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
 /* The calling thread is about to work long (the store, a large body): its
  * poller's place goes to a parked thread. */
 void server_may_block(void);
@@ -291,7 +304,7 @@ void out_clear(struct conn *c);
 /* ---- answer.c: turning a chat_response into bytes and holds ---- */
 
 /* Sends, holds or streams res for the request on c. Takes over res. */
-void respond(struct conn *c, struct chat_request *creq, struct chat_response *res);
+void answer_request(struct conn *c, struct chat_request *creq, struct chat_response *res);
 /* An open stream's next part, once its queue has drained. */
 void stream_next(struct conn *c);
 /* Asks the chat logic again for the request on c, as mode says. */
@@ -332,10 +345,6 @@ void conn_store_done(struct conn *c);
 void post_start(struct conn *c, struct chat_request *creq, struct chat_post *post);
 /* c's post is stored: answers it. */
 void post_answer(struct conn *c);
-/* Has the store's threads check it, for GET /chat/health. */
-void check_start(struct conn *c);
-/* The check is made: answers it. */
-void check_answer(struct conn *c);
 /* Has the store make c's read (a CHAT_READ of c's request). */
 void read_start(struct conn *c, struct chat_response *res);
 /* c's read is made: answers it, and its group's. */
@@ -355,5 +364,9 @@ void group_start(struct read_group *g);
 void service_answer(struct conn *c, struct chat_request *creq);
 /* The health check's answer: 0, or -1 with why the store failed. */
 void health_answer(struct conn *c, int rc, const char *why);
+/* Has the store's threads check it, for GET /chat/health. */
+void check_start(struct conn *c);
+/* The check is made: answers it. */
+void check_answer(struct conn *c);
 
 #endif

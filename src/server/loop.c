@@ -29,6 +29,14 @@
  * The run queue. Connections given work by something other than their own
  * events go there: a post the store has committed, the waiters of a room a
  * post has just changed. run_fd wakes a poller to take them.
+ *
+ * The files. loop.c runs the threads; conn.c runs a connection (conn_run)
+ * through intake.c (its records), answer.c (what a response becomes),
+ * posts.c, reads.c and service.c (work at the store, and the server's own
+ * routes) and output.c (its bytes); held.c keeps the connections that wait,
+ * with their deadlines and rooms. They call each other in a loop on
+ * purpose: an answer to a post wakes its room (held.c), whose waiters are
+ * answered (answer.c) and handed back to be run (conn.c).
  */
 /* epoll, eventfd, timerfd and accept4: this layer is Linux-only. */
 #define _GNU_SOURCE
@@ -66,20 +74,6 @@ _Thread_local bool tl_run_later;
 static _Thread_local struct server *tl_server;
 static _Thread_local bool tl_poller;
 static _Thread_local struct batch *tl_batch;
-
-uint64_t now_ms(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
-}
-
-double ms_since(const struct timespec *t0)
-{
-	struct timespec t1;
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
-}
 
 /* The time on clk ms from now, for a timed wait. */
 static struct timespec clock_after(clockid_t clk, unsigned ms)

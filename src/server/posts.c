@@ -29,7 +29,7 @@ static void post_stored(void *cookie)
 	conn_store_done(c);
 }
 
-static void post_queue(struct conn *c)
+static void queue_post(struct conn *c)
 {
 	chat_post_queue(&c->srv->cfg.limits, c->post, post_stored, c);
 }
@@ -49,12 +49,12 @@ void post_start(struct conn *c, struct chat_request *creq, struct chat_post *pos
 		memset(&res, 0, sizeof res);
 		chat_set_error(&res, 503, POSTS_FULL_BODY, "--max-posts posts wait for the store");
 		res.retry_after = 1;
-		respond(c, creq, &res);
+		answer_request(c, creq, &res);
 		return;
 	}
 	c->post = post;
 	c->away = AWAY_POST;
-	conn_to_store(c, post_queue);
+	conn_to_store(c, queue_post);
 }
 
 void post_answer(struct conn *c)
@@ -65,5 +65,5 @@ void post_answer(struct conn *c)
 	struct chat_post *post = c->post;
 	c->post = NULL;
 	chat_post_finish(&creq, &c->srv->cfg.limits, post, &res);
-	respond(c, &creq, &res);
+	answer_request(c, &creq, &res);
 }

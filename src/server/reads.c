@@ -25,15 +25,15 @@ struct read_group {
 };
 
 /* Called on the store's thread (or at once on the queueing one). */
-static void read_made(void *cookie)
+static void read_stored(void *cookie)
 {
 	conn_store_done(cookie);
 }
 
-static void read_queue(struct conn *c)
+static void queue_read(struct conn *c)
 {
 	struct chat_read *read = c->group ? c->group->read : c->read;
-	chat_read_queue(&c->srv->cfg.limits, read, read_made, c);
+	chat_read_queue(&c->srv->cfg.limits, read, read_stored, c);
 }
 
 void read_start(struct conn *c, struct chat_response *res)
@@ -43,7 +43,7 @@ void read_start(struct conn *c, struct chat_response *res)
 	chat_response_free(res);
 	c->group = NULL;
 	c->away = AWAY_READ;
-	conn_to_store(c, read_queue);
+	conn_to_store(c, queue_read);
 }
 
 /* A copy of res for another member of a group; false when memory ran out. */
@@ -79,7 +79,7 @@ static void group_answer(struct read_group *g)
 		struct chat_request creq;
 		request_asked(m, &creq, g->mode);
 		tl_away = false;
-		respond(m, &creq, &copy);
+		answer_request(m, &creq, &copy);
 		if (tl_away)
 			tl_away = false; /* another read: the store has it */
 		else
@@ -92,7 +92,7 @@ static void group_answer(struct read_group *g)
 	free(g->query);
 	free(g);
 	tl_away = false;
-	respond(leader, &creq, &res);
+	answer_request(leader, &creq, &res);
 }
 
 void read_answer(struct conn *c)
@@ -107,42 +107,7 @@ void read_answer(struct conn *c)
 	struct chat_response res;
 	request_asked(c, &creq, CHAT_HOLD_ALLOWED);
 	chat_read_finish(&c->srv->cfg.limits, read, &res);
-	respond(c, &creq, &res);
-}
-
-static void check_made(struct store_read *r)
-{
-	conn_store_done(r->ctx);
-}
-
-static void check_queue(struct conn *c)
-{
-	store_read_queue(c->srv->cfg.limits.store, c->check);
-}
-
-void check_start(struct conn *c)
-{
-	c->check = calloc(1, sizeof *c->check);
-	if (!c->check) {
-		health_answer(c, -1, "out of memory");
-		return;
-	}
-	c->check->check = true;
-	c->check->ctx = c;
-	c->check->done = check_made;
-	c->away = AWAY_CHECK;
-	conn_to_store(c, check_queue);
-}
-
-void check_answer(struct conn *c)
-{
-	struct store_read *r = c->check;
-	c->check = NULL;
-	char why[sizeof r->check_why];
-	snprintf(why, sizeof why, "%s", r->why ? r->why : "the store failed");
-	int rc = r->result == STORE_OK ? 0 : -1;
-	free(r);
-	health_answer(c, rc, why);
+	answer_request(c, &creq, &res);
 }
 
 struct read_group *group_new(struct conn *leader, const struct chat_request *creq,
@@ -187,7 +152,7 @@ void group_start(struct read_group *g)
 {
 	struct conn *leader = g->members;
 	tl_away = false;
-	conn_to_store(leader, read_queue);
+	conn_to_store(leader, queue_read);
 	if (tl_away) {
 		tl_away = false;
 		return;

@@ -7,6 +7,8 @@
 
 #include "metrics.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The Prometheus text exposition format, version 0.0.4. */
@@ -16,6 +18,41 @@ static void set_body(struct chat_response *res, int status, const char *body, co
 {
 	memset(res, 0, sizeof *res);
 	chat_set_error(res, status, body, reason);
+}
+
+static void check_made(struct store_read *r)
+{
+	conn_store_done(r->ctx);
+}
+
+static void check_queue(struct conn *c)
+{
+	store_read_queue(c->srv->cfg.limits.store, c->check);
+}
+
+void check_start(struct conn *c)
+{
+	c->check = calloc(1, sizeof *c->check);
+	if (!c->check) {
+		health_answer(c, -1, "out of memory");
+		return;
+	}
+	c->check->check = true;
+	c->check->ctx = c;
+	c->check->done = check_made;
+	c->away = AWAY_CHECK;
+	conn_to_store(c, check_queue);
+}
+
+void check_answer(struct conn *c)
+{
+	struct store_read *r = c->check;
+	c->check = NULL;
+	char why[sizeof r->check_why];
+	snprintf(why, sizeof why, "%s", r->why ? r->why : "the store failed");
+	int rc = r->result == STORE_OK ? 0 : -1;
+	free(r);
+	health_answer(c, rc, why);
 }
 
 void health_answer(struct conn *c, int rc, const char *why)
@@ -31,7 +68,7 @@ void health_answer(struct conn *c, int rc, const char *why)
 				 "the store failed");
 		res.retry_after = CHAT_RETRY_AFTER_S;
 	}
-	respond(c, &creq, &res);
+	answer_request(c, &creq, &res);
 }
 
 void service_answer(struct conn *c, struct chat_request *creq)
@@ -39,7 +76,7 @@ void service_answer(struct conn *c, struct chat_request *creq)
 	struct server *srv = c->srv;
 	struct chat_response res;
 	if (!chat_check_method(c->route, creq, &res)) {
-		respond(c, creq, &res);
+		answer_request(c, creq, &res);
 		return;
 	}
 	if (c->route == ROUTE_HEALTH) {
@@ -81,5 +118,5 @@ void service_answer(struct conn *c, struct chat_request *creq)
 		res.body_owned = true;
 		res.content_type = METRICS_CONTENT_TYPE;
 	}
-	respond(c, creq, &res);
+	answer_request(c, creq, &res);
 }
