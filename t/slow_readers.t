@@ -156,7 +156,9 @@ my $out = $reading->{out};
 is(scalar(<$out>) // '', "open\n", "$readers readers opened /chat/events?room=big&after=0 through nginx");
 
 # Every 200 ms, for as long as the readers read: a stateless post, a post
-# to another room and a read of that room, each timed.
+# to another room and a read of that room, and a post to the readers' own
+# room, which wakes their streams without writing to them (they make their
+# next part once the last is written), each timed.
 my (@took, @bad);
 my $start = time;
 my $tick = $start;
@@ -165,7 +167,8 @@ while (time - $start < $read_secs) {
 	$n++;
 	for my $req (['a stateless post', sub { $t->post(qq({"message":"meanwhile $n"}), timeout => 3) }],
 		['a post to room other', sub { $t->post_room('other', "meanwhile $n", "other-$n", timeout => 3) }],
-		['GET /chat/messages?room=other', sub { $t->request(path => '/chat/messages?room=other', timeout => 3) }])
+		['GET /chat/messages?room=other', sub { $t->request(path => '/chat/messages?room=other', timeout => 3) }],
+		['a post to room big', sub { $t->post_room('big', "to the readers $n", "big-$n", timeout => 3) }])
 	{
 		my ($what, $send) = @$req;
 		my $t0 = time;
