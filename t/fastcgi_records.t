@@ -66,7 +66,7 @@ sub still_serving {
 sub metric {
 	my ($name) = @_;
 	my $s = FastCGI::connect_unix($t->socket) or return;
-	print $s FastCGI::request({REQUEST_METHOD => 'GET', REQUEST_URI => '/chat/metrics'}, '');
+	print $s FastCGI::metrics_request();
 	my $r = FastCGI::read_response($s, 5 * $slack);
 	close $s;
 	return $r->{body} =~ /^\Q$name\E (\d+)$/m ? $1 : undef;

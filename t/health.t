@@ -6,6 +6,7 @@ use warnings;
 use Test::More;
 use IO::Socket::INET;
 use ChatTest;
+use FastCGI;
 
 my $t = ChatTest->new(backend_args => ['--verbose']);
 
@@ -65,6 +66,36 @@ for my $line (grep { !/^#/ } split /\n/, $m) {
 	print $s "GET /chat/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
 	$raw = <$s>;
 	is(ChatTest::parse_response($raw)->{status}, 200, '... while /chat/health is open to all');
+}
+
+# The backend answers metrics only to a request that nginx's metrics
+# location marked: straight on the socket, without the mark, there is
+# nothing there.
+{
+	my $s = FastCGI::connect_unix($t->socket) or die "connect: $!";
+	print $s FastCGI::request({REQUEST_METHOD => 'GET', REQUEST_URI => '/chat/metrics'}, '');
+	my $r = FastCGI::read_response($s, 5);
+	close $s;
+	is($r->{status}, 404, 'GET /chat/metrics on the socket without nginx\'s mark: 404');
+	unlike($r->{body}, qr/chat_fcgi_/, '... with no metrics in it');
+	$s = FastCGI::connect_unix($t->socket) or die "connect: $!";
+	print $s FastCGI::metrics_request();
+	$r = FastCGI::read_response($s, 5);
+	close $s;
+	like($r->{body}, qr/^chat_fcgi_requests_in_flight /m, '... and with it, the metrics');
+}
+
+# Behind a proxy on the same host, every client is 127.0.0.1 unless nginx
+# takes the client's address from the proxy (real_ip, as README shows):
+# then only the machine itself gets the metrics.
+{
+	my $p = ChatTest->new(server_extra => "set_real_ip_from 127.0.0.1;\nreal_ip_header X-Forwarded-For;\n");
+	my $r = $p->request(path => '/chat/metrics', headers => ['X-Forwarded-For' => '203.0.113.9']);
+	is($r->{status}, 403, 'behind a local proxy with real_ip, a client of 203.0.113.9: 403 for the metrics');
+	unlike($r->{body}, qr/chat_fcgi_/, '... with no metrics in it');
+	$r = $p->request(path => '/chat/metrics', headers => ['X-Forwarded-For' => '127.0.0.1']);
+	is($r->{status}, 200, '... and the machine itself: 200');
+	$p->done;
 }
 
 # The store failing: here, a database whose schema another program changed.

@@ -179,7 +179,7 @@ my $slow_rest = FastCGI::stdin(1, substr($slow_body, 5));
 sub standby_events {
 	my ($t) = @_;
 	my $s = FastCGI::connect_unix($t->socket) // die "connect: $!";
-	print $s FastCGI::request({REQUEST_METHOD => 'GET', REQUEST_URI => '/chat/metrics'}, '');
+	print $s FastCGI::metrics_request();
 	my $r = FastCGI::read_response($s, 5);
 	close $s;
 	return $r->{body} =~ /^chat_fcgi_standby_events_total (\d+)$/m ? $1 : -1;

@@ -30,7 +30,7 @@ my $request = FastCGI::request(FastCGI::chat_params(), '{"message":"unread"}', k
 sub metric {
 	my ($t, $name) = @_;
 	my $s = FastCGI::connect_unix($t->socket) // die "connect: $!";
-	print $s FastCGI::request({REQUEST_METHOD => 'GET', REQUEST_URI => '/chat/metrics'}, '');
+	print $s FastCGI::metrics_request();
 	my $r = FastCGI::read_response($s, 5);
 	close $s;
 	return $r->{body} =~ /^\Q$name\E (\S+)$/m ? $1 : undef;

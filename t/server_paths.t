@@ -25,7 +25,7 @@ sub connect_backend { FastCGI::connect_unix($t->socket) // die "connect: $!" }
 # The metrics, over a connection of their own.
 sub metrics {
 	my $s = connect_backend();
-	print $s FastCGI::request({REQUEST_METHOD => 'GET', REQUEST_URI => '/chat/metrics'}, '');
+	print $s FastCGI::metrics_request();
 	my $r = FastCGI::read_response($s, 5);
 	close $s;
 	my %m = $r->{body} =~ /^(chat_fcgi_\w+) (\S+)$/mg;

@@ -96,6 +96,16 @@ void service_answer(struct conn *c, struct chat_request *creq)
 		health_answer(c, rc, why);
 		return;
 	}
+	/* Only nginx's metrics location marks a request so (conf/chat-fcgi.conf):
+	 * to anyone else there is nothing here. */
+	const char *marked = FCGX_GetParam("CHAT_METRICS", c->req.envp);
+	if (!marked || strcmp(marked, "1") != 0) {
+		memset(&res, 0, sizeof res);
+		chat_set_error(&res, 404, "{\"error\":\"There is nothing here.\"}",
+			       "metrics asked for without nginx's mark");
+		answer_request(c, creq, &res);
+		return;
+	}
 	pthread_mutex_lock(&srv->lock);
 	struct metrics_gauges g = {
 	    .held = srv->nheld,

@@ -122,6 +122,11 @@ sub request {
 	return begin_request($id, $o{keep} ? KEEP_CONN : 0) . params($id, \%p) . stdin($id, $body);
 }
 
+# GET /chat/metrics as nginx's metrics location sends it (marked).
+sub metrics_request {
+	return request({REQUEST_METHOD => 'GET', REQUEST_URI => '/chat/metrics', CHAT_METRICS => 1}, '');
+}
+
 sub chat_params {
 	my (%extra) = @_;
 	return {
