@@ -2,6 +2,7 @@
  * chat-fcgi: the FastCGI backend of the chat page. nginx serves the page
  * and passes POST /chat/ here; see chat.c for what is answered.
  */
+#include "allow.h"
 #include "chat.h"
 #include "listen.h"
 #include "log.h"
@@ -12,6 +13,7 @@
 
 #include <fcgiapp.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -55,6 +57,15 @@ int main(int argc, char **argv)
 	}
 
 	char err[512];
+	/* Who may connect over TCP: --allow-from, else libfcgi's own variable,
+	 * which its accept reads and the server's own accept must honour too. */
+	static struct allow_list allow;
+	const char *allow_from = opt.allow_from ? opt.allow_from : getenv("FCGI_WEB_SERVER_ADDRS");
+	if (allow_from && *allow_from && allow_parse(&allow, allow_from, err, sizeof err) != 0) {
+		log_msg(LOG_ERROR, "%s: %s",
+			opt.allow_from ? "--allow-from" : "FCGI_WEB_SERVER_ADDRS", err);
+		return 1;
+	}
 	struct listener l;
 	if (listener_open(&l, opt.listen, opt.socket_mode, err, sizeof err) != 0) {
 		log_msg(LOG_ERROR, "%s", err);
@@ -111,6 +122,7 @@ int main(int argc, char **argv)
 	    .max_queue = opt.max_queue,
 	    .send_timeout_ms = opt.send_timeout_s * 1000u,
 	    .receive_timeout_ms = opt.receive_timeout_s * 1000u,
+	    .allow = allow_from && *allow_from ? &allow : NULL,
 	    .limits = {.max_body = opt.max_body,
 		       .store = store,
 		       .stream_pace_ms = opt.stream_pace_ms},

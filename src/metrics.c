@@ -31,10 +31,9 @@ static atomic_ulong closed[METRICS_CLOSE_COUNT];
 static atomic_ulong posts_refused;
 
 static const char *const close_names[METRICS_CLOSE_COUNT] = {
-    [METRICS_CLOSE_SEND_TIMEOUT] = "send_timeout",
-    [METRICS_CLOSE_QUEUE_FULL] = "queue_full",
-    [METRICS_CLOSE_RECEIVE_TIMEOUT] = "receive_timeout",
-    [METRICS_CLOSE_PROTOCOL] = "protocol",
+    [METRICS_CLOSE_SEND_TIMEOUT] = "send_timeout",       [METRICS_CLOSE_QUEUE_FULL] = "queue_full",
+    [METRICS_CLOSE_RECEIVE_TIMEOUT] = "receive_timeout", [METRICS_CLOSE_PROTOCOL] = "protocol",
+    [METRICS_CLOSE_NOT_ALLOWED] = "not_allowed",
 };
 
 void metrics_request_started(void)

@@ -22,6 +22,7 @@ enum metrics_close {
 	METRICS_CLOSE_QUEUE_FULL,      /* its reader left more than --max-queue unread */
 	METRICS_CLOSE_RECEIVE_TIMEOUT, /* a request did not come whole in --receive-timeout */
 	METRICS_CLOSE_PROTOCOL,        /* it broke the FastCGI protocol */
+	METRICS_CLOSE_NOT_ALLOWED,     /* its peer is not in --allow-from */
 	METRICS_CLOSE_COUNT
 };
 void metrics_conn_closed(enum metrics_close why);

@@ -1,5 +1,6 @@
 #include "options.h"
 
+#include "allow.h"
 #include "chat.h"
 #include "store.h"
 
@@ -12,6 +13,7 @@
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: chat-fcgi [--listen unix:PATH|HOST:PORT] [--socket-mode MODE]\n"
+		     "                 [--allow-from ADDR[/BITS],...]\n"
 		     "                 [--threads N] [--pollers N] [--max-waits N]\n"
 		     "                 [--max-streams N] [--stream-pace MS] [--max-body BYTES]\n"
 		     "                 [--max-posts N] [--max-queue BYTES]\n"
@@ -32,6 +34,9 @@ static void help(void)
 	       "\n"
 	       "  -l, --listen ADDR      listen on unix:PATH or HOST:PORT itself\n"
 	       "  -m, --socket-mode MODE permissions of a unix socket (octal; default 0660)\n"
+	       "      --allow-from LIST  on TCP, accept only these peers: addresses with\n"
+	       "                         optional prefix lengths, comma-separated\n"
+	       "                         (default: FCGI_WEB_SERVER_ADDRS, else any)\n"
 	       "  -t, --threads N        threads that work on requests (default %u); no\n"
 	       "                         thread ever waits on a connection or the store\n"
 	       "      --pollers N        of those, how many take events at once\n"
@@ -172,6 +177,7 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 	    {"room-history", required_argument, NULL, 'r'},
 	    {"store-sync", required_argument, NULL, 'Y'},
 	    {"max-posts", required_argument, NULL, 'A'},
+	    {"allow-from", required_argument, NULL, 'F'},
 	    {"max-queue", required_argument, NULL, 'Q'},
 	    {"send-timeout", required_argument, NULL, 'T'},
 	    {"receive-timeout", required_argument, NULL, 'R'},
@@ -278,6 +284,16 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 			}
 			opt->store_sync_full = strcmp(optarg, "full") == 0;
 			break;
+		case 'F': {
+			struct allow_list probe;
+			char why[160];
+			if (allow_parse(&probe, optarg, why, sizeof why) != 0) {
+				fprintf(stderr, "chat-fcgi: --allow-from: %s\n", why);
+				goto bad;
+			}
+			opt->allow_from = optarg;
+			break;
+		}
 		case 'A':
 			if (parse_number_option(&max_posts, optarg, &v) != 0)
 				goto bad;

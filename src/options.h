@@ -40,7 +40,8 @@
 #define OPTIONS_MAX_BODY_LIMIT ((size_t)16 * 1024 * 1024)
 
 struct options {
-	const char *listen; /* "unix:PATH" or "HOST:PORT"; NULL: the socket on fd 0 */
+	const char *listen;     /* "unix:PATH" or "HOST:PORT"; NULL: the socket on fd 0 */
+	const char *allow_from; /* peers a TCP socket accepts; NULL: all */
 	mode_t socket_mode;
 	unsigned threads;
 	unsigned pollers; /* threads taking events at once; 0: half the CPUs, 1 below 4 */

@@ -197,6 +197,46 @@ like(ChatTest::read_file("$dir/a.log"), qr/exiting after 1 requests/, 'one line 
 	is((stop($pid, 'INT'))[0], 0, 'SIGINT: exit 0 as well');
 }
 
+## --allow-from: the TCP peers accepted
+
+{
+	my $port = ChatTest::free_port();
+	my $pid = start('allow', '--listen', "127.0.0.1:$port", '--allow-from', '127.0.0.2, ::1');
+	my $near;
+	for (1 .. 100) {
+		$near = IO::Socket::IP->new(PeerHost => '127.0.0.1', PeerPort => $port, LocalHost => '127.0.0.2',
+			Proto => 'tcp') and last;
+		sleep 0.05;
+	}
+	ok($near, '--allow-from 127.0.0.2: a peer of 127.0.0.2 connects');
+	binmode $near;
+	$near->autoflush(1);
+	is(chat($near, 'allowed')->{body}, '{"message":"received allowed"}', '... and is served');
+	my $far = FastCGI::connect_tcp('127.0.0.1', $port);
+	print $far FastCGI::request(FastCGI::chat_params(), '{"message":"refused"}') if $far;
+	my $got = $far ? FastCGI::read_records($far, 3) : {eof => 1, records => []};
+	ok($got->{eof} && !@{ $got->{records} }, '... a peer of 127.0.0.1 is closed unanswered');
+	like(ChatTest::read_file("$dir/allow.log"), qr/refused a connection from 127\.0\.0\.1, not in --allow-from/,
+		'... and the refusal is logged');
+	close $_ for grep { $_ } $near, $far;
+	is((stop($pid))[0], 0, '... the backend goes on, and stops cleanly');
+
+	# libfcgi's own variable says the same when --allow-from is not given.
+	local $ENV{FCGI_WEB_SERVER_ADDRS} = '127.0.0.2';
+	$port = ChatTest::free_port();
+	$pid = start('allow-env', '--listen', "127.0.0.1:$port");
+	sleep 0.3;
+	$far = FastCGI::connect_tcp('127.0.0.1', $port);
+	print $far FastCGI::request(FastCGI::chat_params(), '{"message":"refused"}') if $far;
+	$got = $far ? FastCGI::read_records($far, 3) : {eof => 1, records => []};
+	ok($got->{eof} && !@{ $got->{records} }, 'FCGI_WEB_SERVER_ADDRS=127.0.0.2: a peer of 127.0.0.1 is closed');
+	close $far if $far;
+	stop($pid);
+	my ($code, $out, $err) = run('--listen', '127.0.0.1:1', '--allow-from', '10.0.0.0/33');
+	is($code, 2, 'a bad --allow-from: usage, exit 2');
+	like($err, qr/--allow-from: a prefix of 33 bits/, '... saying what is wrong');
+}
+
 ## The thread pool
 
 {

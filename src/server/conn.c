@@ -18,7 +18,10 @@
 #include "log.h"
 #include "metrics.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -401,6 +404,18 @@ void conn_event(struct server *srv, uint64_t tag)
 	}
 }
 
+/* The address of a peer, for the log. */
+static void peer_name(const struct sockaddr_storage *peer, char *name, size_t size)
+{
+	const void *addr = NULL;
+	if (peer->ss_family == AF_INET)
+		addr = &((const struct sockaddr_in *)(const void *)peer)->sin_addr;
+	else if (peer->ss_family == AF_INET6)
+		addr = &((const struct sockaddr_in6 *)(const void *)peer)->sin6_addr;
+	if (addr && !inet_ntop(peer->ss_family, addr, name, (socklen_t)size))
+		snprintf(name, size, "?");
+}
+
 void accept_event(struct server *srv)
 {
 	for (unsigned i = 0; i < ACCEPT_BATCH; i++) {
@@ -413,7 +428,10 @@ void accept_event(struct server *srv)
 			log_msg(LOG_NOTICE, "all %u connection slots are taken", srv->nslots);
 			return;
 		}
-		int fd = accept4(srv->cfg.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		struct sockaddr_storage peer;
+		socklen_t peer_len = sizeof peer;
+		int fd = accept4(srv->cfg.listen_fd, (struct sockaddr *)&peer, &peer_len,
+				 SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
 				continue;
@@ -426,6 +444,17 @@ void accept_event(struct server *srv)
 			struct timespec pause = {0, 100 * 1000 * 1000};
 			nanosleep(&pause, NULL);
 			break;
+		}
+		if (srv->cfg.allow &&
+		    !allow_match(srv->cfg.allow, (struct sockaddr *)&peer, peer_len)) {
+			char name[INET6_ADDRSTRLEN] = "?";
+			peer_name(&peer, name, sizeof name);
+			log_msg(LOG_NOTICE, "refused a connection from %s, not in --allow-from",
+				name);
+			metrics_conn_closed(METRICS_CLOSE_NOT_ALLOWED);
+			if (close(fd) != 0)
+				log_msg(LOG_DEBUG, "close: %s", strerror(errno));
+			continue;
 		}
 		pthread_mutex_lock(&srv->lock);
 		struct conn *c = srv->free_slots;

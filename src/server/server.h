@@ -4,6 +4,7 @@
 #ifndef SERVER_H
 #define SERVER_H
 
+#include "allow.h"
 #include "chat.h"
 #include "params.h"
 
@@ -21,7 +22,8 @@ struct server_config {
 	unsigned max_posts;       /* posts at the store at once; more get 503 */
 	size_t max_queue;         /* unsent bytes a connection may hold before more is added */
 	unsigned send_timeout_ms; /* unsent bytes with no progress this long: closed */
-	unsigned receive_timeout_ms; /* a request's head, then its body, within this */
+	unsigned receive_timeout_ms;    /* a request's head, then its body, within this */
+	const struct allow_list *allow; /* TCP peers accepted; NULL: all */
 	struct chat_limits limits;
 	/* Optional: reports a number that changes when another process wrote
 	 * to the shared store, so held requests there are looked at again.
