@@ -56,9 +56,8 @@ sub post_from {
 
 	my @page = map { $t->request(path => '/chat/')->{status} } 1 .. 30;
 	is_deeply(\@page, [(200) x 30], 'meanwhile the page itself is served: GET is not limited');
-	# A long-poll may hold its answer: 2 s tell enough (no answer is not 429).
-	my $poll = $t->request(path => '/chat/messages?after=0', timeout => 2)->{status};
-	isnt($poll, 429, "nor is waiting for messages (GET /chat/messages: $poll)");
+	my $read = $t->request(path => '/chat/messages?room=lobby', timeout => 5)->{status};
+	is($read, 200, 'nor are reads of a room (GET /chat/messages: 200)');
 	is(post_from($t, '127.0.0.2')->{status}, 200,
 		'another client address is not limited by this one');
 
@@ -81,6 +80,62 @@ sub post_from {
 	my @status = map { $_->{status} } flood($t);
 	is(scalar(grep { $_ == 200 } @status), 21,
 		"rate_limit => '1r/m': the burst and one more pass, then nothing") or diag("@status");
+	$t->done;
+}
+
+# IPv6 clients are counted by the /64 they are in: a host may take any
+# address of its /64. The client's address comes from X-Forwarded-For here,
+# as behind a local proxy (real_ip, README's Security section).
+{
+	my $t = ChatTest->new(rate_limit => '1r/m',
+		server_extra => "set_real_ip_from 127.0.0.1;\nreal_ip_header X-Forwarded-For;\n");
+	my $from = sub {
+		my ($addr, $n) = @_;
+		return map { $t->post(qq({"message":"v6 $_"}), headers => ['X-Forwarded-For' => $addr])->{status} }
+			1 .. $n;
+	};
+	my @first = $from->('2001:db8:0:7::1', 21);
+	is(scalar(grep { $_ == 200 } @first), 21, 'an IPv6 client: the burst and one more pass');
+	is(($from->('2001:db8:0:7::beef', 1))[0], 429, '... another address of the same /64: 429, counted with it');
+	is(($from->('2001:db8:0:8::1', 1))[0], 200, '... an address of the next /64: 200');
+	is(($from->('192.0.2.7', 1))[0], 200, '... an IPv4 client: 200');
+	$t->done;
+}
+
+# Long-polls and event streams held at once per client: 64, then a JSON 429
+# with Retry-After, while another client is not held back.
+{
+	my $t = ChatTest->new(rate_limit => '50r/s');
+	my @held = map { $t->begin_request(path => "/chat/messages?room=w&after=0&wait=20") } 1 .. 64;
+	sleep 0.5;
+	my $r = $t->request(path => '/chat/messages?room=w&after=0&wait=20', timeout => 5);
+	is($r->{status}, 429, '64 long-polls held by one client: the 65th gets 429');
+	like($t->json($r)->{error} // '', qr/Too many waits/, '... with its own error sentence');
+	is($r->{headers}{'retry-after'}, '1', '... and Retry-After: 1');
+	my $es = $t->request(path => '/chat/events?room=w', headers => [Accept => 'text/event-stream'],
+		timeout => 5);
+	is($es->{status}, 429, '... an event stream counts with them: 429');
+	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $t->port,
+		LocalAddr => '127.0.0.2', Proto => 'tcp', Timeout => 5) or die "connect: $!";
+	print $s "GET /chat/messages?room=w&after=0&wait=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+	local $/;
+	my $other = ChatTest::parse_response(<$s> // '');
+	is($other->{status}, 200, '... another client\'s long-poll is held and answered');
+	close $_ for @held;
+	sleep 0.5;
+	is($t->request(path => '/chat/messages?room=w&after=0&wait=1', timeout => 5)->{status}, 200,
+		'... and once they are closed, the first client may wait again');
+	like($t->error_log, qr/\[warn\].*limiting connections/, 'refusals are logged at warn');
+	$t->done;
+}
+
+{
+	my $t = ChatTest->new(rate_limit => 'off');
+	my @held = map { $t->begin_request(path => "/chat/messages?room=w&after=0&wait=20") } 1 .. 70;
+	sleep 0.5;
+	my $r = $t->request(path => '/chat/messages?room=w&after=0&wait=1', timeout => 5);
+	is($r->{status}, 200, "rate_limit => 'off': 70 long-polls held by one client, and one more is answered");
+	close $_ for @held;
 	$t->done;
 }
 
