@@ -330,7 +330,8 @@ const char *rooms_parse_query(const char *qs, struct rooms_query *q)
 	return NULL;
 }
 
-/* One entry of GET /chat/messages' answer; ctx is the read. */
+/* One entry of GET /chat/messages' answer; ctx is the read. Stops the read
+ * (1) once the page is full. */
 static int add_entry(void *arg, const struct store_entry *e)
 {
 	struct chat_read *r = arg;
@@ -339,7 +340,9 @@ static int add_entry(void *arg, const struct store_entry *e)
 	json_out_entry(&r->out, e);
 	r->count++;
 	r->last_seq = e->seq;
-	return r->out.failed ? -1 : 0;
+	if (r->out.failed)
+		return -1;
+	return r->out.len >= ROOMS_PAGE_MAX ? 1 : 0;
 }
 
 bool rooms_read_query(const struct chat_request *req, const struct chat_limits *lim,

@@ -17,6 +17,11 @@
 #define ROOMS_LIMIT_DEFAULT 100u
 #define ROOMS_LIMIT_MAX     500u
 #define ROOMS_WAIT_MAX      30u
+/* A page of history stops taking entries once its entries hold this many
+ * bytes (it always holds at least one): with limit=500 and entries of up
+ * to ~131 KiB escaped, a page would otherwise be tens of MB. Its "next" is
+ * then the last entry it holds, and the rest follows from there. */
+#define ROOMS_PAGE_MAX ((size_t)256 * 1024)
 /* A client id: 1 to this many Unicode characters. */
 #define ROOMS_CLIENT_ID_MAX 64u
 
