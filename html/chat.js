@@ -42,8 +42,9 @@
  * Rooms: ?room=NAME joins NAME; a plain /chat/ joins a private room whose
  * random name is kept in localStorage, so a reload finds it again.
  * localStorage also keeps, per room, the messages not yet stored (the
- * outbox) and the newest entries seen (shown at once on a reload, then
- * replaced by the server's).
+ * outbox), the newest entries seen (shown at once on a reload, then
+ * replaced by the server's) and the random prefix of our client ids there
+ * (one per room, so that nothing links a person's rooms).
  *
  * Stable hooks for tests (keep them when restyling):
  *   #chat             the form; #message its text input
@@ -95,7 +96,7 @@
   var ROOM_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
   var KEY_PRIVATE_ROOM = 'chat-fcgi.private-room';
-  var KEY_AUTHOR = 'chat-fcgi.author';
+  var KEY_AUTHOR = 'chat-fcgi.author.'; // + room: who we are there
   var KEY_OUTBOX = 'chat-fcgi.outbox.'; // + room: messages not yet stored
   var KEY_HISTORY = 'chat-fcgi.history.'; // + room: the newest entries seen
 
@@ -238,15 +239,18 @@
     var eventsURL = new URL('events', endpoint).href;
     var smooth = !window.matchMedia('(prefers-reduced-motion: reduce)').matches;
 
-    // Who "we" are: our messages carry client ids that start with this, so
-    // they show as ours in every tab of this browser, and others' do not.
-    var author = load(KEY_AUTHOR);
+    var room = chooseRoom();
+
+    // Who "we" are in this room: our messages carry client ids that start
+    // with this, so they show as ours in every tab of this browser, and
+    // others' do not. One per room, drawn at random: every reader of a room
+    // sees these ids, and one id in every room would tie a person's rooms
+    // together.
+    var author = load(KEY_AUTHOR + room);
     if (typeof author !== 'string' || !/^[0-9a-f]{12}$/.test(author)) {
       author = randomHex(6);
-      store(KEY_AUTHOR, author);
+      store(KEY_AUTHOR + room, author);
     }
-
-    var room = chooseRoom();
     var outboxKey = KEY_OUTBOX + room;
     var historyKey = KEY_HISTORY + room;
     var mode = 'connecting'; // until the server says whether it keeps history

@@ -299,6 +299,34 @@ is(data_attr($wa, 'chatErrors'), '[]', 'second tab: no CSP violation or script e
 $wa->close_tab;
 $wa->switch_to($first_tab);
 
+# --- Nothing links a person's rooms -------------------------------------------------
+
+# Every reader of a room sees each entry's client_id: the page draws the
+# prefix of its ids at random for each room, so one browser's ids in two
+# rooms share nothing, while in one room (a reload, another tab) they stay.
+{
+	my $other_room = 'other-' . int(rand(1e9));
+	$wa->get($t->url("/chat/?room=$other_room"));
+	ok(room_mode($wa), 'window A joins a second room');
+	say_in($wa, 'in the second room');
+	ok(wait_stored_log_ends_with($wa, [user => 'in the second room'], [bot => 'received in the second room']),
+		'... and posts there');
+	my $prefix = sub {
+		my ($r, $text) = @_;
+		my ($e) = grep { $_->{role} eq 'user' && $_->{text} eq $text } @{ stored($r) };
+		return $e && $e->{client_id} =~ /^([^-]+)-/ ? $1 : undef;
+	};
+	my $here = $prefix->($other_room, 'in the second room');
+	my $there = $prefix->($room, 'from the first tab');
+	ok(defined $here && defined $there, 'its client ids in both rooms have a prefix');
+	isnt($here, $there, '... and the prefixes differ: the two rooms are not linked');
+	$wa->get($t->url("/chat/?room=$room"));
+	ok(room_mode($wa), 'back in the first room');
+	say_in($wa, 'back again');
+	ok(wait_stored_log_ends_with($wa, [user => 'back again'], [bot => 'received back again']), '... it posts');
+	is($prefix->($room, 'back again'), $there, '... with the same prefix as before there');
+}
+
 # --- No problems recorded ---------------------------------------------------------
 
 for ([A => $wa], [B => $wb]) {
