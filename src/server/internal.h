@@ -53,7 +53,7 @@
 enum conn_state {
 	CONN_FREE, /* an empty slot */
 	CONN_IDLE, /* open and watched, no deadline: waits for its peer */
-	CONN_BUSY, /* a thread has it, or the store (a post being stored) */
+	CONN_BUSY, /* a thread has it, or the store (conn_away), or the run queue */
 	CONN_HELD  /* watched, and in srv->held for a deadline or its room */
 };
 /* Added to CONN_BUSY by a thread that got an event for a connection another
@@ -75,7 +75,7 @@ enum conn_away {
 	AWAY_NONE,
 	AWAY_POST, /* its post is being stored (posts.c) */
 	AWAY_READ, /* the read its answer needs is being made (reads.c) */
-	AWAY_CHECK /* the store is being checked for GET /chat/health (reads.c) */
+	AWAY_CHECK /* the store is being checked for GET /chat/health (service.c) */
 };
 
 /* Bytes written to a connection's socket when it can take them. */
@@ -327,7 +327,7 @@ void answer_again(struct server *srv, struct conn *list, enum chat_hold_mode mod
 /* Makes the timer fire by due_ms at the latest; the lock is held. */
 void timer_by_locked(struct server *srv, uint64_t due_ms);
 
-/* ---- posts.c and reads.c: work at the store ---- */
+/* ---- posts.c, reads.c and service.c: work at the store ---- */
 
 /* Set on a thread that has just handed a connection to the store (which
  * calls it back on another thread): the thread must not touch it again.
