@@ -27,6 +27,12 @@ static int store_version(void *ctx, uint64_t *version)
 	return store_data_version(ctx, version);
 }
 
+/* Which rooms those were. */
+static void store_rooms(void *ctx, struct store_changes *out)
+{
+	store_changed_rooms(ctx, out);
+}
+
 /* GET /chat/health asks this. */
 static int store_health(void *ctx, char *why, size_t why_size)
 {
@@ -127,6 +133,7 @@ int main(int argc, char **argv)
 		       .store = store,
 		       .stream_pace_ms = opt.stream_pace_ms},
 	    .store_version = store ? store_version : NULL,
+	    .store_rooms = store ? store_rooms : NULL,
 	    .store_check = store ? store_health : NULL,
 	    .store_ctx = store,
 	};

@@ -26,6 +26,7 @@ static atomic_ulong counts[ROUTE_COUNT];
 static atomic_ullong sum_us[ROUTE_COUNT];
 static atomic_long in_flight;
 static atomic_ulong store_errors;
+static atomic_ulong store_reads;
 static atomic_ulong standby_took;
 static atomic_ulong closed[METRICS_CLOSE_COUNT];
 static atomic_ulong posts_refused;
@@ -69,6 +70,11 @@ void metrics_store_error(void)
 void metrics_standby_took(void)
 {
 	atomic_fetch_add_explicit(&standby_took, 1, memory_order_relaxed);
+}
+
+void metrics_store_read(void)
+{
+	atomic_fetch_add_explicit(&store_reads, 1, memory_order_relaxed);
 }
 
 void metrics_conn_closed(enum metrics_close why)
@@ -205,6 +211,11 @@ char *metrics_render(const struct metrics_gauges *g, size_t *len)
 	    "# TYPE chat_fcgi_posts_refused_total counter\n"
 	    "chat_fcgi_posts_refused_total %lu\n",
 	    atomic_load_explicit(&posts_refused, memory_order_relaxed));
+	put(&t,
+	    "# HELP chat_fcgi_store_reads_total Reads of a room's entries from the store.\n"
+	    "# TYPE chat_fcgi_store_reads_total counter\n"
+	    "chat_fcgi_store_reads_total %lu\n",
+	    atomic_load_explicit(&store_reads, memory_order_relaxed));
 	put(&t,
 	    "# HELP chat_fcgi_store_errors_total Store operations that failed.\n"
 	    "# TYPE chat_fcgi_store_errors_total counter\n"

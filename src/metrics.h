@@ -13,6 +13,8 @@ void metrics_request_started(void);
 /* Counts an answered request and its time from being read to answered. */
 void metrics_request_done(enum route_id route, int status, uint64_t micros);
 void metrics_store_error(void);
+/* Counts a read of a room's entries from the store. */
+void metrics_store_read(void);
 /* Counts an event the standby thread took because the pollers took none. */
 void metrics_standby_took(void);
 

@@ -1,6 +1,7 @@
 /* Sends each call to the store the spec named: SQLite or PostgreSQL. */
 #include "store.h"
 
+#include "metrics.h"
 #include "store_impl.h"
 #include "store_pg.h"
 #include "store_sqlite.h"
@@ -102,6 +103,7 @@ enum store_result store_post(struct store *st, const char *room, const char *cli
 enum store_result store_read(struct store *st, const char *room, int64_t after, unsigned limit,
 			     store_entry_fn each, void *ctx, int64_t *last, const char **why)
 {
+	metrics_store_read();
 	if (st->kind == STORE_KIND_PG)
 		return store_pg_read(PG(st), room, after, limit, each, ctx, last, why);
 	return store_sqlite_read(LITE(st), room, after, limit, each, ctx, last, why);
@@ -134,6 +136,8 @@ static void read_now(struct store_sqlite *st, struct store_read *r)
 
 void store_read_queue(struct store *st, struct store_read *r)
 {
+	if (!r->check)
+		metrics_store_read();
 	if (st->kind != STORE_KIND_PG) {
 		read_now(LITE(st), r);
 		return;
@@ -150,6 +154,16 @@ int store_data_version(struct store *st, uint64_t *out)
 {
 	return st->kind == STORE_KIND_PG ? store_pg_data_version(PG(st), out)
 					 : store_sqlite_data_version(LITE(st), out);
+}
+
+void store_changed_rooms(struct store *st, struct store_changes *out)
+{
+	if (st->kind == STORE_KIND_PG) {
+		store_pg_changed_rooms(PG(st), out);
+		return;
+	}
+	out->all = true;
+	out->n = 0;
 }
 
 int store_check(struct store *st, char *why, size_t why_size)

@@ -188,6 +188,25 @@ void store_read_queue(struct store *st, struct store_read *r);
  */
 int store_data_version(struct store *st, uint64_t *out);
 
+/* Rooms other processes posted to, as far as the store can tell. */
+#define STORE_CHANGES_MAX 64
+#define STORE_ROOM_MAX    64 /* the longest room name (CHAT_ROOM_MAX) */
+struct store_changes {
+	bool all; /* the store cannot tell which: any room may have changed */
+	size_t n;
+	char room[STORE_CHANGES_MAX][STORE_ROOM_MAX + 1];
+};
+
+/*
+ * The rooms that posts by other processes changed since the last call, for
+ * the server to wake only their waiters after store_data_version moved.
+ * PostgreSQL: the rooms its notifications named (all, when there were more
+ * than STORE_CHANGES_MAX or its listening connection was lost meanwhile);
+ * SQLite cannot tell, and says all. Cheap and never blocks; called from one
+ * thread at a time.
+ */
+void store_changed_rooms(struct store *st, struct store_changes *out);
+
 /*
  * Is the database usable? Reads its schema version: 0, or -1 with a
  * sentence in why (the file is gone, unreadable, corrupt; the server is

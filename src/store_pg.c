@@ -67,6 +67,13 @@ int store_pg_data_version(struct store_pg *st, uint64_t *out)
 	return -1;
 }
 
+void store_pg_changed_rooms(struct store_pg *st, struct store_changes *out)
+{
+	(void)st;
+	out->all = true;
+	out->n = 0;
+}
+
 int store_pg_check(struct store_pg *st, char *why, size_t why_size)
 {
 	(void)st;
@@ -375,6 +382,10 @@ struct store_pg {
 	} seen[SEEN_ROOMS];
 
 	_Atomic uint64_t version; /* notifications seen, and listener losses */
+	/* The rooms the notifications named since store_pg_changed_rooms last
+	 * took them, or all when the listener lost track. */
+	pthread_mutex_t changes_lock;
+	struct store_changes changes;
 	pthread_t listener;
 	bool listener_started;
 	int wake[2];       /* written to stop the listener */
@@ -1183,12 +1194,24 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 		arr_bytes(&a[4], p->post->client_id, p->post->client_id_len);
 		arr_bytes(&a[5], p->post->answer, p->post->answer_len);
 	}
-	const char *notify_room = NULL;
+	/* The notification names every room stored in, so that other nodes
+	 * wake only their waiters (store_pg_changed_rooms); NOTIFY's payload
+	 * takes 8000 bytes, which a batch's rooms stay under. */
+	char notify_rooms[STORE_PG_BATCH_MAX * (STORE_ROOM_MAX + 1) + 1];
+	_Static_assert(sizeof notify_rooms < 8000, "the rooms of a batch fit a NOTIFY");
+	size_t notify_len = 0;
+	const char *notify_room = notify_rooms;
 	size_t nstored_rooms = 0;
 	for (size_t r = 0; r < nrooms; r++) {
 		if (!rooms[r].stored)
 			continue;
-		notify_room = rooms[r].name;
+		size_t len = strlen(rooms[r].name);
+		if (len <= STORE_ROOM_MAX && notify_len + len + 2 <= sizeof notify_rooms) {
+			if (notify_len)
+				notify_rooms[notify_len++] = ',';
+			memcpy(notify_rooms + notify_len, rooms[r].name, len);
+			notify_len += len;
+		}
 		nstored_rooms++;
 		arr_bytes(&a[6], rooms[r].name, strlen(rooms[r].name));
 		arr_int8(&a[7], rooms[r].last);
@@ -1224,6 +1247,9 @@ static enum batch_outcome batch_tx(struct store_pg *st, PGconn *pq, struct pendi
 				  (int)a[8].len,
 				  0};
 	static const int store_fmts[] = {1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 1, 0};
+	notify_rooms[notify_len] = '\0';
+	if (notify_len == 0)
+		notify_room = "*";
 	const char *notify_p[] = {notify_room};
 	struct call second[5];
 	size_t ns = 0;
@@ -1425,6 +1451,54 @@ int store_pg_data_version(struct store_pg *st, uint64_t *out)
 	return 0;
 }
 
+void store_pg_changed_rooms(struct store_pg *st, struct store_changes *out)
+{
+	pthread_mutex_lock(&st->changes_lock);
+	*out = st->changes;
+	st->changes.all = false;
+	st->changes.n = 0;
+	pthread_mutex_unlock(&st->changes_lock);
+}
+
+/* The listener: a notification's payload, the rooms a batch stored in
+ * (room names hold no comma), or "*" for more than fit. */
+static void rooms_notified(struct store_pg *st, const char *payload)
+{
+	pthread_mutex_lock(&st->changes_lock);
+	struct store_changes *c = &st->changes;
+	for (const char *p = payload; !c->all;) {
+		size_t len = strcspn(p, ",");
+		if (len == 0 || len > STORE_ROOM_MAX || (len == 1 && *p == '*')) {
+			c->all = true;
+			break;
+		}
+		bool known = false;
+		for (size_t i = 0; i < c->n && !known; i++)
+			known = strlen(c->room[i]) == len && memcmp(c->room[i], p, len) == 0;
+		if (!known && c->n == STORE_CHANGES_MAX) {
+			c->all = true;
+			break;
+		}
+		if (!known) {
+			memcpy(c->room[c->n], p, len);
+			c->room[c->n][len] = '\0';
+			c->n++;
+		}
+		if (!p[len])
+			break;
+		p += len + 1;
+	}
+	pthread_mutex_unlock(&st->changes_lock);
+}
+
+/* The listener lost track (it connected again): any room may have changed. */
+static void rooms_all(struct store_pg *st)
+{
+	pthread_mutex_lock(&st->changes_lock);
+	st->changes.all = true;
+	pthread_mutex_unlock(&st->changes_lock);
+}
+
 /* The schema version the database records (0: none yet); false when it
  * cannot be read (no such table: not a chat-fcgi database, or not yet). */
 static bool read_version(PGconn *pq, int *version, const char **why)
@@ -1563,6 +1637,7 @@ static void *listen_loop(void *arg)
 					break;
 				continue;
 			}
+			rooms_all(st);
 			atomic_fetch_add(&st->version, 1);
 		}
 		struct pollfd p[2] = {{.fd = PQsocket(pq), .events = POLLIN},
@@ -1577,11 +1652,13 @@ static void *listen_loop(void *arg)
 		if (PQconsumeInput(pq) == 0 || lost(pq)) {
 			PQfinish(pq);
 			pq = NULL;
+			rooms_all(st);
 			atomic_fetch_add(&st->version, 1);
 			continue;
 		}
 		PGnotify *n;
 		while ((n = PQnotifies(pq)) != NULL) {
+			rooms_notified(st, n->extra ? n->extra : "*");
 			PQfreemem(n);
 			atomic_fetch_add(&st->version, 1);
 		}
@@ -1609,6 +1686,7 @@ int store_pg_open(struct store_pg **out, const char *uri, const struct store_opt
 	st->opt = *opt;
 	st->wake[0] = st->wake[1] = -1;
 	pthread_mutex_init(&st->lock, NULL);
+	pthread_mutex_init(&st->changes_lock, NULL);
 	pthread_cond_init(&st->freed, NULL);
 	atomic_init(&st->version, 1);
 

@@ -21,6 +21,7 @@ enum store_result store_pg_read(struct store_pg *st, const char *room, int64_t a
  * fails r at once. */
 bool store_pg_read_queue(struct store_pg *st, struct store_read *r);
 int store_pg_data_version(struct store_pg *st, uint64_t *out);
+void store_pg_changed_rooms(struct store_pg *st, struct store_changes *out);
 int store_pg_check(struct store_pg *st, char *why, size_t why_size);
 
 #endif

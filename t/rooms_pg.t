@@ -225,6 +225,31 @@ like(ChatTest::read_file('/proc/' . $t->backend_pid . '/maps'), qr/libpq/,
 	$t2->done;
 }
 
+# A post on another node wakes only its room's waiters: the notification
+# names the rooms a batch stored in, and the other rooms' long-polls are
+# not asked again (each would cost a read of the store).
+{
+	my $a = $t;
+	my $b = ChatTest->new(backend_args => ['--store', $pg->uri($db)], rate_limit => 'off');
+	my @rooms = map { "quiet$_" } 1 .. 40;
+	is($b->post_room($_, 'start')->{status}, 200, "a post to $_ on node B") for @rooms[0, 39];
+	$b->post_room($_, 'start') for @rooms[1 .. 38];
+	my %poll = map { $_ => $a->begin_request(path => "/chat/messages?room=$_&after=2&wait=20") } @rooms;
+	sleep 0.5;
+	ok(!grep({ $a->request_ready($_, 0) } values %poll), '40 long-polls in 40 rooms held on node A');
+	my $before = $a->metric("chat_fcgi_store_reads_total");
+	is($b->post_room('quiet7', 'only here')->{status}, 200, 'a post to quiet7 on node B');
+	my $r = $a->finish_request($poll{quiet7}, 5);
+	like($r->{body}, qr/"text":"only here"/, '... wakes quiet7\'s long-poll on node A');
+	sleep 0.5;
+	my $reads = $a->metric('chat_fcgi_store_reads_total') - $before;
+	cmp_ok($reads, '<=', 5, "... with $reads reads of the store on A, not one per room");
+	ok(!grep({ $a->request_ready($poll{$_}, 0) } grep { $_ ne 'quiet7' } @rooms),
+		'... and the other 39 long-polls are still held');
+	close $_ for values %poll;
+	$b->done;
+}
+
 sub scale { return scalar @_ }
 
 $t->done;

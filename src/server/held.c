@@ -254,6 +254,17 @@ void wake_room(struct server *srv, const char *room)
 	tl_run_later = before;
 }
 
+/* Did another process post to room? */
+static bool room_changed(const struct store_changes *rooms, const char *room)
+{
+	if (rooms->all)
+		return true;
+	for (size_t i = 0; i < rooms->n; i++)
+		if (strcmp(rooms->room[i], room) == 0)
+			return true;
+	return false;
+}
+
 /* Why c, whose deadline has passed, is closed; NULL when it is not. */
 static const char *expired(const struct server *srv, const struct conn *c, uint64_t now, char *why,
 			   size_t size, int *reason)
@@ -283,15 +294,20 @@ void timer_event(struct server *srv)
 		log_msg(LOG_ERROR, "timerfd read: %s", strerror(errno));
 
 	bool changed = false;
+	/* Static: a few KiB, and only the thread that got the one-shot timer
+	 * event runs this. */
+	static struct store_changes rooms;
 	if (srv->cfg.store_version) {
 		uint64_t v;
-		/* Only the thread that got the one-shot timer event runs this. */
 		if (srv->cfg.store_version(srv->cfg.store_ctx, &v) == 0) {
 			pthread_mutex_lock(&srv->lock);
 			changed = v != srv->store_version;
 			srv->store_version = v;
 			pthread_mutex_unlock(&srv->lock);
 		}
+		rooms.all = true;
+		if (changed && srv->cfg.store_rooms)
+			srv->cfg.store_rooms(srv->cfg.store_ctx, &rooms);
 	}
 
 	struct conn *over = NULL, *woken = NULL, *closed = NULL;
@@ -317,7 +333,7 @@ void timer_event(struct server *srv)
 			 * what is due goes once it is. */
 			c->hold_until = 0;
 			c->stream_more = true;
-		} else if (changed && waits_for_room(c)) {
+		} else if (changed && waits_for_room(c) && room_changed(&rooms, c->room)) {
 			if (!writing(c)) {
 				take_locked(srv, c, &woken);
 				continue;

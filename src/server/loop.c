@@ -508,6 +508,12 @@ struct server *server_start(const struct server_config *cfg)
 			atomic_init(&srv->batches[t].tag[i], TAG_NONE);
 	if (cfg->store_version && cfg->store_version(cfg->store_ctx, &srv->store_version) != 0)
 		srv->store_version = 0;
+	_Static_assert(STORE_ROOM_MAX == CHAT_ROOM_MAX, "the store's room names are the chat's");
+	if (cfg->store_rooms) {
+		/* What piled up before the start concerns no waiter. */
+		static struct store_changes before;
+		cfg->store_rooms(cfg->store_ctx, &before);
+	}
 
 	srv->ep = epoll_create1(EPOLL_CLOEXEC);
 	srv->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

@@ -7,6 +7,7 @@
 #include "allow.h"
 #include "chat.h"
 #include "params.h"
+#include "store.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -29,6 +30,9 @@ struct server_config {
 	 * to the shared store, so held requests there are looked at again.
 	 * Returns 0 on success. Called from one thread at a time. */
 	int (*store_version)(void *ctx, uint64_t *version);
+	/* Optional: once the version moved, the rooms other processes posted
+	 * to (or all), so that only their waiters are asked again. */
+	void (*store_rooms)(void *ctx, struct store_changes *out);
 	/* Optional: 0 when the store works, else -1 with a sentence in why;
 	 * GET /chat/health answers 503 with it. */
 	int (*store_check)(void *ctx, char *why, size_t why_size);
