@@ -515,7 +515,13 @@ sub metric {
 sub stop {
 	my ($self) = @_;
 	$self->stop_nginx;
-	$self->stop_backend;
+	# The backend's end, when this stops it: its exit status (as $?), or
+	# undef when it outlived SIGTERM and was killed.
+	if ($self->{backend}) {
+		my ($status) = $self->stop_backend;
+		$self->{stopped_status} = $status;
+		$self->{stopped_here} = 1;
+	}
 	@live = grep { $_ != $self } @live;
 	if ($ENV{CHAT_VERBOSE}) {
 		diag("backend log:\n" . $self->backend_log);
@@ -524,12 +530,23 @@ sub stop {
 }
 
 # Stops everything, then checks what nginx-tests check at the end: no alerts
-# or worse in nginx's log, and no crash report from the backend. A test that
+# or worse in nginx's log, no crash report from the backend, and that the
+# backend, still running, exited 0 on the SIGTERM that stopped it (a backend
+# that died of SIGSYS, an abort or stack smashing fails here). A test that
 # stopped the backend on purpose passes backend_was_down => 1: nginx logs
-# each refused connect() to its socket at [crit].
+# each refused connect() to its socket at [crit]; one that stopped it
+# itself checked its end already.
 sub done {
 	my ($self, %o) = @_;
 	$self->stop;
+	if ($self->{stopped_here}) {
+		my $status = $self->{stopped_status};
+		my $how = !defined $status ? 'outlived SIGTERM and was killed'
+			: $status & 127 ? 'died of signal ' . ($status & 127)
+			: 'exited ' . ($status >> 8);
+		ok(defined $status && $status == 0, "chat-fcgi exited 0 on SIGTERM (it $how)")
+			or diag($self->backend_log);
+	}
 	my $log = $self->error_log;
 	$log = join '', grep { !/\[crit\].*connect\(\) to unix:\S+ failed/ } split /^/, $log
 		if $o{backend_was_down};
