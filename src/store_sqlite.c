@@ -200,9 +200,10 @@ struct store_sqlite {
 	bool version_seen[2];
 	uint64_t version_changes;
 
-	/* Checkpoints run on a thread of their own: with synchronous=NORMAL a
-	 * checkpoint is the one step that fsyncs, and in the committing
-	 * request (SQLite's default) it made every few hundredth post wait. */
+	/* Checkpoints run on a thread of their own: a checkpoint syncs the
+	 * database (with synchronous=NORMAL, the one step that syncs), and in
+	 * the committing thread (SQLite's default) it would hold up every few
+	 * hundredth batch of posts. */
 	pthread_t checkpointer;
 	bool checkpointer_started;
 	pthread_mutex_t checkpoint_lock;
