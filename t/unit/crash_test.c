@@ -146,6 +146,7 @@ enum file_kind { FILE_DB, FILE_JOURNAL, FILE_WAL };
 struct model {
 	char *name;
 	enum file_kind kind;
+	bool deleted; /* kept, as a file still open may refer to it */
 	struct bytes synced;
 	struct op *pending, **tail; /* oldest first */
 	struct model *next;
@@ -259,8 +260,10 @@ static struct model *model_find(const char *name)
 static struct model *model_of(const char *name, enum file_kind kind)
 {
 	struct model *m = model_find(name);
-	if (m)
+	if (m) {
+		m->deleted = false;
 		return m;
+	}
 	m = must(calloc(1, sizeof *m));
 	m->name = must(strdup(name));
 	m->kind = kind;
@@ -274,17 +277,14 @@ static struct model *model_of(const char *name, enum file_kind kind)
  * modelled). */
 static void model_delete(const char *name)
 {
-	for (struct model **p = &shim.files; *p; p = &(*p)->next) {
-		struct model *m = *p;
-		if (strcmp(m->name, name) == 0) {
-			*p = m->next;
-			ops_free(m->pending);
-			free(m->synced.b);
-			free(m->name);
-			free(m);
-			return;
-		}
-	}
+	struct model *m = model_find(name);
+	if (!m)
+		return;
+	ops_free(m->pending);
+	m->pending = NULL;
+	m->tail = &m->pending;
+	m->synced.len = 0;
+	m->deleted = true;
 }
 
 /* Bytes [from, to) of b, within its length, garbled or not. */
@@ -360,6 +360,8 @@ static bool db_pending(void)
 static void write_disk(const char *dir)
 {
 	for (struct model *m = shim.files; m; m = m->next) {
+		if (m->deleted)
+			continue;
 		struct bytes b = {0};
 		bytes_resize(&b, m->synced.len);
 		if (m->synced.len)
@@ -822,7 +824,7 @@ static void check_image(const char *image, const struct store_options *opt, stru
 	snprintf(path, sizeof path, "%s/chat.db", image);
 	struct store *st = NULL;
 	if (store_open(&st, path, opt, err, sizeof err) != 0) {
-		problem(o, o->acks > 0, "the image does not open: %s", err);
+		problem(o, false, "the image does not open: %s", err);
 		return;
 	}
 	bool seen[POSTS] = {false};
@@ -919,13 +921,14 @@ static void run_once(const struct scenario *sc, int case_no, long cut_at, struct
 				    .checkpoint_frames = sc->checkpoint_frames};
 	int fds[2] = {-1, -1};
 	pid_t pid = -1;
-	fflush(stdout);
-	if (pipe(fds) != 0 || (pid = fork()) < 0) {
-		problem(&o, false, "pipe or fork: %s", strerror(errno));
+	/* Else the child would print the parent's buffered output again. */
+	if (fflush(stdout) != 0 || pipe(fds) != 0 || (pid = fork()) < 0) {
+		problem(&o, false, "fflush, pipe or fork: %s", strerror(errno));
 		goto out;
 	}
 	if (pid == 0) {
-		close(fds[0]);
+		if (close(fds[0]) != 0)
+			_exit(EXIT_ERROR);
 		shim.report_fd = fds[1];
 		shim.recording = true;
 		snprintf(shim.run, sizeof shim.run, "%s", run_dir);
@@ -935,12 +938,20 @@ static void run_once(const struct scenario *sc, int case_no, long cut_at, struct
 		shim.rng = base_seed ^ ((uint64_t)case_no << 40) ^ (uint64_t)cut_at;
 		child_run(&opt);
 	}
-	close(fds[1]);
+	/* The child's end, closed here, ends the reports when the child goes. */
+	bool closed = close(fds[1]) == 0;
 	fds[1] = -1;
-	read_reports(fds[0], &o);
+	if (closed)
+		read_reports(fds[0], &o);
+	closed = close(fds[0]) == 0 && closed;
+	fds[0] = -1;
 	int status = 0;
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
+	if (!closed) {
+		problem(&o, false, "close: %s", strerror(errno));
+		goto out;
+	}
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != EXIT_CUT || !o.cut) {
 		problem(&o, false, "the child ended with status %d", status);
 		goto out;
@@ -970,11 +981,13 @@ static void run_once(const struct scenario *sc, int case_no, long cut_at, struct
 	return;
 out:
 	t->bad++;
-	diag("%s, cut at %ld: %s", sc->name, cut_at, o.why);
-	if (fds[0] >= 0)
-		close(fds[0]);
-	if (fds[1] >= 0)
-		close(fds[1]);
+	if (cut_at)
+		diag("%s, the run to be cut at operation %ld: %s", sc->name, cut_at, o.why);
+	else
+		diag("%s, the run to be cut after its last post: %s", sc->name, o.why);
+	for (int k = 0; k < 2; k++)
+		if (fds[k] >= 0 && close(fds[k]) != 0)
+			diag("close: %s", strerror(errno));
 }
 
 /* Every cut of a case: after the last post, then at each operation of
@@ -991,7 +1004,8 @@ static void run_case(const struct scenario *sc, int case_no, struct tally *t)
 static double seconds_since(const struct timespec *t0)
 {
 	struct timespec t1;
-	clock_gettime(CLOCK_MONOTONIC, &t1);
+	if (clock_gettime(CLOCK_MONOTONIC, &t1) != 0)
+		return 0;
 	return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
@@ -1057,8 +1071,9 @@ int main(int argc, char **argv)
 	     base_seed);
 	for (size_t c = 0; c < n_cases; c++) {
 		const struct scenario *sc = &cases[c];
-		struct timespec t0;
-		clock_gettime(CLOCK_MONOTONIC, &t0);
+		struct timespec t0 = {0};
+		if (clock_gettime(CLOCK_MONOTONIC, &t0) != 0)
+			diag("clock_gettime: %s", strerror(errno));
 		struct tally t;
 		run_case(sc, (int)c, &t);
 		const struct counts *r = &t.ref;
@@ -1073,18 +1088,16 @@ int main(int argc, char **argv)
 			continue;
 		}
 		ok(t.bad == 0 && t.cuts == r->events + 1,
-		   "%s: %ld cuts, %ld disks, %ld acknowledged posts checked: each there once at "
-		   "its "
-		   "seq, the database sound (%ld disks lost one, %ld had a problem)",
+		   "%s: %ld cuts, %ld disks, %ld acknowledged posts checked: each there once "
+		   "at its seq, the database sound (%ld disks lost one, %ld had a problem)",
 		   sc->name, t.cuts, t.disks, t.acks_checked, t.lossy, t.bad);
 		if (sc->checkpoint_frames)
 			ok(r->db_syncs > 1 && r->wal_starts > 1 && t.cuts_in_checkpoint > 0 &&
 			       t.wal_writes_in_checkpoint > 0,
 			   "... with checkpoints among the posts (the last run: %ld database "
-			   "syncs, the "
-			   "WAL started over %ld times); %ld cuts came during a checkpoint's copy, "
-			   "and "
-			   "the runs wrote the WAL %ld times during one",
+			   "syncs, the WAL started over %ld times); %ld cuts came while a "
+			   "checkpoint's writes to the database were not synced, and the runs "
+			   "wrote the WAL %ld times meanwhile",
 			   r->db_syncs, r->wal_starts - 1, t.cuts_in_checkpoint,
 			   t.wal_writes_in_checkpoint);
 	}
