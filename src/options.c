@@ -20,7 +20,7 @@ static void usage(FILE *out)
 		     "                 [--send-timeout S] [--receive-timeout S]\n"
 		     "                 [--store sqlite:PATH|postgresql://...|none]\n"
 		     "                 [--room-history N]\n"
-		     "                 [--store-sync normal|full] [--no-sandbox]\n"
+		     "                 [--store-sync full|normal] [--no-sandbox]\n"
 		     "                 [--quiet|--verbose] [--help] [--version]\n");
 }
 
@@ -66,8 +66,10 @@ static void help(void)
 	       "                         may share the database) or none\n"
 	       "                         (default %s)\n"
 	       "  -r, --room-history N   entries kept per room (default %u)\n"
-	       "      --store-sync MODE  normal: an answered post survives a crash of\n"
-	       "                         chat-fcgi (default); full: also a power loss\n"
+	       "      --store-sync MODE  full: an answered post survives a power loss\n"
+	       "                         or kernel crash (default); normal: it survives\n"
+	       "                         a crash of chat-fcgi only, and a power loss\n"
+	       "                         may lose the last posts answered (SQLite)\n"
 	       "      --no-sandbox       do not confine the process with seccomp (for\n"
 	       "                         debugging, strace, valgrind)\n"
 	       "  -q, --quiet            log only failures of the service itself\n"
@@ -205,6 +207,7 @@ enum options_result options_parse(int argc, char **argv, struct options *opt)
 	    .send_timeout_s = OPTIONS_SEND_TIMEOUT_DEFAULT,
 	    .receive_timeout_s = OPTIONS_RECEIVE_TIMEOUT_DEFAULT,
 	    .sandbox = true,
+	    .store_sync_full = true,
 	};
 	opterr = 0;
 	optind = 1;

@@ -56,7 +56,7 @@ struct options {
 	int verbosity;          /* 0 --quiet, 1 default, 2 --verbose */
 	const char *store_path; /* the SQLite file or a postgresql:// URI; NULL: none */
 	unsigned room_history;  /* entries kept per room */
-	bool store_sync_full;   /* --store-sync full */
+	bool store_sync_full;   /* --store-sync full (the default), not normal */
 	bool sandbox;           /* confine with seccomp once started; --no-sandbox clears it */
 };
 

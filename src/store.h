@@ -31,6 +31,9 @@ struct store;
 struct store_options {
 	unsigned history; /* entries kept per room */
 	bool sync_full;   /* synchronous=FULL (survives power loss) instead of NORMAL */
+	/* SQLite: the WAL frames that wake the store's checkpoint thread; 0,
+	 * its own default. Tests set a few, for checkpoints among the posts. */
+	unsigned checkpoint_frames;
 };
 
 enum store_role { STORE_USER = 0, STORE_BOT = 1 };

@@ -200,15 +200,17 @@ struct store_sqlite {
 	bool version_seen[2];
 	uint64_t version_changes;
 
-	/* Checkpoints run on a thread of their own: with synchronous=NORMAL a
-	 * checkpoint is the one step that fsyncs, and in the committing
-	 * request (SQLite's default) it made every few hundredth post wait. */
+	/* Checkpoints run on a thread of their own: a checkpoint syncs the
+	 * database (with synchronous=NORMAL, the one step that syncs), and in
+	 * the committing thread (SQLite's default) it would hold up every few
+	 * hundredth batch of posts. */
 	pthread_t checkpointer;
 	bool checkpointer_started;
 	pthread_mutex_t checkpoint_lock;
 	pthread_cond_t checkpoint_due;
 	bool checkpoint_wanted, stopping; /* under checkpoint_lock */
 	int wal_frames;                   /* the WAL's frames after the writer's last commit */
+	int checkpoint_frames;            /* that wake the checkpoint thread */
 	sqlite3 *checkpoint_db;
 };
 
@@ -318,7 +320,7 @@ static int wal_grew(void *arg, sqlite3 *db, const char *name, int frames)
 	(void)name;
 	struct store_sqlite *st = arg;
 	st->wal_frames = frames;
-	if (frames >= STORE_CHECKPOINT_FRAMES) {
+	if (frames >= st->checkpoint_frames) {
 		pthread_mutex_lock(&st->checkpoint_lock);
 		st->checkpoint_wanted = true;
 		pthread_cond_signal(&st->checkpoint_due);
@@ -354,7 +356,7 @@ static void *checkpoint_loop(void *arg)
 		 * blocks of the file, which the kernel zeroes first. The frames
 		 * added meanwhile are few: copied with this process's writers
 		 * held back, the next commit starts the WAL over. */
-		if (rc == SQLITE_OK && frames >= STORE_CHECKPOINT_FRAMES) {
+		if (rc == SQLITE_OK && frames >= st->checkpoint_frames) {
 			pthread_mutex_lock(&st->write_lock);
 			sqlite3_wal_checkpoint_v2(st->checkpoint_db, NULL,
 						  SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
@@ -1137,6 +1139,9 @@ int store_sqlite_open(struct store_sqlite **out, const char *path, const struct 
 	}
 	st->base.kind = STORE_KIND_SQLITE;
 	st->opt = *opt;
+	st->checkpoint_frames = opt->checkpoint_frames > 0 && opt->checkpoint_frames < INT_MAX
+				    ? (int)opt->checkpoint_frames
+				    : STORE_CHECKPOINT_FRAMES;
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_mutex_init(&st->write_lock, NULL);
 	pthread_mutex_init(&st->version_lock, NULL);

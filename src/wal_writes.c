@@ -22,6 +22,14 @@
  * connection of them: a post acknowledged is in the file, as without this
  * VFS. Every other file (the database itself, its journal) goes straight
  * through.
+ *
+ * Only a WAL that reports SQLITE_IOCAP_POWERSAFE_OVERWRITE is buffered
+ * (SQLite's unix VFS does, unless told otherwise). Without it, SQLite with
+ * synchronous=FULL pads a commit with copies of its last frame up to a
+ * sector boundary, syncs there, and writes the tail of the frame that
+ * crosses the boundary after the sync, as the transaction's last write: no
+ * commit header or sync would follow to flush it, and other connections
+ * read the WAL from their own file descriptors.
  */
 #include "wal_writes.h"
 
@@ -39,7 +47,7 @@
 struct wal_file {
 	sqlite3_file base;  /* first: SQLite's view of it */
 	sqlite3_file *real; /* the default VFS's file, right after this */
-	bool wal;           /* a WAL file: buffered */
+	bool wal;           /* a WAL file on a powersafe-overwrite device: buffered */
 	unsigned char *buf; /* writes not yet made, for [at, at + len) */
 	size_t len, cap;
 	sqlite3_int64 at;
@@ -262,7 +270,9 @@ static int x_open(sqlite3_vfs *v, const char *name, sqlite3_file *file, int flag
 	int rc = base_vfs->xOpen(base_vfs, name, f->real, flags, out_flags);
 	/* SQLite calls xClose only on a file whose pMethods is set. */
 	f->base.pMethods = f->real->pMethods ? &methods : NULL;
-	f->wal = (flags & SQLITE_OPEN_WAL) != 0;
+	f->wal = f->real->pMethods && (flags & SQLITE_OPEN_WAL) != 0 &&
+		 (f->real->pMethods->xDeviceCharacteristics(f->real) &
+		  SQLITE_IOCAP_POWERSAFE_OVERWRITE) != 0;
 	return rc;
 }
 

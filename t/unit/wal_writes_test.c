@@ -3,14 +3,18 @@
  * committed is in the file when COMMIT returns, as a connection through
  * SQLite's own VFS sees, with synchronous NORMAL or FULL; a rolled-back
  * transaction leaves nothing; the file passes SQLite's integrity check
- * after a checkpoint. */
+ * after a checkpoint. On a file without powersafe overwrite, where SQLite
+ * pads a commit and writes the last frame's tail after its sync, every
+ * write goes straight through. */
 #define _POSIX_C_SOURCE 200809L
 #include "tap.h"
 #include "wal_writes.h"
 
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* A VFS under the one tested, counting the writes that reach the WAL. */
@@ -18,11 +22,15 @@ static sqlite3_vfs *unix_vfs;
 static sqlite3_vfs counting;
 static sqlite3_io_methods counting_methods;
 static int wal_writes;
+/* Files opened while set say they lack powersafe overwrite, as a file
+ * system that may damage a sector around a write cut short does. */
+static bool no_psow;
 
 struct counted {
 	sqlite3_file base;
 	sqlite3_file *real;
 	int wal;
+	bool no_psow;
 };
 
 static int c_write(sqlite3_file *f, const void *d, int n, sqlite3_int64 off)
@@ -31,6 +39,13 @@ static int c_write(sqlite3_file *f, const void *d, int n, sqlite3_int64 off)
 	if (c->wal)
 		wal_writes++;
 	return c->real->pMethods->xWrite(c->real, d, n, off);
+}
+
+static int c_xDeviceCharacteristics(sqlite3_file *f)
+{
+	struct counted *c = (struct counted *)f;
+	int dc = c->real->pMethods->xDeviceCharacteristics(c->real);
+	return c->no_psow ? dc & ~SQLITE_IOCAP_POWERSAFE_OVERWRITE : dc;
 }
 
 #define PASS(name, ret, params, args)                                                              \
@@ -49,7 +64,6 @@ PASS(xUnlock, int, (sqlite3_file * f, int l), (c->real, l))
 PASS(xCheckReservedLock, int, (sqlite3_file * f, int *o), (c->real, o))
 PASS(xFileControl, int, (sqlite3_file * f, int op, void *a), (c->real, op, a))
 PASS(xSectorSize, int, (sqlite3_file * f), (c->real))
-PASS(xDeviceCharacteristics, int, (sqlite3_file * f), (c->real))
 PASS(xShmMap, int, (sqlite3_file * f, int p, int s, int e, void volatile **o),
      (c->real, p, s, e, o))
 PASS(xShmLock, int, (sqlite3_file * f, int o, int n, int fl), (c->real, o, n, fl))
@@ -70,6 +84,7 @@ static int c_open(sqlite3_vfs *v, const char *name, sqlite3_file *f, int flags, 
 	memset(c, 0, sizeof *c);
 	c->real = (sqlite3_file *)(c + 1);
 	c->wal = (flags & SQLITE_OPEN_WAL) != 0;
+	c->no_psow = no_psow;
 	int rc = unix_vfs->xOpen(unix_vfs, name, c->real, flags, out);
 	c->base.pMethods = c->real->pMethods ? &counting_methods : NULL;
 	return rc;
@@ -140,6 +155,107 @@ static int insert(sqlite3 *db, int rows, const char *end_sql)
 	for (int i = 0; i < rows && rc == SQLITE_OK; i++)
 		rc = exec(db, "INSERT INTO t(b) VALUES(randomblob(1000))");
 	return rc == SQLITE_OK ? exec(db, end_sql) : rc;
+}
+
+/* PRAGMA integrity_check on path, through vfs: "ok" when sound. */
+static void integrity(const char *path, const char *vfs, char *out, size_t size)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *s = NULL;
+	snprintf(out, size, "cannot open");
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, vfs) == SQLITE_OK &&
+	    sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &s, NULL) == SQLITE_OK) {
+		int rc = sqlite3_step(s);
+		snprintf(out, size, "%s",
+			 rc == SQLITE_ROW ? (const char *)sqlite3_column_text(s, 0)
+					  : sqlite3_errmsg(db));
+	}
+	sqlite3_finalize(s);
+	sqlite3_close(db);
+}
+
+/* Checkpoints path from a connection of its own, through vfs. */
+static int checkpoint(const char *path, const char *vfs)
+{
+	sqlite3 *db = NULL;
+	int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, vfs);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	sqlite3_close(db);
+	return rc;
+}
+
+/* The WAL's size in frames after the last commit, as SQLite counts it. */
+static int wal_frames;
+
+static int count_frames(void *arg, sqlite3 *db, const char *name, int frames)
+{
+	(void)arg;
+	(void)db;
+	(void)name;
+	wal_frames = frames;
+	return SQLITE_OK;
+}
+
+/*
+ * A file without powersafe overwrite: with synchronous = FULL, SQLite pads
+ * each commit with copies of its last frame up to a sector boundary, syncs
+ * there, and writes the rest of the frame that crosses it after the sync.
+ * Every byte of it must be in the file when COMMIT returns, since another
+ * connection reads the frames, and checkpoints them, from its own file
+ * descriptor.
+ */
+static void test_no_psow(const char *dir)
+{
+	char path[4200];
+	snprintf(path, sizeof path, "%s/no_psow.db", dir);
+	no_psow = true;
+	sqlite3 *db = NULL;
+	int rc =
+	    sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, WAL_WRITES_VFS);
+	if (rc == SQLITE_OK)
+		rc = exec(db, "PRAGMA journal_mode = WAL");
+	if (rc == SQLITE_OK)
+		rc = exec(db, "PRAGMA synchronous = FULL");
+	/* Replaces SQLite's checkpoint on commit: none runs, and the hook
+	 * counts the WAL's frames. */
+	if (rc == SQLITE_OK)
+		sqlite3_wal_hook(db, count_frames, NULL);
+	if (rc == SQLITE_OK)
+		rc = exec(db, "CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)");
+	is_int(rc, SQLITE_OK,
+	       "without powersafe overwrite: a database in WAL mode, synchronous FULL");
+
+	char wal[4300];
+	snprintf(wal, sizeof wal, "%s-wal", path);
+	wal_writes = 0;
+	int frames_before = wal_frames, whole = 0, commits = 5;
+	long long last_size = -1, want = -1;
+	for (int i = 0; i < commits && rc == SQLITE_OK; i++) {
+		rc = insert(db, 20, "COMMIT");
+		struct stat sb;
+		want = 32 + (long long)wal_frames * (4096 + 24);
+		last_size = stat(wal, &sb) == 0 ? (long long)sb.st_size : -1;
+		whole += rc == SQLITE_OK && last_size == want;
+	}
+	is_int(rc, SQLITE_OK, "... %d transactions of 20 rows commit", commits);
+	is_int(whole, commits,
+	       "... after each, the WAL file holds every frame SQLite wrote (last: %lld bytes, "
+	       "%d frames: %lld)",
+	       last_size, wal_frames, want);
+	ok(wal_writes >= 2 * (wal_frames - frames_before),
+	   "... each write went straight through: %d writes for %d frames", wal_writes,
+	   wal_frames - frames_before);
+
+	char verdict[256];
+	integrity(path, "unix", verdict, sizeof verdict);
+	is_str(verdict, "ok", "... another connection reads a sound database");
+	is_int(checkpoint(path, "unix"), SQLITE_OK, "... and checkpoints it");
+	integrity(path, "unix", verdict, sizeof verdict);
+	is_str(verdict, "ok", "... which then passes the integrity check");
+	is_int(count_rows(path, "unix"), 20 * commits, "... with every row committed");
+	is_int(sqlite3_close(db), SQLITE_OK, "it closes");
+	no_psow = false;
 }
 
 int main(void)
@@ -213,6 +329,8 @@ int main(void)
 	sqlite3_finalize(s);
 	is_int(sqlite3_close(db), SQLITE_OK, "it closes");
 	is_int(count_rows(path, "unix"), 431, "everything committed is there after the close");
+
+	test_no_psow(dir);
 
 	char cmd[sizeof dir + 16];
 	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
