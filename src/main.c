@@ -107,15 +107,22 @@ int main(int argc, char **argv)
 	/* From here on the process only serves: confine it before the first
 	 * request, and before the workers start so that they inherit it. */
 	const char *confined = "seccomp";
+	char unknown[256];
 	if (!opt.sandbox) {
 		confined = "off (--no-sandbox)";
 	} else if (sandbox_support() == SANDBOX_UNSUPPORTED_SANITIZER) {
 		confined = "off (sanitizer build)";
-	} else if (sandbox_enter_with(store && store_is_postgresql(opt.store_path), err,
-				      sizeof err) != 0) {
+	} else if (sandbox_enter_with(store && store_is_postgresql(opt.store_path), unknown,
+				      sizeof unknown, err, sizeof err) != 0) {
 		log_msg(LOG_ERROR, "%s (--no-sandbox runs without it)", err);
 		listener_close(&l);
 		return 1;
+	} else if (unknown[0]) {
+		/* A newer C library may need one of them, and gets ENOSYS. */
+		log_msg(LOG_NOTICE,
+			"sandbox: this libseccomp does not know %s: under the filter they fail "
+			"with ENOSYS",
+			unknown);
 	}
 
 	struct server_config cfg = {

@@ -19,7 +19,9 @@ package ChatTest;
 # conf/render), backend_env => {NAME => VALUE, ...} (set in the backend's
 # environment only, e.g. LD_PRELOAD: nginx and the test do not get it; a
 # spawn-fcgi, supervisor or valgrind that starts the backend does, and
-# passes it on). The backend keeps
+# passes it on), wrap => [COMMAND...] (runs the backend as COMMAND... chat-fcgi
+# ARGS: COMMAND must exec it in the same process, as unshare(1) does, so
+# that backend_pid is chat-fcgi's own). The backend keeps
 # its rooms in $t->store_path (chat.db in the temp dir) unless backend_args
 # has --store.
 #
@@ -202,6 +204,7 @@ sub start_backend {
 	# tracer is a grandchild, so the pid is chat-fcgi's own).
 	unshift @backend, $self->{opt}{strace}, '-D', '-f', '-qq', '-o', $self->trace_log, '--'
 		if $self->{opt}{strace};
+	unshift @backend, @{ $self->{opt}{wrap} } if $self->{opt}{wrap};
 	my @spawn = ('-s', $self->{socket}, '-M', '0600', '--', @backend, @args);
 	my @cmd = $self->{opt}{supervise} ? ("$self->{src}/conf/chat-fcgi-supervise", @spawn)
 		: $self->{opt}{spawn} ? ($self->{spawn}, '-n', @spawn)

@@ -7,6 +7,7 @@ package PgTest;
 # postgres user the package made.
 #
 #   my $pg = PgTest->new;              # skips the test when not installed
+#   my $pg = PgTest->new(ipv6 => 1);   # TCP on ::1 as well as 127.0.0.1
 #   my $uri = $pg->uri($pg->createdb('chat'));
 #   $pg->psql('chat', 'SELECT count(*) FROM entries');
 #   $pg->stop; $pg->start; $pg->restart;
@@ -120,12 +121,14 @@ sub run_as {
 }
 
 # The server's settings: a private port, its socket in the temp dir, TCP on
-# 127.0.0.1 (the nodes of the scale-out test use it). fsync stays on unless
-# the test asks otherwise: the restart tests are about durability.
+# 127.0.0.1 (the nodes of the scale-out test use it), and on ::1 too when
+# the test asks (a host name with both loopback addresses). fsync stays on
+# unless the test asks otherwise: the restart tests are about durability.
 sub options {
 	my ($self) = @_;
+	my $listen = $self->{opt}{ipv6} ? "'127.0.0.1,::1'" : '127.0.0.1';
 	my @o = ("-c port=$self->{port}", "-c unix_socket_directories=$self->{dir}",
-		"-c listen_addresses=127.0.0.1", '-c max_connections=200',
+		"-c listen_addresses=$listen", '-c max_connections=200',
 		'-c log_min_messages=warning');
 	push @o, '-c fsync=off' if $self->{opt}{fsync_off};
 	return join(' ', @o);
